@@ -1,0 +1,132 @@
+"""The action registry: every action is a function plus a typed params model.
+
+An action module declares::
+
+    class RedisPingParams(ActionParams):
+        redis: RedisRef | None = Field(None, description="...")
+
+    @action("redisPing", RedisPingParams, "PING, latency", writes=False)
+    async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult: ...
+
+The engine looks actions up here; runbook validation, ``lint``, the CRD's action enum
+and the README's action table are all derived from this one registry.
+
+Rules every action keeps:
+- Raise ``StepFailed`` (or ``TransientFailure`` for what a retry may fix) with a one-line
+  message naming the cause; ``Refused`` for what must never be done.
+- ``ctx.dry_run``: change nothing, return what would have been done.
+- Work that takes long honours ``ctx.deadline``; the engine also cancels at the timeout.
+- A write that must not happen twice calls ``await ctx.checkpoint({...})`` before it,
+  and on a retry looks at ``ctx.outputs`` to see what an earlier attempt already did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from mcp_remediator.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp_remediator.clients import Clients
+
+
+class ActionParams(BaseModel):
+    """Base of every params model: unknown params are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+@dataclass
+class ActionResult:
+    """What a step did: a one-line message and a flat map of string outputs."""
+
+    message: str
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+Checkpoint = Callable[[Mapping[str, str]], Awaitable[None]]
+
+
+async def _no_checkpoint(outputs: Mapping[str, str]) -> None:
+    return None
+
+
+@dataclass
+class ActionContext:
+    """Everything an action may use; built by the engine for each attempt."""
+
+    clients: Clients
+    settings: Settings
+    namespace: str
+    dry_run: bool
+    remediation: str
+    step: str
+    attempt: int = 1
+    deadline: float = field(default_factory=lambda: time.monotonic() + 300)
+    outputs: dict[str, str] = field(default_factory=dict)
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(
+        default_factory=lambda: logging.getLogger("mcp_remediator.actions")
+    )
+    checkpoint_fn: Checkpoint = _no_checkpoint
+
+    def remaining(self) -> float:
+        """Seconds left before this attempt's deadline."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def checkpoint(self, outputs: Mapping[str, str]) -> None:
+        """Persist partial outputs in the step's status before an irreversible write."""
+        self.outputs.update(outputs)
+        await self.checkpoint_fn(dict(self.outputs))
+
+
+P = TypeVar("P", bound=ActionParams)
+ActionFn = Callable[[P, ActionContext], Awaitable[ActionResult]]
+Validator = Callable[[P, Settings, str | None], None]
+
+
+@dataclass(frozen=True)
+class ActionSpec(Generic[P]):
+    """One registered action."""
+
+    name: str
+    params: type[P]
+    fn: ActionFn[P]
+    description: str
+    writes: bool
+    validate: Validator[P] | None = None
+
+    def parse(self, raw: Mapping[str, Any]) -> P:
+        return self.params.model_validate(dict(raw))
+
+
+REGISTRY: dict[str, ActionSpec[Any]] = {}
+
+
+def action(
+    name: str,
+    params: type[P],
+    description: str,
+    *,
+    writes: bool,
+    validate: Validator[P] | None = None,
+) -> Callable[[ActionFn[P]], ActionFn[P]]:
+    """Register ``fn`` as the action ``name``.
+
+    ``validate(params, settings, namespace)`` raises ``Refused`` for targets that are
+    refused before anything runs; ``namespace`` is the default target namespace when it
+    is known. Called when a runbook is validated and again before each step runs.
+    """
+
+    def decorator(fn: ActionFn[P]) -> ActionFn[P]:
+        if name in REGISTRY:
+            raise ValueError(f"action {name!r} registered twice")
+        REGISTRY[name] = ActionSpec(name, params, fn, description, writes, validate)
+        return fn
+
+    return decorator

@@ -1,0 +1,301 @@
+"""A small async Kubernetes client: the operator's only path to the API.
+
+Connection settings come from the official ``kubernetes`` package's loaders (in-cluster
+service account, else kubeconfig), so every auth method it knows works; requests go
+through ``httpx`` so that no call blocks the event loop. Every write passes the refusal
+layer first (``refusals.check_write``) and, in dry-run, no write is sent at all: a bug in
+an action cannot override Kyverno or write during a dry run.
+
+Built once by ``cli``/``operator`` and handed to the engine, actions and the receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+from mcp_remediator import refusals
+from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PatchType = Literal["merge", "strategic", "json"]
+CONTENT_TYPES: dict[PatchType, str] = {
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "json": "application/json-patch+json",
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API."""
+
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+
+KINDS: dict[str, Kind] = {
+    "Deployment": Kind("apps/v1", "deployments"),
+    "StatefulSet": Kind("apps/v1", "statefulsets"),
+    "DaemonSet": Kind("apps/v1", "daemonsets"),
+    "ReplicaSet": Kind("apps/v1", "replicasets"),
+    "ConfigMap": Kind("v1", "configmaps"),
+    "Secret": Kind("v1", "secrets"),
+    "Pod": Kind("v1", "pods"),
+    "Service": Kind("v1", "services"),
+    "Event": Kind("v1", "events"),
+    "Application": Kind("argoproj.io/v1alpha1", "applications"),
+    "ClusterPolicy": Kind("kyverno.io/v1", "clusterpolicies", namespaced=False),
+    "Policy": Kind("kyverno.io/v1", "policies"),
+    "PolicyException": Kind("kyverno.io/v2", "policyexceptions"),
+    "PolicyReport": Kind("wgpolicyk8s.io/v1alpha2", "policyreports"),
+    "ClusterPolicyReport": Kind(
+        "wgpolicyk8s.io/v1alpha2", "clusterpolicyreports", namespaced=False
+    ),
+    "McpRunbook": Kind("mcp.dese.ai/v1alpha1", "mcprunbooks"),
+    "McpRemediation": Kind("mcp.dese.ai/v1alpha1", "mcpremediations"),
+}
+
+
+class ApiError(Exception):
+    """An error answer of the API server (or no answer at all: status 0)."""
+
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (0, 409, 429) or self.status >= 500
+
+    def as_step_failure(self, what: str) -> StepFailed:
+        text = f"{what}: {self.reason or self.status}: {self.message}"
+        return TransientFailure(text) if self.transient else StepFailed(text)
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """How to reach the API server; ``token`` is never logged."""
+
+    server: str
+    ca_path: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    cert_path: str | None = None
+    key_path: str | None = None
+    default_namespace: str = "default"
+
+    def __repr__(self) -> str:
+        return f"ConnectionConfig(server={self.server!r}, token={'***' if self.token else None})"
+
+    @classmethod
+    def load(cls, kubeconfig: str | None = None, context: str | None = None) -> ConnectionConfig:
+        """In-cluster config when running in a pod, else the kubeconfig (``KUBECONFIG``)."""
+        from kubernetes import client, config  # heavy import, done once at start-up
+
+        cfg = client.Configuration()
+        namespace = "default"
+        try:
+            if kubeconfig is not None:
+                raise config.ConfigException("explicit kubeconfig")
+            config.load_incluster_config(client_configuration=cfg)
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                namespace = f.read().strip()
+        except (config.ConfigException, OSError):
+            config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=cfg
+            )
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            if context is None and active:
+                namespace = active.get("context", {}).get("namespace", "default")
+        token = None
+        auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+        if auth:
+            token = auth.removeprefix("Bearer ").strip()
+        return cls(
+            server=cfg.host.rstrip("/"),
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            token=token,
+            cert_path=cfg.cert_file,
+            key_path=cfg.key_file,
+            default_namespace=namespace,
+        )
+
+
+def resource_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The REST path of a resource, a collection, or a subresource."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = base
+    if namespace:
+        path += f"/namespaces/{quote(namespace, safe='')}"
+    path += f"/{plural}"
+    if name:
+        path += f"/{quote(name, safe='')}"
+        if subresource:
+            path += f"/{subresource}"
+    return path
+
+
+class KubeApi:
+    """Async CRUD on any resource by ``api_version`` + plural."""
+
+    def __init__(
+        self,
+        connection: ConnectionConfig,
+        settings: Settings,
+        *,
+        dry_run: bool = False,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.connection = connection
+        self.settings = settings
+        self.dry_run = dry_run
+        verify: Any = False if connection.insecure else (connection.ca_path or True)
+        cert: str | tuple[str, str] | None = None
+        if connection.cert_path:
+            cert = (
+                (connection.cert_path, connection.key_path)
+                if connection.key_path
+                else connection.cert_path
+            )
+        headers = {"Accept": "application/json", "User-Agent": "mcp-remediator"}
+        if connection.token:
+            headers["Authorization"] = f"Bearer {connection.token}"
+        self._client = httpx.AsyncClient(
+            base_url=connection.server,
+            verify=verify,
+            cert=cert,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def with_dry_run(self) -> KubeApi:
+        """A client sharing this one's connection that refuses to send any write."""
+        clone = object.__new__(KubeApi)
+        clone.__dict__.update(self.__dict__)
+        clone.dry_run = True
+        return clone
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        content = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type} if content is not None else None
+        try:
+            response = await self._client.request(
+                method, path, params=params, content=content, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+        if response.status_code >= 400:
+            reason, message = str(response.status_code), response.text[:500]
+            try:
+                status = response.json()
+                reason = status.get("reason") or reason
+                message = status.get("message") or message
+            except ValueError:
+                pass
+            raise ApiError(response.status_code, reason, message)
+        return response.json() if response.content else {}
+
+    def _guard(
+        self, api_version: str, plural: str, namespace: str | None, name: str | None
+    ) -> None:
+        refusals.check_write(
+            self.settings, api_version=api_version, resource=plural, namespace=namespace, name=name
+        )
+        if self.dry_run:
+            raise RuntimeError(
+                f"dry-run client asked to write {api_version}/{plural} {namespace}/{name}"
+            )
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> Any:
+        return await self._request("GET", resource_path(api_version, plural, namespace, name))
+
+    async def get_or_none(
+        self, api_version: str, plural: str, namespace: str | None, name: str
+    ) -> Any:
+        try:
+            return await self.get(api_version, plural, namespace, name)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        params = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        result = await self._request(
+            "GET", resource_path(api_version, plural, namespace), params=params
+        )
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    async def create(
+        self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
+    ) -> Any:
+        self._guard(api_version, plural, namespace, body.get("metadata", {}).get("name"))
+        body = {"apiVersion": api_version, **body}
+        return await self._request("POST", resource_path(api_version, plural, namespace), body=body)
+
+    async def patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> Any:
+        self._guard(api_version, plural, namespace, name)
+        return await self._request(
+            "PATCH",
+            resource_path(api_version, plural, namespace, name, subresource),
+            body=patch,
+            content_type=CONTENT_TYPES[patch_type],
+        )
+
+    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> Any:
+        self._guard(api_version, plural, namespace, name)
+        return await self._request("DELETE", resource_path(api_version, plural, namespace, name))

@@ -1,0 +1,254 @@
+"""Typed models of the two custom resources, McpRunbook and McpRemediation.
+
+These models are the single source of the CRD schemas: ``crdgen`` renders them into
+``crds/*.yaml`` and a test fails when the files drift. Field names are the API's own
+camelCase names, so a body parses without aliases.
+
+Imported by everything that reads or writes the resources; imports nothing of ours
+beyond the constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "mcp.dese.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+RUNBOOKS = "mcprunbooks"
+REMEDIATIONS = "mcpremediations"
+
+LABEL_RUNBOOK = f"{GROUP}/runbook"
+LABEL_ALERTNAME = f"{GROUP}/alertname"
+LABEL_FINGERPRINT = f"{GROUP}/fingerprint"
+LABEL_GROUP = f"{GROUP}/group"
+LABEL_ESCALATED_FROM = f"{GROUP}/escalated-from"
+# Set by the receiver on records of alerts it skipped (guardrails, suspend): the engine
+# finishes such a record as Skipped instead of running it.
+ANNOTATION_SKIP_REASON = f"{GROUP}/skip-reason"
+ANNOTATION_SKIP_MESSAGE = f"{GROUP}/skip-message"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+RemediationPhase = Literal[
+    "Pending",
+    "AwaitingApproval",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Refused",
+    "Cancelled",
+    "Skipped",
+]
+FINISHED_PHASES: frozenset[str] = frozenset(
+    {"Succeeded", "Failed", "Refused", "Cancelled", "Skipped"}
+)
+StepPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped", "DryRun"]
+FINISHED_STEP_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Skipped", "DryRun"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Step(_Model):
+    """One step of a runbook: an action with its parameters."""
+
+    name: str = Field(
+        description="Step name, a DNS label unique in the runbook.",
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+    )
+    action: str = Field(description="The action to run (see the action reference).")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Action parameters; string values may hold templates "
+        "({{ labels.X }}, {{ annotations.X }}, {{ steps.S.outputs.K }}).",
+    )
+    timeoutSeconds: int = Field(300, ge=1, le=86_400, description="Timeout of one attempt.")
+    retries: int = Field(
+        2, ge=0, le=10, description="Retries after a transient failure (exponential backoff)."
+    )
+    continueOnFailure: bool = Field(
+        False, description="Carry on with the next step when this one fails."
+    )
+
+
+class Trigger(_Model):
+    """An alert that starts the runbook: its name plus Alertmanager matchers."""
+
+    alertname: str = Field(min_length=1, description="The alert's `alertname` label.")
+    matchers: list[str] = Field(
+        default_factory=list,
+        description="Alertmanager matchers on the alert's labels, "
+        'e.g. `severity=~"warning|critical"`.',
+    )
+
+
+class Target(_Model):
+    """Defaults that steps inherit."""
+
+    namespace: str | None = Field(
+        None, description="Default namespace of the steps' targets (templated)."
+    )
+
+
+class Guardrails(_Model):
+    """Limits on how often and how the runbook runs."""
+
+    groupBy: list[str] = Field(
+        default_factory=lambda: ["alertname"],
+        description="Alert labels forming the throttle group, like Alertmanager's group_by.",
+    )
+    cooldownSeconds: int = Field(
+        600, ge=0, description="No new run for the same group within this time."
+    )
+    maxPerHour: int = Field(6, ge=0, description="Runs per group in any hour.")
+    maxConcurrent: int = Field(1, ge=1, description="Unfinished runs per group at once.")
+    dryRun: bool = Field(False, description="Record what would be done, change nothing.")
+    requireApproval: bool = Field(
+        False, description="Wait in AwaitingApproval until spec.approved is true."
+    )
+
+
+class OnFailure(_Model):
+    """What to do when a run fails."""
+
+    escalateTo: str | None = Field(
+        None, description="Runbook started with the same inputs when a run fails."
+    )
+
+
+class RunbookSpec(_Model):
+    """McpRunbook: when to act, which steps, with which guardrails."""
+
+    description: str = Field("", description="What the runbook is for.")
+    suspend: bool = Field(
+        False, description="Matching alerts are recorded as Skipped; nothing runs."
+    )
+    triggers: list[Trigger] = Field(
+        default_factory=list, description="Any trigger matching an alert starts a run."
+    )
+    target: Target = Field(default_factory=Target, description="Defaults inherited by steps.")
+    steps: list[Step] = Field(min_length=1, description="Steps, run in order.")
+    guardrails: Guardrails = Field(default_factory=Guardrails, description="Run limits.")
+    onFailure: OnFailure = Field(default_factory=OnFailure, description="Failure handling.")
+
+
+class Condition(_Model):
+    """A Kubernetes-convention condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    lastTransitionTime: str | None = None
+    observedGeneration: int | None = None
+
+
+class RunbookCounters(_Model):
+    """How the runbook's runs ended, counted by the operator."""
+
+    triggered: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+class RunbookStatus(_Model):
+    """McpRunbook status."""
+
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    lastTriggeredAt: str | None = None
+    counters: RunbookCounters = Field(default_factory=RunbookCounters)
+
+
+class RunbookRef(_Model):
+    """A runbook in the remediation's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
+class AlertInfo(_Model):
+    """The Alertmanager alert that started the run (set by the receiver)."""
+
+    fingerprint: str = ""
+    status: str = "firing"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str | None = None
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    groupKey: str | None = None
+
+
+class RemediationSpec(_Model):
+    """McpRemediation: one execution of a runbook or of inline steps."""
+
+    runbookRef: RunbookRef | None = Field(None, description="The runbook to run.")
+    steps: list[Step] = Field(
+        default_factory=list, description="Inline steps (instead of runbookRef)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Template labels; overlay the alert's labels."
+    )
+    alert: AlertInfo | None = Field(None, description="The alert behind this run.")
+    dryRun: bool = Field(False, description="Record what would be done, change nothing.")
+    approved: bool = Field(False, description="Approval for runbooks that require it.")
+    ttlSecondsAfterFinished: int | None = Field(
+        None, ge=0, description="Delete the record this long after it finished."
+    )
+
+
+class Plan(_Model):
+    """The steps and policy frozen when the run started (runbook edits do not change it)."""
+
+    runbook: str | None = None
+    runbookGeneration: int | None = None
+    namespace: str | None = None
+    steps: list[Step] = Field(default_factory=list)
+    dryRun: bool = False
+    requireApproval: bool = False
+    escalateTo: str | None = None
+
+
+class StepStatus(_Model):
+    """The result of one step."""
+
+    name: str
+    action: str
+    phase: StepPhase = "Pending"
+    attempts: int = 0
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    message: str = ""
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class Escalation(_Model):
+    """A link between a failed run and the run it escalated to."""
+
+    name: str
+    runbook: str | None = None
+
+
+class RemediationStatus(_Model):
+    """McpRemediation status."""
+
+    phase: RemediationPhase = "Pending"
+    reason: str = ""
+    message: str = ""
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    alertResolvedAt: str | None = None
+    observedGeneration: int | None = None
+    currentStep: str | None = None
+    steps: list[StepStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    plan: Plan | None = None
+    escalatedTo: Escalation | None = None
+    escalatedFrom: Escalation | None = None

@@ -1,0 +1,164 @@
+"""Operator settings: one typed object read from the ``MCP_*`` environment variables.
+
+Every setting is documented once, here (the README's settings table is generated from
+``Settings.model_fields``). Secrets may come from ``<NAME>_FILE`` (a mounted Secret) or
+from ``<NAME>``; the file wins. Secret values are ``pydantic.SecretStr`` so that they
+never appear in a ``repr``, a log line or a status field.
+
+Called by ``cli`` once at start-up; everything else receives the object explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+SECRET_SETTINGS = (
+    "receiver_token",
+    "prometheus_token",
+    "argocd_token",
+    "notify_webhook_url",
+    "redis_url",
+)
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
+
+
+class Settings(BaseModel):
+    """All operator settings; the env var of field ``foo_bar`` is ``MCP_FOO_BAR``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    receiver_port: int = Field(8080, description="Port of the alert receiver (HTTP).")
+    receiver_host: str = Field("0.0.0.0", description="Address the receiver binds to.")
+    receiver_token: SecretStr | None = Field(
+        None, description="Bearer token Alertmanager must send (or `MCP_RECEIVER_TOKEN_FILE`)."
+    )
+    receiver_insecure: bool = Field(
+        False, description="Start the receiver without a token (development only)."
+    )
+    receiver_max_body_bytes: int = Field(
+        1_048_576, description="Largest accepted webhook body; larger ones answer 413."
+    )
+    receiver_skip_records_per_minute: int = Field(
+        60,
+        description="Skipped-remediation records written per runbook per minute; beyond "
+        "that only metrics and an Event count them.",
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="Default Redis for Redis actions (`redis://`, `rediss://`)."
+    )
+    redis_allowed_prefixes: list[str] = Field(
+        ["mcp:"], description="Key prefixes Redis actions may touch (comma-separated)."
+    )
+    redis_timeout_seconds: float = Field(5.0, description="Redis connect and read timeout.")
+    prometheus_url: str | None = Field(None, description="Prometheus base URL.")
+    prometheus_token: SecretStr | None = Field(
+        None, description="Bearer token for Prometheus (or `MCP_PROMETHEUS_TOKEN_FILE`)."
+    )
+    prometheus_timeout_seconds: float = Field(10.0, description="Prometheus query timeout.")
+    argocd_mode: Literal["core", "api"] = Field(
+        "core", description="`core`: write Application objects; `api`: Argo CD's REST API."
+    )
+    argocd_namespace: str = Field("argocd", description="Namespace of Argo CD Applications.")
+    argocd_server: str | None = Field(None, description="Argo CD API URL (api mode).")
+    argocd_token: SecretStr | None = Field(
+        None, description="Argo CD API token (or `MCP_ARGOCD_TOKEN_FILE`)."
+    )
+    protected_namespaces: list[str] = Field(
+        ["kube-system", "kube-public", "kyverno"],
+        description="Namespaces no action may write to (comma-separated).",
+    )
+    kyverno_namespace: str = Field(
+        "kyverno", description="Kyverno's own namespace: its workloads are never touched."
+    )
+    gitops_policy_path: str = Field(
+        "the GitOps repository (policies/kyverno)",
+        description="Where Kyverno policy changes belong; quoted in refusals.",
+    )
+    http_allowed_hosts: list[str] = Field(
+        [], description="Hosts (`host` or `host:port`) HTTP actions may call (comma-separated)."
+    )
+    module_base_urls: dict[str, str] = Field(
+        {},
+        description="Base URL per MCP module for `/mcp/<module>/health`, as "
+        "`finbot=http://finbot:8080,mubot=...`.",
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible webhook (or `MCP_NOTIFY_WEBHOOK_URL_FILE`)."
+    )
+    patch_allowed_kinds: list[str] = Field(
+        ["ConfigMap"], description="Kinds `patchResource` may patch (comma-separated)."
+    )
+    dry_run: bool = Field(False, description="Global kill switch: record, change nothing.")
+    remediation_ttl_seconds: int = Field(
+        604_800, description="Default `ttlSecondsAfterFinished` of remediations."
+    )
+    watch_namespaces: list[str] = Field(
+        [], description="Namespaces to watch (comma-separated); empty means all."
+    )
+    peering: str | None = Field(
+        None, description="Kopf peering name for HA; empty runs standalone."
+    )
+    retry_backoff_seconds: float = Field(
+        2.0, description="First retry delay of a failed step; doubles per attempt."
+    )
+    poll_interval_seconds: float = Field(
+        2.0, description="How often waits (rollouts, Argo CD, PromQL) poll."
+    )
+    gc_interval_seconds: float = Field(
+        60.0, description="How often finished remediations are checked for expiry."
+    )
+
+    @field_validator(
+        "redis_allowed_prefixes",
+        "protected_namespaces",
+        "http_allowed_hosts",
+        "patch_allowed_kinds",
+        "watch_namespaces",
+        mode="before",
+    )
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        return _split(value) if isinstance(value, str) else value
+
+    @field_validator("module_base_urls", mode="before")
+    @classmethod
+    def _split_mapping(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in _split(value)]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected module=url pairs separated by commas")
+            return {key.strip(): url.strip() for key, url in pairs}
+        return value
+
+    @field_validator("redis_allowed_prefixes")
+    @classmethod
+    def _no_empty_prefix(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one allowed prefix is required")
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``MCP_<FIELD>``; secrets also from ``MCP_<FIELD>_FILE``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in cls.model_fields:
+            key = f"MCP_{field.upper()}"
+            if field in SECRET_SETTINGS and env.get(f"{key}_FILE"):
+                values[field] = Path(env[f"{key}_FILE"]).read_text().strip()
+            elif env.get(key, "") != "":
+                values[field] = env[key]
+        return cls.model_validate(values)
+
+
+def env_var_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return f"MCP_{field.upper()}"

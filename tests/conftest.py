@@ -1,0 +1,5 @@
+"""Shared fixtures: each fixture module under tests/fixtures/ is registered here."""
+
+pytest_plugins = [
+    "fixtures.cluster",
+]
