@@ -34,6 +34,7 @@ async def run_operator(
     stop_flag: Flag | None = None,
     ready_flag: Flag | None = None,
     companions: list[Companion] | None = None,
+    kopf_settings: kopf.OperatorSettings | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or forever)."""
     clients = Clients.build(settings, connection)
@@ -52,6 +53,7 @@ async def run_operator(
     try:
         await kopf.operator(
             registry=handlers.registry,
+            settings=kopf_settings,
             memo=memo,
             clusterwide=not namespaces,
             namespaces=namespaces,

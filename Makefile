@@ -1,0 +1,45 @@
+# mcp-remediator: every set-up step a fresh machine needs is a target here.
+PYTHON ?= python3
+DEBIAN_PACKAGES = redis-server redis-tools prometheus prometheus-alertmanager prometheus-redis-exporter
+PYTEST_ARGS ?=
+
+.PHONY: deps deps-system deps-python test lint crds demo e2e bench bench-redis bench-ingest
+
+deps: deps-system deps-python
+
+# Debian packages of the real daemons the tests start. Debian may start the packaged
+# services on install (as their own users): they are stopped, the tests run their own.
+deps-system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq || exit 1; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+		$$SUDO pkill -u redis 2>/dev/null; $$SUDO pkill -u prometheus 2>/dev/null; true; \
+	fi
+
+deps-python:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+lint: deps-python
+	ruff check operator tests benchmarks
+	ruff format --check operator tests benchmarks
+	mypy
+
+crds:
+	$(PYTHON) -m mcp_remediator.crdgen crds
+
+# One command: install everything, lint, run every test (exit 5 = no test ran = failure).
+test: deps lint
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected"; fi; exit $$rc
+
+demo: deps
+	$(PYTHON) -m mcp_remediator.cli demo
+
+e2e: deps-python
+	MCP_E2E=1 $(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+bench: bench-redis bench-ingest

@@ -1,0 +1,75 @@
+"""The ``mcp-remediator`` command: run, demo, lint, simulate.
+
+``run`` is the operator (Kopf plus the receiver) against the current kubeconfig or the
+in-cluster config. ``lint`` checks McpRunbook/McpRemediation YAML offline for a GitOps
+repo's CI. The others are documented in their own modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from mcp_remediator.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except (ValidationError, OSError) as exc:
+        raise SystemExit(f"mcp-remediator: invalid settings: {exc}") from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mcp_remediator.kube import ConnectionConfig
+    from mcp_remediator.runtime import run_operator
+
+    settings = _settings()
+    connection = ConnectionConfig.load(args.kubeconfig, args.context)
+    logging.getLogger(__name__).info("API server %s", connection.server)
+    asyncio.run(run_operator(settings, connection))
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from mcp_remediator.lint import lint_paths
+
+    return lint_paths(args.paths, _settings(), out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-remediator",
+        description="Self-healing operator for the MCP layer: alerts in, verified runbooks out.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator and the alert receiver")
+    run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG)")
+    run.add_argument("--context", help="kubeconfig context")
+    run.set_defaults(fn=cmd_run)
+
+    lint = commands.add_parser("lint", help="validate McpRunbook/McpRemediation YAML offline")
+    lint.add_argument("paths", nargs="+", help="files or directories of YAML")
+    lint.set_defaults(fn=cmd_lint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.fn(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

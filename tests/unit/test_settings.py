@@ -1,0 +1,37 @@
+"""Settings from MCP_* variables; secrets from files; secrets never in repr."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mcp_remediator.settings import Settings
+
+
+def test_reads_lists_maps_and_secret_files(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    settings = Settings.from_env(
+        {
+            "MCP_RECEIVER_TOKEN_FILE": str(token),
+            "MCP_RECEIVER_TOKEN": "ignored-when-file-given",
+            "MCP_REDIS_ALLOWED_PREFIXES": "mcp:, cache:",
+            "MCP_MODULE_BASE_URLS": "finbot=http://finbot:8080,mubot=http://mubot:8080",
+            "MCP_DRY_RUN": "true",
+            "MCP_WATCH_NAMESPACES": "",
+        }
+    )
+    assert settings.receiver_token is not None
+    assert settings.receiver_token.get_secret_value() == "s3cret"
+    assert settings.redis_allowed_prefixes == ["mcp:", "cache:"]
+    assert settings.module_base_urls["mubot"] == "http://mubot:8080"
+    assert settings.dry_run is True
+    assert settings.watch_namespaces == []
+    assert "s3cret" not in repr(settings)
+
+
+def test_bad_values_are_rejected_with_the_field_named() -> None:
+    with pytest.raises(ValidationError, match="receiver_port"):
+        Settings.from_env({"MCP_RECEIVER_PORT": "eighty"})
+    with pytest.raises(ValidationError, match="module=url"):
+        Settings.from_env({"MCP_MODULE_BASE_URLS": "finbot"})
