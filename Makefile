@@ -37,7 +37,7 @@ test: deps lint
 	if [ $$rc -eq 5 ]; then echo "no tests were collected"; fi; exit $$rc
 
 demo: deps
-	$(PYTHON) -m mcp_remediator.cli demo
+	$(PYTHON) -m mcp_remediator demo
 
 e2e: deps-python
 	MCP_E2E=1 $(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)

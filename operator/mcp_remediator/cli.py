@@ -42,6 +42,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return lint_paths(args.paths, _settings(), out=sys.stdout)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mcp_remediator.demo import run_demo
+
+    return asyncio.run(run_demo())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-remediator",
@@ -54,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG)")
     run.add_argument("--context", help="kubeconfig context")
     run.set_defaults(fn=cmd_run)
+
+    demo = commands.add_parser("demo", help="run the operator on an embedded emulated cluster")
+    demo.set_defaults(fn=cmd_demo)
 
     lint = commands.add_parser("lint", help="validate McpRunbook/McpRemediation YAML offline")
     lint.add_argument("paths", nargs="+", help="files or directories of YAML")
