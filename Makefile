@@ -3,7 +3,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES = redis-server redis-tools prometheus prometheus-alertmanager prometheus-redis-exporter
 PYTEST_ARGS ?=
 
-.PHONY: deps deps-system deps-python test lint crds demo e2e bench bench-redis bench-ingest
+.PHONY: deps deps-system deps-python test lint crds docs demo e2e bench bench-redis bench-ingest
 
 deps: deps-system deps-python
 

@@ -35,7 +35,9 @@ class RolloutRestartParams(ActionParams):
     selector: str | None = Field(
         None, min_length=1, description="Label selector choosing the workloads (or `name`)."
     )
-    namespace: Namespace | None = None
+    namespace: Namespace | None = Field(
+        None, description="Namespace of the workloads; default: the runbook's target."
+    )
     waitForRollout: bool = Field(True, description="Wait until the rollout is complete.")
     rolloutTimeoutSeconds: int = Field(600, ge=1, description="How long to wait for it.")
 
