@@ -209,3 +209,58 @@ async def _wait_for_rollouts(
             )
         await asyncio.sleep(ctx.settings.poll_interval_seconds)
     return "; ".join(summaries)
+
+
+class PodStatusParams(ActionParams):
+    selector: str = Field(min_length=1, description="Label selector of the pods, e.g. `app=redis`.")
+    namespace: Namespace | None = Field(
+        None, description="Namespace of the pods; default: the runbook's target."
+    )
+    minReady: int = Field(
+        0, ge=0, description="Fail the step when fewer pods than this are ready (0: never fail)."
+    )
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+@action(
+    "podStatus",
+    PodStatusParams,
+    'Evidence on pods by label selector (the guide\'s "check the Redis pods"): how many are '
+    "ready, which are not, restarts and waiting reasons such as CrashLoopBackOff.",
+    writes=False,
+)
+async def pod_status(params: PodStatusParams, ctx: ActionContext) -> ActionResult:
+    ns = params.namespace or ctx.namespace
+    try:
+        pods = await ctx.clients.kube.list("v1", "pods", ns, label_selector=params.selector)
+    except ApiError as exc:
+        raise exc.as_step_failure(f"listing pods {params.selector} in {ns}") from exc
+    ready = sorted(p["metadata"]["name"] for p in pods if _pod_ready(p))
+    not_ready = sorted(p["metadata"]["name"] for p in pods if not _pod_ready(p))
+    restarts = 0
+    reasons: dict[str, int] = {}
+    for pod in pods:
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            restarts += int(container.get("restartCount", 0))
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason"):
+                reasons[waiting["reason"]] = reasons.get(waiting["reason"], 0) + 1
+    outputs = {
+        "total": str(len(pods)),
+        "ready": str(len(ready)),
+        "notReady": ",".join(not_ready),
+        "restarts": str(restarts),
+        "waitingReasons": ",".join(f"{r}:{n}" for r, n in sorted(reasons.items())),
+    }
+    summary = f"{len(ready)}/{len(pods)} pods ready for {params.selector} in {ns}"
+    if not_ready:
+        summary += f"; not ready: {', '.join(not_ready)}"
+    if reasons:
+        summary += f"; waiting: {outputs['waitingReasons']}"
+    if len(ready) < params.minReady:
+        raise StepFailed(f"{summary} (fewer than {params.minReady})", reason="PodsNotReady")
+    return ActionResult(summary, outputs)
