@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_remediator import templates
+from mcp_remediator import matching, templates
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.errors import Refused
 from mcp_remediator.models import RunbookSpec, Step
@@ -110,4 +110,10 @@ def check_runbook(body: Mapping[str, Any], settings: Settings) -> list[Problem]:
             Problem("InvalidTemplate", f"target.namespace: {text}")
             for text in templates.validate(spec.target.namespace, [], "target")
         )
+    for index, trigger in enumerate(spec.triggers):
+        for text in trigger.matchers:
+            try:
+                matching.parse_matchers(text)
+            except matching.MatcherError as exc:
+                problems.append(Problem("InvalidMatcher", f"triggers[{index}].matchers: {exc}"))
     return problems

@@ -1,0 +1,275 @@
+"""Matchers as Alertmanager parses and applies them; deterministic names; guardrail rules."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+
+import pytest
+
+from mcp_remediator import matching
+from mcp_remediator.matching import CompiledTrigger, MatcherError, Record, Verdict, evaluate
+from mcp_remediator.models import ANNOTATION_SKIP_REASON, RunbookSpec, Trigger
+from mcp_remediator.settings import Settings
+from mcp_remediator.validation import check_runbook
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.UTC)
+LABELS = {"alertname": "RedisLowCacheHitRatio", "severity": "warning", "env": "prod"}
+
+
+def matches(text: str, labels: dict[str, str] = LABELS) -> bool:
+    return all(m.matches(labels) for m in matching.parse_matchers(text))
+
+
+# -- matchers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('severity="warning"', True),
+        ("severity=warning", True),
+        ("severity = warning", True),
+        ('severity!="warning"', False),
+        ("env!=dev", True),
+        ('severity=~"warning|critical"', True),
+        ('severity=~"warn"', False),  # anchored: a substring is not a match
+        ('severity=~"warn.*"', True),
+        ('severity!~"info|debug"', True),
+        ('severity!~"warn.*"', False),
+        ('team=""', True),  # a missing label is the empty string
+        ('team!=""', False),
+        ('team=~".*"', True),
+        ('team=~".+"', False),
+        ('{severity="warning", env=~"prod|staging"}', True),
+        ('{severity="warning", env="dev"}', False),
+    ],
+)
+def test_matchers_follow_alertmanager_semantics(text: str, expected: bool) -> None:
+    assert matches(text) is expected
+
+
+def test_quoted_values_unescape_like_alertmanager() -> None:
+    [m] = matching.parse_matchers(r'summary="say \"hi\", then\\leave\n"')
+    assert m.value == 'say "hi", then\\leave\n'
+    [spurious] = matching.parse_matchers(r'path="a\d"')
+    assert spurious.value == r"a\d"  # a spurious escape keeps its backslash
+    assert str(m) == r'summary="say \"hi\", then\\leave\n"'
+
+
+def test_comma_inside_quotes_does_not_split() -> None:
+    [m] = matching.parse_matchers('msg="a,b"')
+    assert (m.name, m.op, m.value) == ("msg", "=", "a,b")
+
+
+def test_regex_does_not_match_across_a_trailing_newline() -> None:
+    [m] = matching.parse_matchers('severity=~"warning"')
+    assert not m.matches({"severity": "warning\n"})
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("severity", "bad matcher format"),
+        ("1abc=x", "bad matcher format"),
+        ('severity="warn', "lacks its closing double quote"),
+        ('severity="a"b"', "unescaped double quote"),
+        ('severity=~"(unclosed"', "invalid regular expression"),
+        ("{}", "no matcher"),
+    ],
+)
+def test_bad_matchers_are_rejected_with_the_cause(text: str, error: str) -> None:
+    with pytest.raises(MatcherError, match=re.escape(error)):
+        matching.parse_matchers(text)
+
+
+def test_trigger_needs_the_alertname_and_every_matcher() -> None:
+    trigger = CompiledTrigger.compile(
+        Trigger(
+            alertname="RedisLowCacheHitRatio",
+            matchers=['severity=~"warning|critical"', 'env!="dev"'],
+        )
+    )
+    assert trigger.matches(LABELS)
+    assert not trigger.matches({**LABELS, "env": "dev"})
+    assert not trigger.matches({**LABELS, "alertname": "RedisDown"})
+    assert not trigger.matches({k: v for k, v in LABELS.items() if k != "alertname"})
+
+
+# -- names -----------------------------------------------------------------------------
+
+STARTS = "2026-11-28T01:26:33.953Z"
+
+
+def test_name_is_deterministic_and_depends_on_every_input() -> None:
+    name = matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
+    assert re.fullmatch(r"redis-stale-cache-[0-9a-f]{10}", name)
+    assert name == matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
+    others = {
+        matching.remediation_name("redis-other", "347dfda9cb670ac3", STARTS),
+        matching.remediation_name("redis-stale-cache", "ffffffffffffffff", STARTS),
+        matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", "2026-11-28T01:26:34Z"),
+    }
+    assert name not in others and len(others) == 3
+
+
+def test_name_ignores_the_zone_and_trailing_zeros_of_starts_at() -> None:
+    a = matching.remediation_name("rb", "fp", "2026-11-28T01:26:33.953Z")
+    b = matching.remediation_name("rb", "fp", "2026-11-28T04:26:33.953000000+03:00")
+    assert a == b
+    assert matching.canonical_time("2026-11-28T01:26:33.123456789Z") == (
+        "2026-11-28T01:26:33.123456789Z"
+    )
+    assert matching.canonical_time("2026-11-28T01:26:33Z") == "2026-11-28T01:26:33Z"
+    with pytest.raises(ValueError, match="RFC 3339"):
+        matching.canonical_time("yesterday")
+
+
+def test_long_runbook_names_are_cut_to_a_valid_63_character_name() -> None:
+    runbook = "a" * 51 + "-" + "b" * 100  # the cut falls right after the hyphen
+    name = matching.remediation_name(runbook, "fp", STARTS)
+    assert re.fullmatch("a" * 51 + "-[0-9a-f]{10}", name)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
+    other = matching.remediation_name(runbook[:-1] + "c", "fp", STARTS)
+    assert other != name  # the digest covers the whole runbook name
+
+
+@pytest.mark.parametrize("value", ["RedisDown", "347dfda9cb670ac3", "a.b_c-d"])
+def test_valid_label_values_are_kept(value: str) -> None:
+    assert matching.label_value(value) == value
+
+
+@pytest.mark.parametrize("value", ["High CPU!", "x" * 80, "-leading", "ünïcode"])
+def test_other_strings_become_distinct_valid_label_values(value: str) -> None:
+    result = matching.label_value(value)
+    assert len(result) <= 63
+    assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", result)
+    assert result != matching.label_value(value + "?")
+
+
+def test_group_key_depends_only_on_the_group_by_labels() -> None:
+    base = matching.group_key(["alertname", "namespace"], {**LABELS, "namespace": "mcp"})
+    assert base == matching.group_key(
+        ["namespace", "alertname"], {**LABELS, "namespace": "mcp", "pod": "x"}
+    )
+    assert base != matching.group_key(["alertname", "namespace"], {**LABELS, "namespace": "b"})
+    assert re.fullmatch(r"[0-9a-f]{16}", base)
+
+
+# -- guardrails ------------------------------------------------------------------------
+
+
+def spec(suspend: bool = False, **guardrails: Any) -> RunbookSpec:
+    return RunbookSpec.model_validate(
+        {
+            "suspend": suspend,
+            "steps": [{"name": "s", "action": "rolloutRestart"}],
+            "guardrails": guardrails,
+        }
+    )
+
+
+def run(
+    name: str,
+    minutes_ago: float,
+    phase: str = "Succeeded",
+    finished_minutes_ago: float | None = None,
+    is_run: bool = True,
+) -> Record:
+    finished = None
+    if finished_minutes_ago is not None:
+        finished = NOW - datetime.timedelta(minutes=finished_minutes_ago)
+    return Record(name, NOW - datetime.timedelta(minutes=minutes_ago), phase, is_run, finished)
+
+
+def reason(verdict: Verdict | None) -> str | None:
+    return verdict.reason if verdict else None
+
+
+def test_first_run_of_a_group_is_admitted() -> None:
+    assert evaluate("rb", spec(), [], NOW) is None
+
+
+def test_suspend_wins_over_everything() -> None:
+    verdict = evaluate("rb", spec(suspend=True), [], NOW)
+    assert verdict == Verdict("Suspended", "runbook rb is suspended (spec.suspend=true)")
+
+
+def test_unfinished_runs_up_to_max_concurrent() -> None:
+    running = [run("a", 1, "Running"), run("b", 2, "Pending")]
+    assert reason(evaluate("rb", spec(maxConcurrent=2, cooldownSeconds=0), running, NOW)) == (
+        "ConcurrencyLimit"
+    )
+    admitted = evaluate("rb", spec(maxConcurrent=3, cooldownSeconds=0), running, NOW)
+    assert admitted is None
+    awaiting = [run("c", 1, "AwaitingApproval")]
+    assert reason(evaluate("rb", spec(cooldownSeconds=0), awaiting, NOW)) == "ConcurrencyLimit"
+
+
+def test_cooldown_counts_from_the_later_of_start_and_end() -> None:
+    long_run = [run("a", 30, "Succeeded", finished_minutes_ago=5)]
+    verdict = evaluate("rb", spec(cooldownSeconds=600), long_run, NOW)
+    assert reason(verdict) == "Cooldown"
+    assert verdict is not None and "until 2026-11-28T12:05:00Z" in verdict.message
+    assert evaluate("rb", spec(cooldownSeconds=299), long_run, NOW) is None
+    started_only = [run("b", 9, "Failed")]
+    assert reason(evaluate("rb", spec(cooldownSeconds=600), started_only, NOW)) == "Cooldown"
+    assert evaluate("rb", spec(cooldownSeconds=539), started_only, NOW) is None
+
+
+def test_cooldown_boundary_is_exclusive() -> None:
+    exactly = [run("a", 10, "Succeeded", finished_minutes_ago=10)]
+    assert evaluate("rb", spec(cooldownSeconds=600), exactly, NOW) is None
+    assert reason(evaluate("rb", spec(cooldownSeconds=601), exactly, NOW)) == "Cooldown"
+
+
+def test_max_per_hour_counts_runs_created_in_the_last_hour() -> None:
+    runs = [run(f"r{i}", 10 * i + 1, "Succeeded", 10 * i + 1) for i in range(6)]  # 1..51 min
+    assert reason(evaluate("rb", spec(cooldownSeconds=0, maxPerHour=6), runs, NOW)) == (
+        "RateLimited"
+    )
+    assert evaluate("rb", spec(cooldownSeconds=0, maxPerHour=7), runs, NOW) is None
+    older = [run(f"r{i}", 61 + i, "Succeeded", 61) for i in range(10)]
+    assert evaluate("rb", spec(cooldownSeconds=0, maxPerHour=1), older, NOW) is None
+    assert reason(evaluate("rb", spec(cooldownSeconds=0, maxPerHour=0), [], NOW)) == ("RateLimited")
+
+
+def test_concurrency_is_reported_before_cooldown_and_rate() -> None:
+    runs = [run("a", 1, "Running")]
+    assert reason(evaluate("rb", spec(maxPerHour=1), runs, NOW)) == "ConcurrencyLimit"
+
+
+def test_skipped_records_and_runs_cancelled_before_starting_do_not_count() -> None:
+    skips = [run(f"s{i}", 1, "Skipped", 1, is_run=False) for i in range(20)]
+    assert evaluate("rb", spec(), skips, NOW) is None
+
+
+def body(phase: str | None, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "x", "creationTimestamp": "2026-11-28T11:50:00Z"}
+    meta.update(extra.pop("meta", {}))
+    return {"metadata": meta, "status": {"phase": phase, **extra} if phase else {}}
+
+
+def test_record_of_reads_what_guardrails_need_from_an_api_object() -> None:
+    fresh = matching.record_of(body(None), NOW)
+    assert (fresh.phase, fresh.is_run, fresh.finished) == ("Pending", True, None)
+    assert fresh.created == NOW - datetime.timedelta(minutes=10)
+    done = matching.record_of(body("Failed", finishedAt="2026-11-28T11:55:00Z"), NOW)
+    assert done.last_activity == NOW - datetime.timedelta(minutes=5)
+    marked = body(None, meta={"annotations": {ANNOTATION_SKIP_REASON: "Cooldown"}})
+    assert not matching.record_of(marked, NOW).is_run  # before its status is written
+    assert not matching.record_of(body("Skipped"), NOW).is_run
+    assert not matching.record_of(body("Cancelled"), NOW).is_run
+    started = body("Cancelled", startedAt="2026-11-28T11:51:00Z")
+    assert matching.record_of(started, NOW).is_run
+
+
+def test_runbook_validation_reports_bad_trigger_matchers() -> None:
+    steps = [{"name": "restart", "action": "rolloutRestart", "params": {"name": "x"}}]
+    good = {"alertname": "RedisDown", "matchers": ['severity=~"warning|critical"', "env!=dev"]}
+    assert check_runbook({"triggers": [good], "steps": steps}, Settings()) == []
+    bad = {"alertname": "RedisDown", "matchers": ['severity=~"(oops"']}
+    [problem] = check_runbook({"triggers": [good, bad], "steps": steps}, Settings())
+    assert problem.reason == "InvalidMatcher"
+    assert problem.message.startswith("triggers[1].matchers: invalid regular expression")
