@@ -1,0 +1,1532 @@
+"""An in-process Kubernetes API server for the test suite and the ``demo`` command.
+
+``ApiServerEmulator`` extends KMock's ``KubernetesEmulator``: KMock still parses and records
+every request (``list(em)``, ``em[...]`` filters) and serves API discovery from
+``em.resources``; user reactions (``em['get /api/v1/namespaces/ns/pods/x'] << 503``) still
+win over the emulated behaviour, and an intercepted write changes nothing. The stock state
+handling (KMock applies every write before it looks for a reaction, and ignores
+resourceVersions) is replaced by the semantics a Kopf operator and the ``kubernetes``
+client depend on:
+
+* create stamps ``uid``, ``resourceVersion`` (one global, rising counter),
+  ``creationTimestamp`` and ``generation``, honours ``generateName``, answers 409
+  AlreadyExists, and drops ``status`` for kinds with a status subresource;
+* CRD structural schemas prune unknown fields (``x-kubernetes-preserve-unknown-fields``,
+  ``additionalProperties``) and apply ``default`` values on every write;
+* PATCH as JSON merge patch, JSON patch (RFC 6902; a failed ``test`` is 422 Invalid) and,
+  for built-in kinds, strategic merge patch; PUT replaces; a stale
+  ``metadata.resourceVersion`` is 409 Conflict; writes that change nothing keep the
+  resourceVersion and send no event; ``generation`` rises when anything outside
+  ``metadata`` changes (for kinds with a status subresource, ``status`` is written only
+  through ``/status``, and a write to ``/status`` changes nothing else);
+* deletion with finalizers sets ``deletionTimestamp``; the object goes once the last
+  finalizer is removed;
+* list with label and field selectors, cluster-wide or per namespace, with the current
+  resourceVersion; watch resumes from a resourceVersion out of a per-resource event log
+  (410 Gone once it is compacted), or starts with ADDED events for a snapshot taken
+  under the same lock as the subscription, honours ``timeoutSeconds``, selectors and
+  ``sendInitialEvents``;
+* errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
+  and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
+  a bad selector), which KMock's own error rendering answers and records.
+
+Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
+checked); no admission webhooks, RBAC, authentication, namespace lifecycle (objects may be
+created in namespaces that do not exist), garbage collection of owned objects or
+``propagationPolicy``; no server-side apply, ``deletecollection`` or list paging (``limit``
+is ignored, every list is one page); built-in kinds get no defaults and no pruning, and
+every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items all
+carry a ``name`` by that name and replaces every other list (the real one uses per-field
+merge keys); on custom resources it is refused with 415, as a real server does. All served
+versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs).
+Objects deleted while their last finalizer is removed show the emptied finalizers in the
+DELETED event.
+
+Objects live in KMock's ``em.objects``, keyed by ``(resource, namespace, name)`` with the
+CRD's storage version and ``None`` as the namespace of cluster-scoped objects; every write
+appends a version to the object's history and deletion soft-deletes it, so
+``em.objects[resource, ns, name]`` assertions keep working. Put objects in with
+``seed()``: an object assigned to ``em.objects`` directly bypasses all stamping.
+
+Controllers are stood in for by reactors: ``add_reactor`` runs a function after every write
+to a resource and applies the merge patch it returns as a separate write;
+``complete_rollouts`` finishes Deployment, StatefulSet and DaemonSet rollouts at once.
+All state changes are synchronous sections under one re-entrant lock, so the sync helpers
+(``seed``, ``get``, ...) may be called from any thread, and before the server runs.
+``get`` with four arguments reads an object; with a URL it is still KMock's HTTP shortcut.
+KMock's path parser misreads ``/api/v1/namespaces[/name]``, so those requests reach it
+under an alias and are put back before any reaction sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import copy
+import datetime
+import functools
+import hashlib
+import json
+import pathlib
+import random
+import re
+import string
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+
+# Public in KMock's API but left out of ``kmock.__all__``: a payload with an HTTP status, and
+# the type its HTTP shortcuts (``em.get(url)``) return.
+from kmock._internal.apps import _RequestContextManager
+from kmock._internal.rendering import Response
+
+JsonDict = dict[str, Any]
+Reactor = Callable[[JsonDict], JsonDict | None]
+Matcher = Callable[[JsonDict], bool]
+Scope = Literal["main", "status", "all"]
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+VERBS = frozenset({"create", "delete", "get", "list", "patch", "update", "watch"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+# Metadata the server owns: ignored in create bodies, restored on every update.
+_SERVER_META = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+# Metadata lists/maps that a real server never stores empty (Go's omitempty).
+_OMIT_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences")
+_NAME_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_MAX_REACTOR_ROUNDS = 32
+
+# KMock's path parser cannot read /api/v1/namespaces[/name[/status|/finalize]] (it takes the
+# name for a namespace of a namespaced resource), so these paths reach it under an alias.
+_NAMESPACES_PATH = re.compile(r"/api/v1/namespaces(/[^/]+(/(status|finalize))?)?/?")
+_NAMESPACES_ALIAS = "namespaces.emulated"
+
+_LABEL_KEY = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_VALUE = r"(?:[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_LABEL_REQUIREMENT = re.compile(
+    rf"""\s*(?:
+        !\s*(?P<absent>{_LABEL_KEY})
+        |(?P<key>{_LABEL_KEY})(?:
+            \s*(?P<op>==|=|!=)\s*(?P<value>{_LABEL_VALUE})
+            |\s+(?P<setop>in|notin)\s*\((?P<values>[^()]*)\)
+        )?
+    )\s*""",
+    re.VERBOSE,
+)
+_FIELD_REQUIREMENT = re.compile(
+    r"\s*(?P<field>[A-Za-z.]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*"
+)
+_SELECTABLE_FIELDS = ("metadata.name", "metadata.namespace")
+
+
+class ApiError(Exception):
+    """An API error answered as a ``kind: Status`` body (also raised by the sync helpers)."""
+
+    def __init__(self, code: int, reason: str, message: str, details: JsonDict | None = None):
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> JsonDict:
+        """The error as a Kubernetes ``Status`` object."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Status",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What the server knows about one served resource (a group/version/plural)."""
+
+    resource: kmock.resource
+    storage: kmock.resource
+    kind: str
+    namespaced: bool
+    has_status: bool
+    custom: bool
+    schema: JsonDict | None
+
+    @property
+    def api_version(self) -> str:
+        return _api_version(self.resource)
+
+    @property
+    def qualified(self) -> str:
+        """``plural.group`` as the real server names a resource in its messages."""
+        return f"{self.resource.plural}.{self.resource.group}".rstrip(".")
+
+
+@dataclass(frozen=True)
+class _Event:
+    rv: int
+    type: str
+    obj: JsonDict
+    old: JsonDict | None  # the previous state of MODIFIED objects, for selector transitions
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """Wakes one watch stream up; safe to call from any thread."""
+
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.event.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the stream's loop is already closed
+                self.loop.call_soon_threadsafe(self.event.set)
+
+
+@dataclass(eq=False)
+class _EventLog:
+    """The recent events of one stored resource, oldest first."""
+
+    events: list[_Event] = field(default_factory=list)
+    expired_rv: int = 0  # events up to this resourceVersion may have been dropped
+    waiters: set[_Waiter] = field(default_factory=set)
+
+
+@attrs.define(kw_only=True)
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    """A Kubernetes API server in memory; see the module docstring for its semantics."""
+
+    event_log_limit: int = 1000  # events kept per resource for watch resumption
+
+    _state_lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
+    _rv: int = attrs.field(default=0, init=False)
+    _schemas: dict[kmock.resource, JsonDict] = attrs.field(factory=dict, init=False)
+    _storage: dict[kmock.resource, kmock.resource] = attrs.field(factory=dict, init=False)
+    _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _logs: dict[kmock.resource, _EventLog] = attrs.field(factory=dict, init=False)
+    _reactors: dict[kmock.resource, list[Reactor]] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # KMock derives no action for PUT; the other fallbacks are its own, overridden below.
+        self.fallback[kmock.method.PUT] << self._serve_replace
+
+    # --- registration ---------------------------------------------------------------------
+
+    def register_crd(self, crd: Mapping[str, Any]) -> None:
+        """Serve the resource a CRD manifest (apiextensions.k8s.io/v1) declares."""
+        spec = crd["spec"]
+        names = spec["names"]
+        group, plural, kind = spec["group"], names["plural"], names["kind"]
+        versions = [v for v in spec["versions"] if v.get("served", True)]
+        stored = next((v for v in spec["versions"] if v.get("storage")), versions[0])
+        storage = kmock.resource(group, stored["name"], plural)
+        with self._state_lock:
+            for version in versions:
+                resource = kmock.resource(group, version["name"], plural)
+                self.resources[resource] = kmock.ResourceInfo(
+                    kind=kind,
+                    singular=names.get("singular", kind.lower()),
+                    namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                    shortnames=names.get("shortNames", []),
+                    categories=names.get("categories", []),
+                    subresources={"status"} & set(version.get("subresources") or {}),
+                    verbs=VERBS,
+                )
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                if schema:
+                    self._schemas[resource] = schema
+                else:
+                    self._schemas.pop(resource, None)
+                self._storage[resource] = storage
+                self._custom.add(resource)
+
+    def register_crd_file(self, path: str | pathlib.Path) -> list[str]:
+        """Register every CRD among the YAML documents of a file (other kinds, such as a
+        Kustomization, are skipped); return the names of the registered CRDs.
+        """
+        names: list[str] = []
+        for doc in yaml.safe_load_all(pathlib.Path(path).read_text(encoding="utf-8")):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                self.register_crd(doc)
+                names.append(doc["metadata"]["name"])
+        return names
+
+    def register_crd_dir(self, path: str | pathlib.Path) -> list[str]:
+        """Register the CRDs of every ``*.yaml``/``*.yml`` file in a directory."""
+        folder = pathlib.Path(path)
+        files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+        return [name for file in files for name in self.register_crd_file(file)]
+
+    def register_builtins(self) -> None:
+        """Serve the built-in kinds and the third-party CRDs the operator touches."""
+        with self._state_lock:
+            for api_version, plural, kind, namespaced, status, shortnames in _BUILTINS:
+                self.resources[kmock.resource(api_version, plural)] = kmock.ResourceInfo(
+                    kind=kind,
+                    singular=kind.lower(),
+                    namespaced=namespaced,
+                    shortnames=shortnames,
+                    subresources={"status"} if status else set(),
+                    verbs=VERBS,
+                )
+        for api_version, plural, kind, namespaced, status, shortnames in _THIRD_PARTY_CRDS:
+            self.register_crd(_crd(api_version, plural, kind, namespaced, status, shortnames))
+
+    # --- sync helpers for tests and the demo (no HTTP) --------------------------------------
+
+    def seed(self, obj: Mapping[str, Any]) -> JsonDict:
+        """Create an object with its status, stamped like a create; reactors do not run."""
+        spec = self._spec_of_kind(obj["apiVersion"], obj["kind"])
+        meta = obj.get("metadata") or {}
+        namespace = (meta.get("namespace") or "default") if spec.namespaced else None
+        with self._state_lock:
+            created = self._create(spec, namespace, obj, keep_status=True, react=False)
+        return copy.deepcopy(created)
+
+    @overload
+    def get(self, url: str, **kwargs: Any) -> _RequestContextManager: ...
+
+    @overload
+    def get(
+        self, api_version: str, plural: str, namespace: str | None, name: str, /
+    ) -> JsonDict | None: ...
+
+    def get(self, *args: Any, **kwargs: Any) -> _RequestContextManager | JsonDict | None:
+        """``get(api_version, plural, namespace, name)``: the object as the API would serve
+        it, or ``None`` if it does not exist; ``get(url, **kwargs)``: KMock's HTTP GET.
+        """
+        if len(args) != 4 or kwargs:
+            return super().get(*args, **kwargs)
+        return self._get_object(*args)
+
+    def _get_object(
+        self, api_version: str, plural: str, namespace: str | None, name: str
+    ) -> JsonDict | None:
+        spec = self._spec_of_names(api_version, plural)
+        with self._state_lock:
+            obj = self._current(spec, namespace, name)
+            return None if obj is None else copy.deepcopy(self._present(spec, obj))
+
+    def list_objects(
+        self, api_version: str, plural: str, namespace: str | None = None
+    ) -> list[JsonDict]:
+        """All objects of a resource (in one namespace, or in all), ordered by namespace/name."""
+        spec = self._spec_of_names(api_version, plural)
+        with self._state_lock:
+            objs = self._objects_of(spec, namespace, _match_all)
+            return [copy.deepcopy(self._present(spec, obj)) for obj in objs]
+
+    async def patch_object(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        subresource: Literal["status"] | None = None,
+    ) -> JsonDict:
+        """Merge-patch an object as a client would, without HTTP and without recording it."""
+        spec = self._spec_of_names(api_version, plural)
+        scope: Scope = "status" if subresource == "status" else "main"
+        if scope == "status" and not spec.has_status:
+            raise _not_found_resource()
+        with self._state_lock:
+            merge = functools.partial(_merge_patch, patch=dict(patch))
+            updated = self._update(spec, namespace, name, merge, scope)
+            return copy.deepcopy(self._present(spec, updated))
+
+    def touch(self, api_version: str, plural: str, namespace: str | None, name: str) -> JsonDict:
+        """Force a write that changes nothing but the resourceVersion, so reactors and
+        watchers see the object again (a real server never does this for an unchanged object).
+        """
+        spec = self._spec_of_names(api_version, plural)
+        with self._state_lock:
+            current = self._current(spec, namespace, name)
+            if current is None:
+                raise _not_found(spec, name)
+            touched = self._commit(spec, namespace, name, current, copy.deepcopy(current), 0)
+            return copy.deepcopy(self._present(spec, touched))
+
+    def write_requests(self) -> list[kmock.Request]:
+        """The recorded API write requests (POST/PUT/PATCH/DELETE), whatever their outcome."""
+        return [
+            request
+            for request in self._requests
+            if request.resource is not None and request.method.value in WRITE_METHODS
+        ]
+
+    def write_count(self, predicate: Callable[[kmock.Request], bool] | None = None) -> int:
+        """How many recorded write requests satisfy the predicate (all if none is given)."""
+        return sum(1 for r in self.write_requests() if predicate is None or predicate(r))
+
+    def trim_requests(self) -> None:
+        """Forget the recorded requests: KMock matches each request against all of them."""
+        self._requests.clear()
+        for reaction in self._payloads:
+            reaction._requests.clear()
+
+    def watched_plurals(self) -> set[str]:
+        """The plurals that have at least one open watch stream."""
+        with self._state_lock:
+            return {str(res.plural) for res, log in self._logs.items() if log.waiters}
+
+    # --- controller stand-ins ---------------------------------------------------------------
+
+    def add_reactor(self, api_version: str, plural: str, fn: Reactor) -> None:
+        """Call ``fn(obj)`` after every write to the resource; apply its result as a merge patch."""
+        spec = self._spec_of_names(api_version, plural)
+        with self._state_lock:
+            self._reactors.setdefault(spec.storage, []).append(fn)
+
+    def clear_reactors(self, api_version: str, plural: str) -> None:
+        """Remove every reactor of the resource."""
+        spec = self._spec_of_names(api_version, plural)
+        with self._state_lock:
+            self._reactors.pop(spec.storage, None)
+
+    # --- KMock integration ------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if _NAMESPACES_PATH.fullmatch(raw_request.path):
+            aliased = _NAMESPACES_ALIAS + raw_request.path.removeprefix("/api/v1/namespaces")
+            url = raw_request.rel_url.with_path(f"/api/v1/{aliased}")
+            raw_request = raw_request.clone(rel_url=url.with_query(raw_request.rel_url.query))
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
+            request = self._unalias(request)
+        # Skip KubernetesEmulator._handle: its state changes happen before any reaction.
+        return await super(kmock.KubernetesEmulator, self)._handle(request)
+
+    def _unalias(self, request: kmock.Request) -> kmock.Request:
+        path = request.url.path.replace(f"/{_NAMESPACES_ALIAS}", "/namespaces", 1)
+        fixed = attrs.evolve(
+            request,
+            url=request.url.with_path(path).with_query(request.url.query),
+            resource=kmock.resource("", "v1", "namespaces"),
+        )
+        for index in range(len(self._requests) - 1, -1, -1):
+            if self._requests[index] is request:
+                self._requests[index] = fixed
+                break
+        return fixed
+
+    async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._list)
+
+    async def _serve_fetch(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._fetch)
+
+    async def _serve_create(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._create_request)
+
+    async def _serve_update(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._patch_request)
+
+    async def _serve_replace(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._replace_request)
+
+    async def _serve_delete(self, request: kmock.Request) -> kmock.Payload:
+        return self._respond(request, self._delete_request)
+
+    def _respond(
+        self, request: kmock.Request, op: Callable[[kmock.Request], tuple[int, JsonDict]]
+    ) -> Response:
+        # API errors are answers, not failures of the mock: they stay out of ``em.errors``.
+        try:
+            with self._state_lock:
+                code, body = op(request)
+        except ApiError as exc:
+            code, body = exc.code, exc.status()
+        return Response(status=code, payload=body)
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop)
+        try:
+            # The snapshot (or the resume point) and the subscription: under one lock.
+            with self._state_lock:
+                spec = self._resolve(request, named=False)
+                matcher = self._matcher(request)
+                timeout = _float_param(request, "timeoutSeconds")
+                since = request.params.get("resourceVersion", "")
+                log = self._logs.setdefault(spec.storage, _EventLog())
+                initial: list[JsonDict] = []
+                if since in ("", "0"):
+                    cursor = self._rv
+                    for obj in self._objects_of(spec, request.namespace, matcher):
+                        initial.append({"type": "ADDED", "object": self._present(spec, obj)})
+                else:
+                    cursor = _int_param(request, "resourceVersion")
+                log.waiters.add(waiter)
+        except ApiError as exc:  # before the stream starts: a plain error response
+            raise kmock.KubernetesError(exc.code, exc.reason, exc.message, exc.details) from None
+
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            yield b""  # send the headers now, even if no event comes
+            for added in initial:
+                yield added
+            if request.params.get("sendInitialEvents") == "true":
+                yield self._bookmark(spec, cursor)
+            while True:
+                with self._state_lock:
+                    waiter.event.clear()
+                    expired = cursor < log.expired_rv
+                    start = bisect.bisect_right(log.events, cursor, key=lambda e: e.rv)
+                    events = log.events[start:]
+                if expired:
+                    yield _gone(cursor, log.expired_rv)
+                    return
+                for event in events:
+                    cursor = event.rv
+                    shown = self._watch_event(spec, event, matcher)
+                    if shown is not None:
+                        yield shown
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(waiter.event.wait(), remaining)
+                except TimeoutError:
+                    return
+        finally:
+            with self._state_lock:
+                log.waiters.discard(waiter)
+
+    # --- request handlers (called under the state lock) -------------------------------------
+
+    def _list(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        spec = self._resolve(request, named=False)
+        matcher = self._matcher(request)
+        items = [
+            self._present(spec, obj) for obj in self._objects_of(spec, request.namespace, matcher)
+        ]
+        return 200, {
+            "apiVersion": spec.api_version,
+            "kind": f"{spec.kind}List",
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": items,
+        }
+
+    def _fetch(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        spec = self._resolve(request, named=True)
+        obj = self._current(spec, request.namespace, str(request.name))
+        if obj is None:
+            raise _not_found(spec, str(request.name))
+        return 200, self._present(spec, obj)
+
+    def _create_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        spec = self._resolve(request, named=False)
+        if spec.namespaced and request.namespace is None:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                {"group": spec.resource.group, "kind": spec.resource.plural},
+            )
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise _bad_request("the body of a create must be a JSON object")
+        body_ns = (body.get("metadata") or {}).get("namespace")
+        if spec.namespaced and body_ns and body_ns != request.namespace:
+            raise _bad_request(
+                "the namespace of the provided object does not match"
+                " the namespace sent on the request"
+            )
+        created = self._create(spec, request.namespace, body, keep_status=False, react=True)
+        return 201, self._present(spec, created)
+
+    def _patch_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        spec = self._resolve(request, named=True)
+        content_type = _content_type(request)
+        patch = _json_body(request)
+        compute: Callable[[JsonDict], Any]
+        if content_type == JSON_PATCH:
+            if not isinstance(patch, list):
+                raise _bad_request("a JSON patch must be a list of operations")
+            compute = functools.partial(_json_patch, ops=patch)
+        elif content_type == MERGE_PATCH or (
+            content_type == STRATEGIC_MERGE_PATCH and not spec.custom
+        ):
+            if not isinstance(patch, dict):
+                raise _bad_request("a merge patch must be a JSON object")
+            strategic = content_type == STRATEGIC_MERGE_PATCH
+            compute = functools.partial(_merge_patch, patch=patch, strategic=strategic)
+        else:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format: {content_type}"
+                f" - accepted media types include: {JSON_PATCH}, {MERGE_PATCH}"
+                + ("" if spec.custom else f", {STRATEGIC_MERGE_PATCH}"),
+            )
+        scope: Scope = "status" if request.subresource == "status" else "main"
+        updated = self._update(spec, request.namespace, str(request.name), compute, scope)
+        return 200, self._present(spec, updated)
+
+    def _replace_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        if request.resource is not None and request.name is None:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        spec = self._resolve(request, named=True)
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise _bad_request("the body of an update must be a JSON object")
+        scope: Scope = "status" if request.subresource == "status" else "main"
+        replaced: JsonDict = body
+        updated = self._update(
+            spec, request.namespace, str(request.name), lambda _: replaced, scope
+        )
+        return 200, self._present(spec, updated)
+
+    def _delete_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        spec = self._resolve(request, named=True)
+        if request.subresource is not None:
+            raise ApiError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        name = str(request.name)
+        current = self._current(spec, request.namespace, name)
+        if current is None:
+            raise _not_found(spec, name)
+        options = _json_body(request)
+        preconditions = (options.get("preconditions") if isinstance(options, dict) else None) or {}
+        meta = current["metadata"]
+        if preconditions.get("uid") not in (None, meta["uid"]):
+            raise _conflict(
+                spec,
+                name,
+                f"Precondition failed: UID in precondition: {preconditions['uid']},"
+                f" UID in object meta: {meta['uid']}",
+            )
+        if preconditions.get("resourceVersion") not in (None, meta["resourceVersion"]):
+            raise _conflict(spec, name, _stale_message(spec, name))
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return 200, self._present(spec, current)
+            marked = copy.deepcopy(current)
+            marked["metadata"]["deletionTimestamp"] = _now()
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            marked["metadata"]["generation"] = meta.get("generation", 0) + 1
+            marked = self._commit(spec, request.namespace, name, current, marked, 0)
+            return 200, self._present(spec, marked)
+        self._rv += 1
+        gone = copy.deepcopy(current)
+        gone["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[self._key(spec, request.namespace, name)].delete()
+        self._log(spec, "DELETED", gone, current)
+        return 200, self._present(spec, gone)
+
+    # --- the state machine (called under the state lock) ------------------------------------
+
+    def _create(
+        self,
+        spec: _Spec,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        keep_status: bool,
+        react: bool,
+    ) -> JsonDict:
+        obj = copy.deepcopy(dict(body))
+        meta = obj.get("metadata")
+        meta = obj["metadata"] = dict(meta) if isinstance(meta, dict) else {}
+        name = meta.get("name") or ""
+        if not name:
+            prefix = meta.get("generateName") or ""
+            if not prefix:
+                raise _invalid(spec, "", "metadata.name: Required value: name or generateName")
+            name = self._generate_name(spec, namespace, prefix)
+        elif self._current(spec, namespace, name) is not None:
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{spec.qualified} "{name}" already exists',
+                _details(spec, name),
+            )
+        if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+            raise _invalid(
+                spec,
+                name,
+                f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 subdomain"
+                " must consist of lower case alphanumeric characters, '-' or '.'",
+            )
+        for field_name in _SERVER_META:
+            meta.pop(field_name, None)
+        meta["name"] = name
+        if spec.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        meta["generation"] = 1
+        _tidy_meta(meta)
+        obj = _typed(spec, obj)
+        if spec.has_status and not keep_status:
+            obj.pop("status", None)
+        obj = _normalize(obj, spec.schema)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        key = self._key(spec, namespace, name)
+        if key in self._objects:
+            self._objects[key].history.append(obj)
+        else:
+            self._objects[key] = obj
+        self._log(spec, "ADDED", obj, None)
+        if react:
+            self._react(spec, namespace, name, 0)
+        return obj
+
+    def _update(
+        self,
+        spec: _Spec,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[JsonDict], Any],
+        scope: Scope,
+        rounds: int = 0,
+    ) -> JsonDict:
+        current = self._current(spec, namespace, name)
+        if current is None:
+            raise _not_found(spec, name)
+        proposed = compute(copy.deepcopy(current))
+        if not isinstance(proposed, dict):
+            raise _invalid(spec, name, "the patched object is not a JSON object")
+        final = self._reconcile(spec, name, current, proposed, scope)
+        if final == current:
+            return current  # a no-op write: same resourceVersion, no event
+        return self._commit(spec, namespace, name, current, final, rounds)
+
+    def _reconcile(
+        self, spec: _Spec, name: str, current: JsonDict, proposed: JsonDict, scope: Scope
+    ) -> JsonDict:
+        """Turn a client's proposed object into what the server stores (or refuse it)."""
+        old_meta = current["metadata"]
+        new_meta = proposed.get("metadata")
+        new_meta = dict(new_meta) if isinstance(new_meta, dict) else {}
+        rv = new_meta.get("resourceVersion")
+        if rv not in (None, "") and str(rv) != old_meta["resourceVersion"]:
+            raise _conflict(spec, name, _stale_message(spec, name))
+        for key in ("name", "namespace"):
+            if new_meta.get(key) not in (None, "", old_meta.get(key)):
+                raise _bad_request(
+                    f"the {key} of the object ({new_meta[key]}) does not match"
+                    f" the {key} on the URL ({old_meta.get(key)})"
+                )
+
+        if scope == "status":
+            final = copy.deepcopy(current)
+            if "status" in proposed:
+                final["status"] = proposed["status"]
+            else:
+                final.pop("status", None)
+        else:
+            final = dict(proposed)
+            if scope == "main" and spec.has_status:
+                if "status" in current:
+                    final["status"] = copy.deepcopy(current["status"])
+                else:
+                    final.pop("status", None)
+            if old_meta.get("deletionTimestamp"):
+                added = set(new_meta.get("finalizers") or []) - set(old_meta.get("finalizers", []))
+                if added:
+                    raise _invalid(
+                        spec,
+                        name,
+                        "metadata.finalizers: Forbidden: no new finalizers can be added"
+                        " if the object is being deleted",
+                    )
+            for key in ("name", "namespace", *_SERVER_META):
+                if key in old_meta:
+                    new_meta[key] = old_meta[key]
+                else:
+                    new_meta.pop(key, None)
+            _tidy_meta(new_meta)
+            final["metadata"] = new_meta
+
+        final = _normalize(_typed(spec, final), spec.schema)
+        if _content(spec, final) != _content(spec, current):
+            final["metadata"]["generation"] = old_meta.get("generation", 0) + 1
+        return final
+
+    def _commit(
+        self,
+        spec: _Spec,
+        namespace: str | None,
+        name: str,
+        current: JsonDict,
+        final: JsonDict,
+        rounds: int,
+    ) -> JsonDict:
+        self._rv += 1
+        final["metadata"]["resourceVersion"] = str(self._rv)
+        stored = self._objects[self._key(spec, namespace, name)]
+        stored.history.append(final)
+        meta = final["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            stored.delete()
+            self._log(spec, "DELETED", final, current)
+        else:
+            self._log(spec, "MODIFIED", final, current)
+            self._react(spec, namespace, name, rounds)
+        return final
+
+    def _react(self, spec: _Spec, namespace: str | None, name: str, rounds: int) -> None:
+        for reactor in list(self._reactors.get(spec.storage, [])):
+            current = self._current(spec, namespace, name)
+            if current is None:
+                return
+            patch = reactor(copy.deepcopy(current))
+            if patch:
+                if rounds >= _MAX_REACTOR_ROUNDS:
+                    raise RuntimeError(f"reactors keep changing {spec.qualified} {name!r}")
+                merge = functools.partial(_merge_patch, patch=patch)
+                self._update(spec, namespace, name, merge, "all", rounds + 1)
+
+    def _log(self, spec: _Spec, kind: str, obj: JsonDict, old: JsonDict | None) -> None:
+        log = self._logs.setdefault(spec.storage, _EventLog())
+        log.events.append(_Event(self._rv, kind, obj, old))
+        excess = len(log.events) - max(self.event_log_limit, 1)
+        if excess > 0:
+            log.expired_rv = log.events[excess - 1].rv
+            del log.events[:excess]
+        for waiter in log.waiters:
+            waiter.wake()
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def _spec_of(self, resource: kmock.resource | None) -> _Spec:
+        if (
+            resource is None
+            or resource.group is None
+            or resource.version is None
+            or resource.plural is None
+            or resource not in self.resources
+        ):
+            raise _not_found_resource()
+        info = self.resources[resource]
+        return _Spec(
+            resource=resource,
+            storage=self._storage.get(resource, resource),
+            kind=info.kind or resource.plural.capitalize(),
+            namespaced=info.namespaced is not False,
+            has_status="status" in info.subresources,
+            custom=resource in self._custom,
+            schema=self._schemas.get(resource),
+        )
+
+    def _spec_of_names(self, api_version: str, plural: str) -> _Spec:
+        return self._spec_of(kmock.resource(api_version, plural))
+
+    def _spec_of_kind(self, api_version: str, kind: str) -> _Spec:
+        wanted = kmock.resource(api_version, "-")
+        for key in list(self.resources):
+            resource = kmock.resource(key)
+            if (resource.group, resource.version) == (wanted.group, wanted.version):
+                if self.resources[resource].kind == kind:
+                    return self._spec_of(resource)
+        raise ApiError(404, "NotFound", f"no resource is registered for {api_version} {kind}")
+
+    def _resolve(self, request: kmock.Request, *, named: bool) -> _Spec:
+        spec = self._spec_of(request.resource)
+        if request.namespace is not None and not spec.namespaced:
+            raise _not_found_resource()
+        if named:
+            if spec.namespaced and request.namespace is None:
+                raise _not_found_resource()
+            if request.subresource not in (None, "status") or (
+                request.subresource == "status" and not spec.has_status
+            ):
+                raise _not_found_resource()
+        return spec
+
+    def _key(
+        self, spec: _Spec, namespace: str | None, name: str
+    ) -> tuple[kmock.resource, str | None, str]:
+        return spec.storage, namespace if spec.namespaced else None, name
+
+    def _current(self, spec: _Spec, namespace: str | None, name: str) -> JsonDict | None:
+        key = self._key(spec, namespace, name)
+        if key not in self._objects:
+            return None
+        stored = self._objects[key]
+        return None if stored.deleted else stored.raw
+
+    def _objects_of(
+        self, spec: _Spec, namespace: str | None, matcher: Matcher
+    ) -> Iterator[JsonDict]:
+        found = [
+            (ns or "", name, stored.raw)
+            for (resource, ns, name), stored in self._objects.items()
+            if resource == spec.storage and not stored.deleted
+            if namespace is None or ns == namespace
+        ]
+        return (obj for _, _, obj in sorted(found, key=lambda t: t[:2]) if matcher(obj))
+
+    def _generate_name(self, spec: _Spec, namespace: str | None, prefix: str) -> str:
+        while True:
+            name = prefix + "".join(random.choices(_NAME_SUFFIX_ALPHABET, k=5))
+            if self._current(spec, namespace, name) is None:
+                return name
+
+    def _present(self, spec: _Spec, obj: JsonDict) -> JsonDict:
+        """The stored object as served in the requested version."""
+        if spec.resource == spec.storage:
+            return obj
+        return {**obj, "apiVersion": spec.api_version}
+
+    def _matcher(self, request: kmock.Request) -> Matcher:
+        labels = _parse_label_selector(request.params.get("labelSelector", ""))
+        fields = _parse_field_selector(request.params.get("fieldSelector", ""))
+        if request.name is not None:  # a watch of a single object
+            fields.append(("metadata.name", "=", request.name))
+        namespace = request.namespace
+
+        def matches(obj: JsonDict) -> bool:
+            meta = obj.get("metadata") or {}
+            if namespace is not None and meta.get("namespace") != namespace:
+                return False
+            obj_labels = meta.get("labels") or {}
+            if not all(requirement(obj_labels) for requirement in labels):
+                return False
+            for path, op, value in fields:
+                actual = meta.get(path.split(".", 1)[1]) or ""
+                if (actual == value) != (op != "!="):
+                    return False
+            return True
+
+        return matches
+
+    def _watch_event(self, spec: _Spec, event: _Event, matcher: Matcher) -> JsonDict | None:
+        now_matches = matcher(event.obj)
+        kind = event.type
+        if kind == "MODIFIED":
+            was_matching = event.old is not None and matcher(event.old)
+            if not was_matching and not now_matches:
+                return None
+            kind = "DELETED" if not now_matches else "MODIFIED" if was_matching else "ADDED"
+        elif not now_matches:
+            return None
+        return {"type": kind, "object": self._present(spec, event.obj)}
+
+    def _bookmark(self, spec: _Spec, rv: int) -> JsonDict:
+        return {
+            "type": "BOOKMARK",
+            "object": {
+                "apiVersion": spec.api_version,
+                "kind": spec.kind,
+                "metadata": {
+                    "resourceVersion": str(rv),
+                    "annotations": {INITIAL_EVENTS_END: "true"},
+                },
+            },
+        }
+
+
+def complete_rollouts(obj: JsonDict) -> JsonDict | None:
+    """A reactor finishing Deployment/StatefulSet/DaemonSet rollouts as soon as they start.
+
+    When ``metadata.generation`` differs from ``status.observedGeneration`` (and a
+    Deployment is not paused), return the status of a completed rollout of
+    ``spec.replicas`` (default 1) pods; DaemonSets run on one node.
+    """
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    generation = meta.get("generation")
+    if status.get("observedGeneration") == generation:
+        return None
+    replicas = spec.get("replicas", 1)
+    kind = obj.get("kind")
+    now = _now()
+    if kind == "Deployment":
+        if spec.get("paused") is True:
+            return None
+        return {
+            "status": {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "unavailableReplicas": None,
+                "conditions": [
+                    _condition("Available", "MinimumReplicasAvailable", now),
+                    _condition("Progressing", "NewReplicaSetAvailable", now),
+                ],
+            }
+        }
+    if kind == "StatefulSet":
+        template = json.dumps(spec.get("template") or {}, sort_keys=True).encode()
+        revision = f"{meta.get('name')}-{hashlib.sha256(template).hexdigest()[:10]}"
+        return {
+            "status": {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "updatedReplicas": replicas,
+                "currentReplicas": replicas,
+                "availableReplicas": replicas,
+                "updateRevision": revision,
+                "currentRevision": revision,
+            }
+        }
+    if kind == "DaemonSet":
+        return {
+            "status": {
+                "observedGeneration": generation,
+                "desiredNumberScheduled": 1,
+                "currentNumberScheduled": 1,
+                "updatedNumberScheduled": 1,
+                "numberAvailable": 1,
+                "numberReady": 1,
+                "numberMisscheduled": 0,
+            }
+        }
+    return None
+
+
+def write_kubeconfig(
+    path: str | pathlib.Path, server_url: str, namespace: str = "default"
+) -> pathlib.Path:
+    """Write a kubeconfig for a plain-http server and a user without credentials."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
+        "users": [{"name": "emulator", "user": {}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+            }
+        ],
+        "current-context": "emulator",
+        "preferences": {},
+    }
+    target = pathlib.Path(path)
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return target
+
+
+# (apiVersion, plural, kind, namespaced, status subresource, short names)
+_BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
+    ("v1", "configmaps", "ConfigMap", True, False, ["cm"]),
+    ("v1", "secrets", "Secret", True, False, []),
+    ("v1", "pods", "Pod", True, True, ["po"]),
+    ("v1", "services", "Service", True, True, ["svc"]),
+    ("v1", "namespaces", "Namespace", False, True, ["ns"]),
+    ("v1", "events", "Event", True, False, ["ev"]),
+    ("events.k8s.io/v1", "events", "Event", True, False, ["ev"]),
+    ("apps/v1", "deployments", "Deployment", True, True, ["deploy"]),
+    ("apps/v1", "statefulsets", "StatefulSet", True, True, ["sts"]),
+    ("apps/v1", "daemonsets", "DaemonSet", True, True, ["ds"]),
+    ("apps/v1", "replicasets", "ReplicaSet", True, True, ["rs"]),
+    (
+        "admissionregistration.k8s.io/v1",
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        False,
+        False,
+        [],
+    ),
+    (
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        False,
+        False,
+        [],
+    ),
+]
+
+# CRDs of Argo CD, Kyverno and the policy-report WG, with schemas that prune nothing.
+_THIRD_PARTY_CRDS: list[tuple[str, str, str, bool, bool, list[str]]] = [
+    ("argoproj.io/v1alpha1", "applications", "Application", True, False, ["app", "apps"]),
+    ("kyverno.io/v1", "clusterpolicies", "ClusterPolicy", False, True, ["cpol"]),
+    ("kyverno.io/v1", "policies", "Policy", True, True, ["pol"]),
+    ("kyverno.io/v2", "policyexceptions", "PolicyException", True, False, ["polex"]),
+    ("wgpolicyk8s.io/v1alpha2", "policyreports", "PolicyReport", True, False, ["polr"]),
+    (
+        "wgpolicyk8s.io/v1alpha2",
+        "clusterpolicyreports",
+        "ClusterPolicyReport",
+        False,
+        False,
+        ["cpolr"],
+    ),
+]
+
+
+def _crd(
+    api_version: str, plural: str, kind: str, namespaced: bool, status: bool, shortnames: list[str]
+) -> JsonDict:
+    group, version = api_version.split("/")
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced" if namespaced else "Cluster",
+            "names": {"plural": plural, "kind": kind, "shortNames": shortnames},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}} if status else {},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+# --- small pure helpers -------------------------------------------------------------------
+
+
+def _api_version(resource: kmock.resource) -> str:
+    return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+
+
+def _typed(spec: _Spec, obj: JsonDict) -> JsonDict:
+    """The object with the stored ``apiVersion`` and ``kind`` (first, as kubectl shows them)."""
+    rest = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind")}
+    return {"apiVersion": _api_version(spec.storage), "kind": spec.kind, **rest}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, reason: str, now: str) -> JsonDict:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "lastUpdateTime": now,
+        "lastTransitionTime": now,
+    }
+
+
+def _match_all(obj: JsonDict) -> bool:
+    return True
+
+
+def _content(spec: _Spec, obj: JsonDict) -> JsonDict:
+    """Everything a change of which bumps ``metadata.generation``."""
+    skipped = ("metadata", "status") if spec.has_status else ("metadata",)
+    return {key: value for key, value in obj.items() if key not in skipped}
+
+
+def _tidy_meta(meta: JsonDict) -> None:
+    for key in _OMIT_EMPTY_META:
+        if key in meta and not meta[key]:
+            del meta[key]
+
+
+def _details(spec: _Spec, name: str) -> JsonDict:
+    return {"name": name, "group": spec.resource.group, "kind": spec.resource.plural}
+
+
+def _not_found_resource() -> ApiError:
+    return ApiError(
+        404, "NotFound", "the server could not find the requested resource", {"causes": []}
+    )
+
+
+def _not_found(spec: _Spec, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{spec.qualified} "{name}" not found', _details(spec, name))
+
+
+def _conflict(spec: _Spec, name: str, message: str) -> ApiError:
+    return ApiError(409, "Conflict", message, _details(spec, name))
+
+
+def _stale_message(spec: _Spec, name: str) -> str:
+    return (
+        f'Operation cannot be fulfilled on {spec.qualified} "{name}": the object has been'
+        " modified; please apply your changes to the latest version and try again"
+    )
+
+
+def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
+    return ApiError(
+        422, "Invalid", f'{spec.kind} "{name}" is invalid: {message}', _details(spec, name)
+    )
+
+
+def _bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message, {"causes": []})
+
+
+def _gone(cursor: int, expired_rv: int) -> JsonDict:
+    status = ApiError(
+        410, "Expired", f"too old resource version: {cursor} ({expired_rv})", {"causes": []}
+    )
+    return {"type": "ERROR", "object": status.status()}
+
+
+def _header(request: kmock.Request, name: str) -> str:
+    for key, value in request.headers.items():
+        if key.lower() == name.lower():
+            return value
+    return ""
+
+
+def _content_type(request: kmock.Request) -> str:
+    return _header(request, "Content-Type").split(";")[0].strip().lower()
+
+
+def _json_body(request: kmock.Request) -> Any:
+    # KMock's own ``request.data`` falls back to form parsing; decode the raw body instead.
+    if not request.body.strip():
+        return None
+    try:
+        return json.loads(request.body)
+    except ValueError as exc:
+        raise _bad_request(f"the request body is not valid JSON: {exc}") from None
+
+
+def _int_param(request: kmock.Request, name: str) -> int:
+    try:
+        return int(request.params[name])
+    except ValueError:
+        raise _bad_request(f"invalid {name}: {request.params[name]!r}") from None
+
+
+def _float_param(request: kmock.Request, name: str) -> float | None:
+    if not request.params.get(name):
+        return None
+    try:
+        return float(request.params[name])
+    except ValueError:
+        raise _bad_request(f"invalid {name}: {request.params[name]!r}") from None
+
+
+# --- selectors ----------------------------------------------------------------------------
+
+
+def _split_selector(selector: str) -> list[str]:
+    """Split on the commas outside of parentheses: ``a in (x,y),b`` -> two requirements."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for index, char in enumerate(selector):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(selector[start:index])
+            start = index + 1
+    parts.append(selector[start:])
+    return [part for part in parts if part.strip()]
+
+
+@dataclass(frozen=True)
+class _LabelRequirement:
+    key: str
+    op: Literal["exists", "absent", "in", "notin"]
+    values: frozenset[str] = frozenset()
+
+    def __call__(self, labels: Mapping[str, str]) -> bool:
+        match self.op:
+            case "exists":
+                return self.key in labels
+            case "absent":
+                return self.key not in labels
+            case "in":
+                return labels.get(self.key) in self.values
+            case "notin":  # also true when the label is absent, as ``!=`` is
+                return labels.get(self.key) not in self.values
+
+
+def _parse_label_selector(selector: str) -> list[_LabelRequirement]:
+    requirements: list[_LabelRequirement] = []
+    for part in _split_selector(selector):
+        match = _LABEL_REQUIREMENT.fullmatch(part)
+        if match is None:
+            raise _bad_request(f"unable to parse requirement: {part!r}")
+        if match["absent"]:
+            requirements.append(_LabelRequirement(match["absent"], "absent"))
+        elif match["op"]:
+            op: Literal["in", "notin"] = "notin" if match["op"] == "!=" else "in"
+            requirements.append(_LabelRequirement(match["key"], op, frozenset([match["value"]])))
+        elif match["setop"]:
+            op = "notin" if match["setop"] == "notin" else "in"
+            values = frozenset(v.strip() for v in match["values"].split(",") if v.strip())
+            requirements.append(_LabelRequirement(match["key"], op, values))
+        else:
+            requirements.append(_LabelRequirement(match["key"], "exists"))
+    return requirements
+
+
+def _parse_field_selector(selector: str) -> list[tuple[str, str, str]]:
+    requirements: list[tuple[str, str, str]] = []
+    for part in _split_selector(selector):
+        match = _FIELD_REQUIREMENT.fullmatch(part)
+        if match is None:
+            raise _bad_request(f"invalid field selector: {part!r}")
+        if match["field"] not in _SELECTABLE_FIELDS:
+            raise _bad_request(f"field label not supported: {match['field']}")
+        op = "!=" if match["op"] == "!=" else "="
+        requirements.append((match["field"], op, match["value"]))
+    return requirements
+
+
+# --- structural schemas -------------------------------------------------------------------
+
+
+def _normalize(obj: JsonDict, schema: JsonDict | None) -> JsonDict:
+    """Prune unknown fields, then apply defaults, as a CRD's structural schema says."""
+    if schema is None:
+        return obj
+    head = {key: obj[key] for key in ("apiVersion", "kind", "metadata") if key in obj}
+    body = {key: value for key, value in obj.items() if key not in head}
+    return {**head, **_default(_prune(body, schema), schema)}
+
+
+def _is_object_schema(schema: JsonDict) -> bool:
+    return (
+        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
+    )
+
+
+def _prune(value: Any, schema: JsonDict) -> Any:
+    if isinstance(value, dict) and _is_object_schema(schema):
+        properties: JsonDict = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        keep_unknown = additional is True or schema.get("x-kubernetes-preserve-unknown-fields")
+        embedded = schema.get("x-kubernetes-embedded-resource") is True
+        pruned: JsonDict = {}
+        for key, item in value.items():
+            sub = properties.get(key, additional if isinstance(additional, dict) else None)
+            if sub is None:
+                if keep_unknown or (embedded and key in ("apiVersion", "kind", "metadata")):
+                    pruned[key] = item
+            elif item is not None or sub.get("nullable"):
+                pruned[key] = _prune(item, sub)
+        return pruned
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_prune(item, schema["items"]) for item in value]
+    return value
+
+
+def _default(value: Any, schema: JsonDict) -> Any:
+    if isinstance(value, dict):
+        properties: JsonDict = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        result = dict(value)
+        for key, sub in properties.items():
+            if "default" in sub and key not in result:
+                result[key] = copy.deepcopy(sub["default"])
+        for key, item in list(result.items()):
+            sub = properties.get(key, additional if isinstance(additional, dict) else None)
+            if sub is not None:
+                result[key] = _default(item, sub)
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_default(item, schema["items"]) for item in value]
+    return value
+
+
+# --- patches ------------------------------------------------------------------------------
+
+
+def _merge_patch(target: Any, patch: Any, *, strategic: bool = False) -> Any:
+    """RFC 7386 JSON merge patch; ``strategic`` adds merging of name-keyed lists."""
+    if strategic and _is_named_list(patch) and _is_named_list(target):
+        return _merge_named_lists(target, patch)
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if strategic and key.startswith("$"):
+            continue  # directives such as $setElementOrder/..., $retainKeys
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value, strategic=strategic)
+    return result
+
+
+def _is_named_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value
+    )
+
+
+def _merge_named_lists(target: list[JsonDict], patch: list[JsonDict]) -> list[JsonDict]:
+    result = [dict(item) for item in target]
+    for item in patch:
+        index = next((i for i, old in enumerate(result) if old["name"] == item["name"]), None)
+        if item.get("$patch") == "delete":
+            if index is not None:
+                del result[index]
+        elif index is None:
+            result.append(_merge_patch({}, item, strategic=True))
+        else:
+            result[index] = _merge_patch(result[index], item, strategic=True)
+    return result
+
+
+class _PatchFailed(Exception):
+    pass
+
+
+def _json_patch(doc: JsonDict, ops: list[Any]) -> Any:
+    """RFC 6902 JSON patch; every failure to apply is 422 Invalid, as on a real server."""
+    result: Any = doc
+    try:
+        for op in ops:
+            if not isinstance(op, dict) or not isinstance(op.get("path"), str):
+                raise _PatchFailed(f"malformed operation: {op!r}")
+            path = _pointer(op["path"])
+            match op.get("op"):
+                case "add":
+                    result = _pointer_add(result, path, copy.deepcopy(_op_value(op)))
+                case "remove":
+                    result = _pointer_remove(result, path)[0]
+                case "replace":
+                    _pointer_get(result, path)
+                    result = _pointer_remove(result, path)[0] if path else None
+                    result = _pointer_add(result, path, copy.deepcopy(_op_value(op)))
+                case "move":
+                    source = _pointer(str(op.get("from")))
+                    if path[: len(source)] == source and len(path) > len(source):
+                        raise _PatchFailed(f"cannot move {op['from']} into its own child")
+                    result, moved = _pointer_remove(result, source)
+                    result = _pointer_add(result, path, moved)
+                case "copy":
+                    copied = copy.deepcopy(_pointer_get(result, _pointer(str(op.get("from")))))
+                    result = _pointer_add(result, path, copied)
+                case "test":
+                    if not _json_equal(_pointer_get(result, path), _op_value(op)):
+                        raise _PatchFailed(f"testing value {op['path']} failed")
+                case other:
+                    raise _PatchFailed(f"unknown operation {other!r}")
+    except _PatchFailed as exc:
+        raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {exc}") from None
+    return result
+
+
+def _op_value(op: JsonDict) -> Any:
+    if "value" not in op:
+        raise _PatchFailed(f"operation {op.get('op')!r} on {op['path']} has no value")
+    return op["value"]
+
+
+def _pointer(text: str) -> list[str]:
+    if text == "":
+        return []
+    if not text.startswith("/"):
+        raise _PatchFailed(f"a JSON pointer must start with '/': {text!r}")
+    return [token.replace("~1", "/").replace("~0", "~") for token in text[1:].split("/")]
+
+
+def _index(container: list[Any], token: str, *, extend: bool = False) -> int:
+    if not re.fullmatch(r"0|[1-9][0-9]*", token):
+        raise _PatchFailed(f"invalid array index {token!r}")
+    index = int(token)
+    if index > len(container) or (index == len(container) and not extend):
+        raise _PatchFailed(f"array index {index} is out of bounds")
+    return index
+
+
+def _pointer_get(doc: Any, path: list[str]) -> Any:
+    for token in path:
+        if isinstance(doc, dict):
+            if token not in doc:
+                raise _PatchFailed(f"missing key {token!r}")
+            doc = doc[token]
+        elif isinstance(doc, list):
+            doc = doc[_index(doc, token)]
+        else:
+            raise _PatchFailed(f"cannot look up {token!r} in a scalar")
+    return doc
+
+
+def _pointer_add(doc: Any, path: list[str], value: Any) -> Any:
+    if not path:
+        return value
+    parent = _pointer_get(doc, path[:-1])
+    token = path[-1]
+    if isinstance(parent, dict):
+        parent[token] = value
+    elif isinstance(parent, list):
+        parent.insert(len(parent) if token == "-" else _index(parent, token, extend=True), value)
+    else:
+        raise _PatchFailed(f"cannot add {token!r} to a scalar")
+    return doc
+
+
+def _pointer_remove(doc: Any, path: list[str]) -> tuple[Any, Any]:
+    if not path:
+        raise _PatchFailed("cannot remove the whole document")
+    parent = _pointer_get(doc, path[:-1])
+    token = path[-1]
+    if isinstance(parent, dict):
+        if token not in parent:
+            raise _PatchFailed(f"missing key {token!r}")
+        return doc, parent.pop(token)
+    if isinstance(parent, list):
+        return doc, parent.pop(_index(parent, token))
+    raise _PatchFailed(f"cannot remove {token!r} from a scalar")
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: unlike Python's, ``true`` is not ``1``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and bool(a == b)
