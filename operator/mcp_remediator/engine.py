@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from mcp_remediator import templates
-from mcp_remediator.actions import REGISTRY, ActionContext
+from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.events import now, post_event
@@ -91,6 +92,10 @@ def escalation_name(runbook: str, failed: str) -> str:
     return f"{runbook[:52]}-{digest}"
 
 
+# Told of every action attempt: (action, outcome, seconds); the receiver's metrics use it.
+StepObserver = Callable[[str, str, float], None]
+
+
 class Engine:
     """Executes remediations with the given clients and settings."""
 
@@ -98,6 +103,7 @@ class Engine:
         self.clients = clients
         self.settings = settings
         self.kube = clients.kube
+        self.step_observers: list[StepObserver] = []
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Advance the remediation as far as it can go now."""
@@ -312,7 +318,7 @@ class Engine:
                 checkpoint_fn=checkpoint,
             )
             try:
-                done = await asyncio.wait_for(spec.fn(params, ctx), timeout=step.timeoutSeconds)
+                done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
             except Refused as exc:
                 return await self._end_step(run, index, "refused", exc.reason, exc.message)
             except StepFailed as exc:
@@ -342,6 +348,26 @@ class Engine:
             )
             await self._save(run)
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, spec: ActionSpec[Any], params: Any, ctx: ActionContext, timeout: float
+    ) -> ActionResult:
+        """One timed attempt of an action; the step observers learn how it went."""
+        loop = asyncio.get_running_loop()
+        started, outcome = loop.time(), "failed"
+        try:
+            result = await asyncio.wait_for(spec.fn(params, ctx), timeout=timeout)
+            outcome = "succeeded"
+            return result
+        except Refused:
+            outcome = "refused"
+            raise
+        except TimeoutError:
+            outcome = "timeout"
+            raise
+        finally:
+            for observe in self.step_observers:
+                observe(spec.name, outcome, loop.time() - started)
 
     async def _end_step(
         self, run: Run, index: int, outcome: Literal["failed", "refused"], reason: str, message: str
@@ -430,7 +456,10 @@ class Engine:
 
     async def _save(self, run: Run, *, precondition: bool = False) -> None:
         run.status.observedGeneration = run.body["metadata"].get("generation")
-        patch: dict[str, Any] = {"status": run.status.model_dump(mode="json")}
+        # alertResolvedAt belongs to the receiver, which may set it while a run is under
+        # way: writing back the value read earlier would erase it.
+        status = run.status.model_dump(mode="json", exclude={"alertResolvedAt"})
+        patch: dict[str, Any] = {"status": status}
         if precondition:
             patch["metadata"] = {"resourceVersion": run.resource_version}
         try:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -179,3 +180,44 @@ async def validate_runbook(
         raise _transient(exc) from exc
     if problems:
         log.warning("McpRunbook %s/%s is invalid: %s", namespace, name, condition["message"])
+
+
+# -- Alert receiver hooks --------------------------------------------------------------
+# The receiver (``receiver.serve``, a companion of Kopf) registers itself in
+# ``memo.extras`` under this key. The event handlers pass it what the watches see anyway,
+# so its runbook cache and remediation gauges cost no API call of their own.
+
+RECEIVER_KEY = "receiver"
+
+
+class ReceiverHooks(Protocol):
+    def runbook_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
+
+    def remediation_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _receiver(memo: Any) -> ReceiverHooks | None:
+    hooks: ReceiverHooks | None = _memo(memo).extras.get(RECEIVER_KEY)
+    return hooks
+
+
+@kopf.on.event(GROUP, VERSION, RUNBOOKS, registry=registry)
+async def feed_runbook(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    if (receiver := _receiver(memo)) is not None:
+        receiver.runbook_event(event.get("type"), event["object"])
+
+
+@kopf.on.event(GROUP, VERSION, REMEDIATIONS, registry=registry)
+async def feed_remediation(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    if (receiver := _receiver(memo)) is not None:
+        receiver.remediation_event(event.get("type"), event["object"])
+
+
+@kopf.on.cleanup(registry=registry)
+async def stop_receiver(memo: Any, **_: Any) -> None:
+    # Stop taking alerts as the operator begins to stop: Alertmanager retries elsewhere, and
+    # Kopf's exit does not wait on the receiver's connections and background tasks.
+    if (receiver := _receiver(memo)) is not None:
+        await receiver.stop()

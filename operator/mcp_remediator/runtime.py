@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 
 import kopf
 
-from mcp_remediator import handlers
+from mcp_remediator import handlers, receiver
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
 from mcp_remediator.kube import ConnectionConfig
@@ -22,9 +22,10 @@ from mcp_remediator.settings import Settings
 log = logging.getLogger(__name__)
 
 Flag = asyncio.Event | threading.Event | asyncio.Future[None]
-# Extra coroutines started beside Kopf (the receiver); each gets the memo.
+# Extra coroutines started beside Kopf (the receiver); each gets the memo. They run until
+# the operator stops: one that ends earlier has failed, and stops the operator with it.
 Companion = Callable[[handlers.Memo, asyncio.Event], Coroutine[None, None, None]]
-COMPANIONS: list[Companion] = []
+COMPANIONS: list[Companion] = [receiver.serve]
 
 
 async def run_operator(
@@ -50,8 +51,8 @@ async def run_operator(
         for companion in (COMPANIONS if companions is None else companions)
     ]
     namespaces = settings.watch_namespaces
-    try:
-        await kopf.operator(
+    operator = asyncio.create_task(
+        kopf.operator(
             registry=handlers.registry,
             settings=kopf_settings,
             memo=memo,
@@ -62,6 +63,14 @@ async def run_operator(
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )
+    )
+    try:
+        done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        if operator not in done:
+            operator.cancel()
+            await asyncio.gather(operator, return_exceptions=True)
+        for task in done:
+            task.result()
     finally:
         stopping.set()
         for task in tasks:

@@ -1,0 +1,579 @@
+"""From an Alertmanager notification to McpRemediation records: the receiver's logic.
+
+``AlertIngestor.ingest`` takes a parsed webhook payload (version 4) and, for each alert
+and each runbook it matches (``RunbookCache``):
+
+- **firing**: creates one McpRemediation named ``matching.remediation_name`` (runbook,
+  fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
+  ``/fingerprint`` and ``/group``. A name that already exists (409, or one this process
+  has already seen) is a *duplicate*: Alertmanager re-sends, HA pairs and restarts give
+  exactly one record per alert occurrence. Before creating, the group's records are
+  listed from the cluster (by runbook and group label) and ``matching.evaluate`` applies
+  the guardrails; a hit creates the record anyway, marked with the skip annotations (the
+  engine finishes such records as Skipped) and immediately patched to phase ``Skipped``
+  with the created resourceVersion as precondition (a 409 means the engine was first).
+  Skipped records are bounded per runbook per minute; beyond, the hit is counted in the
+  metrics and one Warning Event per minute goes to the runbook.
+- **resolved**: a record still Pending or AwaitingApproval becomes ``Cancelled``
+  (``AlertResolved``) under a resourceVersion precondition (re-read and decide again on
+  409); any other gets ``status.alertResolvedAt``.
+
+List-then-create runs under a lock per (runbook, group) so that one process never
+admits two runs where the guardrails allow one; two replicas receiving different alerts
+of one group in the same instant could still both admit theirs.
+
+Runbook ``status.lastTriggeredAt`` and ``counters`` (``triggered``: matching alert
+occurrences; ``skipped``: those the guardrails stopped) are updated best effort, batched
+per runbook by ``flush_counters``.
+
+Used by ``receiver`` (HTTP) and the ingestion benchmark; the Kopf handlers feed the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mcp_remediator import matching
+from mcp_remediator.errors import Refused
+from mcp_remediator.events import now, post_event
+from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.metrics import OperatorMetrics
+from mcp_remediator.models import (
+    ANNOTATION_SKIP_MESSAGE,
+    ANNOTATION_SKIP_REASON,
+    API_VERSION,
+    LABEL_ALERTNAME,
+    LABEL_FINGERPRINT,
+    LABEL_GROUP,
+    LABEL_RUNBOOK,
+    REMEDIATIONS,
+    RUNBOOKS,
+    RunbookSpec,
+)
+from mcp_remediator.settings import Settings
+from mcp_remediator.validation import check_runbook, pydantic_message
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+Outcome = Literal[
+    "created",
+    "duplicates",
+    "skipped",
+    "skippedUnrecorded",
+    "unmatched",
+    "cancelled",
+    "resolved",
+    "resolvedWithoutRecord",
+    "failed",
+]
+OUTCOMES: tuple[Outcome, ...] = (
+    "created",
+    "duplicates",
+    "skipped",
+    "skippedUnrecorded",
+    "unmatched",
+    "cancelled",
+    "resolved",
+    "resolvedWithoutRecord",
+    "failed",
+)
+CANCELLABLE = frozenset({"Pending", "AwaitingApproval"})
+ALERT_RESOLVED = "AlertResolved"
+MAX_CONFLICT_RETRIES = 5
+KNOWN_NAMES = 100_000  # names known to exist: about 10 MB, spares the API every re-send
+PARALLEL_PAIRS = 16  # alert × runbook pairs of one request handled at once
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+# -- the webhook payload ---------------------------------------------------------------
+
+
+class PayloadError(ValueError):
+    """A webhook body we cannot accept (answered 400: Alertmanager does not retry it)."""
+
+
+class WebhookAlert(BaseModel):
+    """One alert of an Alertmanager notification."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str = Field(min_length=1)
+
+    @field_validator("startsAt")
+    @classmethod
+    def _rfc3339(cls, value: str) -> str:
+        matching.canonical_time(value)
+        return value
+
+
+class WebhookPayload(BaseModel):
+    """Alertmanager's webhook body, version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["4"]
+    alerts: list[WebhookAlert]
+    groupKey: str = ""
+    truncatedAlerts: int = Field(0, ge=0)
+    status: str = ""
+    receiver: str = ""
+
+    @classmethod
+    def parse(cls, data: Any) -> WebhookPayload:
+        if not isinstance(data, dict):
+            raise PayloadError("the body must be a JSON object (Alertmanager webhook payload)")
+        if "version" not in data:
+            raise PayloadError("missing field 'version' (Alertmanager sends version \"4\")")
+        if data["version"] != "4":
+            raise PayloadError(
+                f'unsupported webhook payload version {data["version"]!r}; expected "4"'
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PayloadError(f"invalid webhook payload: {pydantic_message(exc)}") from exc
+
+
+# -- the runbook cache -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedRunbook:
+    """A runbook as the receiver needs it: parsed, validated, triggers compiled."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    spec: RunbookSpec
+    triggers: tuple[matching.CompiledTrigger, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return any(trigger.matches(labels) for trigger in self.triggers)
+
+    def ref(self) -> dict[str, Any]:
+        """Enough of the object to post an Event about it."""
+        meta = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        return {"apiVersion": API_VERSION, "kind": "McpRunbook", "metadata": meta}
+
+
+def _newer(new: str, old: str | None) -> bool:
+    """Whether ``new`` is at least as recent as ``old``; resourceVersions are compared
+    as numbers when both are (as etcd's are), otherwise the newest arrival wins."""
+    if old is None or not (new.isdigit() and old.isdigit()):
+        return True
+    return int(new) >= int(old)
+
+
+class RunbookCache:
+    """Valid McpRunbooks with triggers, fed by the watch and an initial LIST.
+
+    Invalid runbooks (what ``validation.check_runbook`` rejects, or ``Valid=False`` for the
+    current generation) are kept out. A deletion leaves its resourceVersion behind, so a
+    LIST answered before the deletion cannot bring the runbook back.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.warm = False
+        self._runbooks: dict[tuple[str, str], CachedRunbook] = {}
+        self._versions: dict[tuple[str, str], str] = {}
+        self._by_alertname: dict[str, list[CachedRunbook]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._runbooks)
+
+    def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        version = str(meta.get("resourceVersion") or "")
+        if not _newer(version, self._versions.get(key)):
+            return
+        self._versions[key] = version
+        self._by_alertname = None
+        entry = None if event_type == "DELETED" else self._entry(key, body)
+        if entry is None:
+            self._runbooks.pop(key, None)
+        else:
+            self._runbooks[key] = entry
+
+    def _entry(self, key: tuple[str, str], body: Mapping[str, Any]) -> CachedRunbook | None:
+        meta = body.get("metadata") or {}
+        raw_spec = body.get("spec") or {}
+        invalid = bool(check_runbook(raw_spec, self.settings)) or any(
+            c.get("type") == "Valid"
+            and c.get("status") == "False"
+            and c.get("observedGeneration") == meta.get("generation")
+            for c in (body.get("status") or {}).get("conditions") or []
+        )
+        if invalid:
+            log.debug("runbook %s/%s is invalid: not matched", *key)
+            return None
+        spec = RunbookSpec.model_validate(raw_spec)
+        triggers = tuple(matching.CompiledTrigger.compile(t) for t in spec.triggers)
+        return CachedRunbook(key[0], key[1], meta.get("uid"), spec, triggers)
+
+    def match(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
+        """The runbooks whose triggers match an alert with ``labels``."""
+        if self._by_alertname is None:
+            index: dict[str, list[CachedRunbook]] = {}
+            for runbook in self._runbooks.values():
+                for name in {t.alertname for t in runbook.triggers}:
+                    index.setdefault(name, []).append(runbook)
+            self._by_alertname = index
+        candidates = self._by_alertname.get(labels.get("alertname", ""), [])
+        return [runbook for runbook in candidates if runbook.matches(labels)]
+
+
+# -- ingestion -------------------------------------------------------------------------
+
+
+class ApiUnavailable(Exception):
+    """The Kubernetes API could not be reached; the whole notification must be retried."""
+
+
+@dataclass
+class Summary:
+    """What became of a notification's alerts: one outcome per alert × runbook, and
+    ``unmatched`` once per alert that matched no runbook."""
+
+    alerts: int = 0
+    truncated: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    remediations: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alerts": self.alerts,
+            "truncated": self.truncated,
+            **self.counts,
+            "remediations": self.remediations,
+        }
+
+
+@dataclass
+class _Tally:
+    triggered: int = 0
+    skipped: int = 0
+    last: str = ""
+
+
+class AlertIngestor:
+    """Turns notifications into records; one per operator process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kube: KubeApi,
+        metrics: OperatorMetrics,
+        *,
+        clock: Clock = utc_now,
+    ):
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.clock = clock
+        self.runbooks = RunbookCache(settings)
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._skip_windows: dict[tuple[str, str], tuple[datetime.datetime, int]] = {}
+        self._tallies: dict[tuple[str, str], _Tally] = {}
+
+    async def warm(self) -> None:
+        """Fill the runbook cache from a LIST (raises ``ApiError`` when that fails)."""
+        namespaces: list[str | None] = list(self.settings.watch_namespaces) or [None]
+        for namespace in namespaces:
+            for body in await self.kube.list(API_VERSION, RUNBOOKS, namespace):
+                self.runbooks.apply(None, body)
+        self.runbooks.warm = True
+        log.info("runbook cache warm: %d valid runbooks", len(self.runbooks))
+
+    async def ingest(self, payload: WebhookPayload) -> Summary:
+        """Handle one notification; raises ``ApiUnavailable`` when it must be retried."""
+        summary = Summary(alerts=len(payload.alerts), truncated=payload.truncatedAlerts)
+        if payload.truncatedAlerts:
+            self.metrics.truncated.inc(payload.truncatedAlerts)
+            log.warning(
+                "Alertmanager left %d alerts out of notification %s (max_alerts)",
+                payload.truncatedAlerts,
+                payload.groupKey,
+            )
+        pairs: list[tuple[WebhookAlert, CachedRunbook]] = []
+        for alert in payload.alerts:
+            matched = self.runbooks.match(alert.labels)
+            if not matched:
+                self._count(summary, alert.status, "unmatched")
+            pairs.extend((alert, runbook) for runbook in matched)
+        gate = asyncio.Semaphore(PARALLEL_PAIRS)
+
+        async def one(alert: WebhookAlert, runbook: CachedRunbook) -> None:
+            async with gate:
+                outcome, name = await self._pair(alert, runbook, payload.groupKey)
+            self._count(summary, alert.status, outcome)
+            if outcome == "created":
+                summary.remediations.append(f"{runbook.namespace}/{name}")
+
+        results = await asyncio.gather(*(one(a, r) for a, r in pairs), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        unavailable = [e for e in errors if isinstance(e, ApiError)]
+        if unavailable:
+            raise ApiUnavailable(str(unavailable[0])) from unavailable[0]
+        if errors:
+            raise errors[0]
+        return summary
+
+    def _count(self, summary: Summary, status: str, outcome: Outcome) -> None:
+        summary.counts[outcome] += 1
+        self.metrics.alerts.labels(status, outcome).inc()
+
+    async def _pair(
+        self, alert: WebhookAlert, runbook: CachedRunbook, group_key: str
+    ) -> tuple[Outcome, str]:
+        name = matching.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
+        try:
+            if alert.status == "firing":
+                return await self._fire(alert, runbook, name, group_key), name
+            return await self._resolve(runbook, name), name
+        except ApiError as exc:
+            if exc.transient and exc.status != 409:
+                raise
+            log.error("alert %s, runbook %s: %s", alert.fingerprint, runbook.name, exc)
+        except Refused as exc:
+            log.error("alert %s, runbook %s: %s", alert.fingerprint, runbook.name, exc.message)
+        return "failed", name
+
+    # -- firing ------------------------------------------------------------------------
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        if len(self._known) > KNOWN_NAMES:
+            self._known.popitem(last=False)
+
+    def _lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def _fire(
+        self, alert: WebhookAlert, runbook: CachedRunbook, name: str, group_key: str
+    ) -> Outcome:
+        key = (runbook.namespace, name)
+        if key in self._known:
+            return "duplicates"
+        group = matching.group_key(runbook.spec.guardrails.groupBy, alert.labels)
+        runbook_label = matching.label_value(runbook.name)
+        async with self._lock((runbook.namespace, runbook.name, group)):
+            records = await self.kube.list(
+                API_VERSION,
+                REMEDIATIONS,
+                runbook.namespace,
+                label_selector=f"{LABEL_RUNBOOK}={runbook_label},{LABEL_GROUP}={group}",
+            )
+            if any(r.get("metadata", {}).get("name") == name for r in records):
+                self._remember(key)
+                return "duplicates"
+            moment = self.clock()
+            verdict = matching.evaluate(
+                runbook.name,
+                runbook.spec,
+                [matching.record_of(r, moment) for r in records],
+                moment,
+            )
+            if verdict is not None and not self._take_skip_slot(runbook, moment):
+                await self._unrecorded_skip(runbook, verdict)
+                return "skippedUnrecorded"
+            labels = {
+                LABEL_RUNBOOK: runbook_label,
+                LABEL_ALERTNAME: matching.label_value(alert.labels.get("alertname", "")),
+                LABEL_FINGERPRINT: matching.label_value(alert.fingerprint),
+                LABEL_GROUP: group,
+            }
+            meta: dict[str, Any] = {"name": name, "namespace": runbook.namespace, "labels": labels}
+            if verdict is not None:
+                meta["annotations"] = {
+                    ANNOTATION_SKIP_REASON: verdict.reason,
+                    ANNOTATION_SKIP_MESSAGE: verdict.message,
+                }
+            info = alert.model_dump(mode="json", exclude_none=True)
+            info["groupKey"] = group_key
+            body = {
+                "kind": "McpRemediation",
+                "metadata": meta,
+                "spec": {"runbookRef": {"name": runbook.name}, "alert": info},
+            }
+            try:
+                created = await self.kube.create(API_VERSION, REMEDIATIONS, runbook.namespace, body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                self._remember(key)
+                return "duplicates"
+            self._remember(key)
+        self._tally(runbook, skipped=verdict is not None)
+        if verdict is None:
+            return "created"
+        await self._mark_skipped(created, verdict)
+        return "skipped"
+
+    async def _mark_skipped(self, created: dict[str, Any], verdict: matching.Verdict) -> None:
+        meta = created["metadata"]
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "status": {
+                "phase": "Skipped",
+                "reason": verdict.reason,
+                "message": verdict.message,
+                "finishedAt": now(),
+                "observedGeneration": meta.get("generation"),
+            },
+        }
+        try:
+            await self.kube.patch(
+                API_VERSION,
+                REMEDIATIONS,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                subresource="status",
+            )
+        except ApiError as exc:
+            # The skip annotations already make the engine finish the record as Skipped.
+            if exc.status != 409:
+                log.warning("could not mark %s Skipped (the engine will): %s", meta["name"], exc)
+
+    def _take_skip_slot(self, runbook: CachedRunbook, moment: datetime.datetime) -> bool:
+        """Count a guardrail hit in this minute's window; true while records are allowed."""
+        key = (runbook.namespace, runbook.name)
+        minute = moment.replace(second=0, microsecond=0)
+        start, hits = self._skip_windows.get(key, (minute, 0))
+        hits = hits + 1 if start == minute else 1
+        self._skip_windows[key] = (minute, hits)
+        return hits <= self.settings.receiver_skip_records_per_minute
+
+    async def _unrecorded_skip(self, runbook: CachedRunbook, verdict: matching.Verdict) -> None:
+        self.metrics.unrecorded_skips.labels(runbook.namespace, runbook.name, verdict.reason).inc()
+        self._tally(runbook, skipped=True)
+        limit = self.settings.receiver_skip_records_per_minute
+        _, hits = self._skip_windows[(runbook.namespace, runbook.name)]
+        if hits == limit + 1:  # the first hit beyond the bound in this minute
+            await post_event(
+                self.kube,
+                runbook.ref(),
+                "SkipRecordsSuppressed",
+                f"more than {limit} alerts skipped by guardrails this minute "
+                f"(last: {verdict.reason}); further ones are counted only in the metric "
+                "mcp_receiver_unrecorded_skips_total",
+                "Warning",
+            )
+
+    # -- resolved ----------------------------------------------------------------------
+
+    async def _resolve(self, runbook: CachedRunbook, name: str) -> Outcome:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, runbook.namespace, name)
+            if body is None:
+                return "resolvedWithoutRecord"
+            meta, status = body["metadata"], body.get("status") or {}
+            if status.get("alertResolvedAt"):
+                return "resolved"
+            stamp = now()
+            skip_record = ANNOTATION_SKIP_REASON in (meta.get("annotations") or {})
+            if (status.get("phase") or "Pending") in CANCELLABLE and not skip_record:
+                patch: dict[str, Any] = {
+                    "metadata": {"resourceVersion": meta["resourceVersion"]},
+                    "status": {
+                        "phase": "Cancelled",
+                        "reason": ALERT_RESOLVED,
+                        "message": "the alert resolved before the run started",
+                        "finishedAt": stamp,
+                        "alertResolvedAt": stamp,
+                    },
+                }
+                outcome: Outcome = "cancelled"
+            else:
+                patch = {"status": {"alertResolvedAt": stamp}}
+                outcome = "resolved"
+            try:
+                await self.kube.patch(
+                    API_VERSION, REMEDIATIONS, runbook.namespace, name, patch, subresource="status"
+                )
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue  # the engine moved it meanwhile: decide again
+                raise
+            return outcome
+        raise ApiError(409, "Conflict", f"remediation {runbook.namespace}/{name} keeps changing")
+
+    # -- runbook counters --------------------------------------------------------------
+
+    def _tally(self, runbook: CachedRunbook, *, skipped: bool) -> None:
+        tally = self._tallies.setdefault((runbook.namespace, runbook.name), _Tally())
+        tally.triggered += 1
+        tally.skipped += int(skipped)
+        tally.last = now()
+
+    async def flush_counters(self) -> None:
+        """Add the tallies since the last flush to the runbooks' status (best effort: a
+        runbook that is gone is dropped, an unreachable API keeps the tally for later)."""
+        tallies, self._tallies = self._tallies, {}
+        for (namespace, name), tally in tallies.items():
+            try:
+                await self._add_counters(namespace, name, tally)
+            except ApiError as exc:
+                log.debug("runbook %s/%s counters not updated: %s", namespace, name, exc)
+                if exc.transient:
+                    kept = self._tallies.setdefault((namespace, name), _Tally())
+                    kept.triggered += tally.triggered
+                    kept.skipped += tally.skipped
+                    kept.last = max(kept.last, tally.last)
+            except Refused as exc:
+                log.debug("runbook %s/%s counters not updated: %s", namespace, name, exc)
+
+    async def _add_counters(self, namespace: str, name: str, tally: _Tally) -> None:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            body = await self.kube.get_or_none(API_VERSION, RUNBOOKS, namespace, name)
+            if body is None:
+                return
+            status = body.get("status") or {}
+            counters = status.get("counters") or {}
+            patch = {
+                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                "status": {
+                    "lastTriggeredAt": max(tally.last, status.get("lastTriggeredAt") or ""),
+                    "counters": {
+                        "triggered": int(counters.get("triggered", 0)) + tally.triggered,
+                        "skipped": int(counters.get("skipped", 0)) + tally.skipped,
+                    },
+                },
+            }
+            try:
+                await self.kube.patch(
+                    API_VERSION, RUNBOOKS, namespace, name, patch, subresource="status"
+                )
+                return
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+        raise ApiError(409, "Conflict", f"runbook {namespace}/{name} keeps changing")

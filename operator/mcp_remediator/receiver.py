@@ -1,0 +1,220 @@
+"""The Alertmanager receiver: an aiohttp server in the operator's process, next to Kopf.
+
+Endpoints: ``POST /alerts`` (webhook payload version 4), ``GET /healthz`` (liveness),
+``GET /readyz`` (ready once the runbook cache is warm), ``GET /metrics`` (Prometheus text).
+
+``POST /alerts`` answers so that Alertmanager retries exactly what should be retried (it
+retries 5xx, not 4xx): 401 for a missing or wrong bearer token (compared in constant
+time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 400 for a malformed payload
+(nothing is created for it), 503 while the runbook cache is cold or when the Kubernetes
+API cannot be reached (deterministic names make the retry safe), else 200 with a JSON
+summary of what became of every alert (see ``ingest.Summary``).
+
+Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
+
+``serve`` is the companion ``runtime.run_operator`` starts beside Kopf: it registers the
+receiver in the memo (the Kopf event handlers feed its runbook cache and remediation
+gauges) and the engine's step observer. Tests and the benchmark run ``Receiver`` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from mcp_remediator import handlers
+from mcp_remediator.ingest import AlertIngestor, ApiUnavailable, Clock, PayloadError, WebhookPayload
+from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
+from mcp_remediator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PATHS = frozenset({"/alerts", "/healthz", "/readyz", "/metrics"})
+WARM_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
+COUNTER_FLUSH_SECONDS = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ReceiverConfigError(Exception):
+    """The receiver cannot start with these settings."""
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class Receiver:
+    """One receiver: HTTP app, runbook cache, ingestion and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kube: KubeApi,
+        *,
+        metrics: OperatorMetrics | None = None,
+        clock: Clock | None = None,
+    ):
+        token = settings.receiver_token.get_secret_value() if settings.receiver_token else ""
+        if not token and not settings.receiver_insecure:
+            raise ReceiverConfigError(
+                "no receiver token: set MCP_RECEIVER_TOKEN_FILE (a mounted Secret) or "
+                "MCP_RECEIVER_TOKEN, or MCP_RECEIVER_INSECURE=true for development"
+            )
+        self.settings = settings
+        self._token = token.encode() if token else None
+        self.metrics = metrics or OperatorMetrics()
+        extra = {"clock": clock} if clock else {}
+        self.ingestor = AlertIngestor(settings, kube, self.metrics, **extra)
+        self.app = web.Application(
+            client_max_size=settings.receiver_max_body_bytes, middlewares=[self._count]
+        )
+        self.app.router.add_post("/alerts", self._alerts)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/metrics", self._metrics)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port: int | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.ingestor.runbooks.warm
+
+    # -- what the Kopf handlers call (see handlers.ReceiverHooks) -------------------------
+
+    def runbook_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.ingestor.runbooks.apply(event_type, body)
+
+    def remediation_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        self.metrics.remediations.apply(event_type, body)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Listen (``port=0`` picks a free port, see ``self.port``) and warm the cache."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            host or self.settings.receiver_host,
+            self.settings.receiver_port if port is None else port,
+        )
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._tasks = [
+            asyncio.create_task(self._warm(), name="receiver-warm"),
+            asyncio.create_task(self._flush_counters(), name="receiver-counters"),
+        ]
+        log.info("alert receiver listening on port %s", self.port)
+
+    async def stop(self) -> None:
+        """Stop serving and flush the runbook counters; calling it again does nothing."""
+        tasks, self._tasks = self._tasks, []
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await runner.cleanup()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(ApiError):
+            await self.ingestor.flush_counters()
+
+    async def _warm(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.ingestor.warm()
+                return
+            except ApiError as exc:
+                delay = WARM_RETRY_SECONDS[min(attempt, len(WARM_RETRY_SECONDS) - 1)]
+                log.warning("runbook cache not warm (%s); retrying in %ss", exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _flush_counters(self) -> None:
+        while True:
+            await asyncio.sleep(COUNTER_FLUSH_SECONDS)
+            await self.ingestor.flush_counters()
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path if request.path in PATHS else "other"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            self.metrics.requests.labels(path, str(exc.status)).inc()
+            raise
+        self.metrics.requests.labels(path, str(response.status)).inc()
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self._token
+        )
+
+    async def _alerts(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+        limit = self.settings.receiver_max_body_bytes
+        too_large = f"body over {limit} bytes (MCP_RECEIVER_MAX_BODY_BYTES)"
+        if request.content_length is not None and request.content_length > limit:
+            return _error(413, too_large)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, too_large)
+        try:
+            payload = WebhookPayload.parse(json.loads(raw))
+        except ValueError as exc:  # PayloadError, and JSON's and UTF-8's decode errors
+            message = str(exc) if isinstance(exc, PayloadError) else f"body is not JSON: {exc}"
+            return _error(400, message)
+        if not self.ready:
+            return _error(503, "runbook cache not warm yet; Alertmanager will retry")
+        try:
+            summary = await self.ingestor.ingest(payload)
+        except ApiUnavailable as exc:
+            log.warning("Kubernetes API unavailable; notification left to a retry: %s", exc)
+            return _error(503, f"Kubernetes API unavailable, retry later: {exc}")
+        result = summary.as_dict()
+        level = (
+            logging.INFO if summary.remediations or summary.counts["cancelled"] else logging.DEBUG
+        )
+        log.log(level, "notification %s: %s", payload.groupKey, result)
+        return web.json_response(result)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return _error(503, "runbook cache not warm yet")
+        return web.json_response({"status": "ready", "runbooks": len(self.ingestor.runbooks)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def serve(memo: handlers.Memo, stopping: asyncio.Event) -> None:
+    """The companion: run the receiver for the operator's lifetime."""
+    receiver = Receiver(memo.settings, memo.clients.kube)
+    memo.extras[handlers.RECEIVER_KEY] = receiver
+    memo.engine.step_observers.append(receiver.metrics.observe_step)
+    await receiver.start()
+    try:
+        await stopping.wait()
+    finally:
+        await receiver.stop()
