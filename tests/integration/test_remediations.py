@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import Cluster, OperatorFactory, OperatorThread, deployment, remediation
+from mcp_remediator.emulator import complete_rollouts
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.refusals import KYVERNO, PROTECTED_NAMESPACE
 
@@ -14,8 +15,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
 
 
-def restart_step(name: str = "restart", **params: Any) -> dict[str, Any]:
-    return {"name": name, "action": "rolloutRestart", "params": params}
+def restart_step(step: str = "restart", /, **params: Any) -> dict[str, Any]:
+    return {"name": step, "action": "rolloutRestart", "params": params}
 
 
 def annotation(cluster: Cluster, plural: str, name: str, namespace: str = "mcp") -> str | None:
@@ -316,7 +317,7 @@ async def test_operator_restart_mid_run_never_repeats_a_finished_step(
     await operator.stop()
     assert len(cluster.writes("deployments")) == 2  # one restart each so far
 
-    cluster.api.add_reactor("apps/v1", "deployments", complete_rollouts_now)
+    cluster.api.add_reactor("apps/v1", "deployments", complete_rollouts)
     cluster.api.touch("apps/v1", "deployments", "mcp", "second")
     await operator_factory()
 
@@ -329,10 +330,3 @@ async def test_operator_restart_mid_run_never_repeats_a_finished_step(
         r for r in cluster.writes("deployments") if r.subresource is None and r.method == "PATCH"
     ]
     assert [r.name for r in restarts] == ["first", "second"]  # nothing patched twice
-
-
-def complete_rollouts_now(obj: dict[str, Any]) -> dict[str, Any] | None:
-    from mcp_remediator.emulator import complete_rollouts
-
-    result: dict[str, Any] | None = complete_rollouts(obj)
-    return result
