@@ -70,11 +70,14 @@ SECTIONS = {"actions": actions_table, "settings": settings_table}
 
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", flags=re.DOTALL)
-        if not pattern.search(text):
+        pattern = re.compile(
+            rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", flags=re.DOTALL
+        )
+        match = pattern.search(text)
+        if match is None:
             raise ValueError(f"markers for {name!r} are missing")
-        table = make()
-        text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+        block = match.group(1) + make() + "\n" + match.group(2)
+        text = text[: match.start()] + block + text[match.end() :]
     return text
 
 

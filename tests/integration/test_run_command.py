@@ -11,7 +11,6 @@ from pathlib import Path
 
 from fixtures.cluster import Cluster, deployment, remediation
 from fixtures.daemons import free_port
-
 from mcp_remediator.emulator import write_kubeconfig
 
 
