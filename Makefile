@@ -39,6 +39,9 @@ test: deps lint
 demo: deps
 	$(PYTHON) -m mcp_remediator demo
 
+# Real cluster, opt-in (tests/e2e/test_kind.py): creates a kind cluster, builds the image and
+# loads it, applies manifests/default, restarts a Deployment through an McpRemediation,
+# deletes the cluster. Skipped, with the reason, where docker or kind is missing.
 e2e: deps-python
 	MCP_E2E=1 $(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
 
