@@ -4,7 +4,7 @@ Each module under ``actions/`` registers its actions with ``@action``; this pack
 imports them all so that ``REGISTRY`` is complete wherever it is used.
 """
 
-from mcp_remediator.actions import workloads
+from mcp_remediator.actions import redis, workloads
 from mcp_remediator.actions.registry import (
     REGISTRY,
     ActionContext,
@@ -21,5 +21,6 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "action",
+    "redis",
     "workloads",
 ]

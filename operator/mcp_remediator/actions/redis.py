@@ -1,0 +1,465 @@
+"""``redisPing``, ``redisInspect``, ``redisExpireKeys``: the guide's Redis checks and fixes.
+
+Registered in the action registry (imported by ``actions/__init__``) and run by the
+engine; each opens one connection per attempt through ``vendors.redis``.
+
+``redisExpireKeys`` is the guide's "clear the dashboard cache" without ``KEYS`` or
+``FLUSHALL``. The keyspace is walked with SCAN + MATCH inside a server-side Lua script:
+each call runs SCAN batches and sets the TTL of (or UNLINKs) the matching keys in place,
+so no key name crosses the network, and stops after a time slice (``SLICE_MICROSECONDS``)
+or a fixed number of SCAN batches, whichever comes first. A script runs atomically, so
+the slice is the longest any other client waits behind us; the next slice starts one
+round trip later, after Redis has served everyone who queued meanwhile. Progress
+(cursor and counters) is checkpointed into the step's outputs, so an attempt cut short
+by the step's timeout or an operator restart resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio
+import redis.exceptions
+from pydantic import Field
+
+from mcp_remediator import refusals
+from mcp_remediator.actions.common import K8sName
+from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.errors import TransientFailure
+from mcp_remediator.settings import Settings
+from mcp_remediator.vendors import redis as vendor
+
+# One script call stops after this much server time, so that other clients wait at most
+# about this long (plus one SCAN batch) behind a purge: the p99 target is 10 ms.
+SLICE_MICROSECONDS = 2000
+# ... or after this many SCAN batches, should the server's clock not advance in scripts.
+MAX_SCANS_PER_SLICE = 32
+SCAN_COUNT = 500
+# UNLINK takes many keys; chunks stay well below Lua's stack limit for unpack().
+UNLINK_CHUNK = 256
+CHECKPOINT_SECONDS = 5.0
+# An attempt stops and checkpoints this long before the step's deadline, so that the
+# next attempt resumes instead of the engine cancelling a slice half-way.
+STOP_BEFORE_DEADLINE_SECONDS = 1.0
+PINGS = 5
+SAMPLE_KEYS = 1000
+TOP_PREFIXES = 5
+
+# ARGV: cursor, pattern, scan count, mode (expire|unlink|count), ttl, only keys without
+# TTL (1|0), how many more keys may match (-1: no limit), slice in µs, max SCAN batches.
+# Returns {cursor, scanned, matched, changed, stopped}; stopped=1 when the limit left
+# keys of the last batch untouched. Keys come from SCAN, not KEYS[]: a standalone server.
+PURGE_SCRIPT = """
+local cursor, pattern, count, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ttl, only_without_ttl, limit = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
+local slice, max_scans = tonumber(ARGV[8]), tonumber(ARGV[9])
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local started = now()
+local scanned, matched, changed, stopped, scans = 0, 0, 0, 0, 0
+repeat
+  local reply = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', count)
+  cursor = reply[1]
+  scans = scans + 1
+  local keys, victims = reply[2], {}
+  for i = 1, #keys do
+    if limit >= 0 and matched >= limit then
+      stopped = 1
+      break
+    end
+    local key = keys[i]
+    scanned = scanned + 1
+    if not only_without_ttl or redis.call('PTTL', key) == -1 then
+      matched = matched + 1
+      if mode == 'expire' then
+        changed = changed + redis.call('EXPIRE', key, ttl)
+      elseif mode == 'unlink' then
+        victims[#victims + 1] = key
+      end
+    end
+  end
+  for i = 1, #victims, CHUNK do
+    changed = changed + redis.call('UNLINK', unpack(victims, i, math.min(i + CHUNK - 1, #victims)))
+  end
+until cursor == '0' or stopped == 1 or (limit >= 0 and matched >= limit)
+  or scans >= max_scans or now() - started >= slice
+return {cursor, scanned, matched, changed, stopped}
+""".replace("CHUNK", str(UNLINK_CHUNK))
+
+Section = Literal["memory", "stats", "keyspace"]
+SECTIONS: tuple[Section, ...] = ("memory", "stats", "keyspace")
+
+
+class SecretKeyRef(ActionParams):
+    name: K8sName = Field(description="Name of the Secret, in the step's namespace.")
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key of the Secret's data that holds the URL.",
+    )
+
+
+class RedisRef(ActionParams):
+    urlSecretRef: SecretKeyRef = Field(
+        description="Secret key holding a `redis://` or `rediss://` URL (password, db)."
+    )
+
+
+REDIS_FIELD_DESCRIPTION = "Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+
+
+class RedisPingParams(ActionParams):
+    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+
+
+class RedisInspectParams(ActionParams):
+    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+    sections: list[Section] = Field(
+        default_factory=lambda: list(SECTIONS),
+        min_length=1,
+        description="What to report: `memory` (used/max, ratio, policy), `stats` (hits, "
+        "misses, hit ratio, evictions), `keyspace` (keys per db, largest key prefixes by "
+        "sampling).",
+    )
+
+
+class RedisExpireKeysParams(ActionParams):
+    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+    pattern: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="SCAN MATCH glob, e.g. `mcp:dashboard:*`; must begin with an allowed "
+        "prefix (`MCP_REDIS_ALLOWED_PREFIXES`).",
+    )
+    ttlSeconds: int = Field(
+        ge=0, le=2**31 - 1, description="TTL to set on each key; 0 deletes them with UNLINK."
+    )
+    onlyWithoutTtl: bool = Field(False, description="Touch only keys that have no TTL yet.")
+    maxKeys: int | None = Field(
+        None, ge=1, description="Stop after this many keys (a budget); unset: no limit."
+    )
+
+
+def _validate_pattern(params: RedisExpireKeysParams, settings: Settings, _: str | None) -> None:
+    refusals.check_redis_pattern(settings, params.pattern)
+
+
+@asynccontextmanager
+async def _connection(
+    ref: RedisRef | None, ctx: ActionContext, doing: str
+) -> AsyncIterator[redis.asyncio.Redis]:
+    """A connection to the step's Redis; redis-py errors become step failures."""
+    secret = None if ref is None else (ref.urlSecretRef.name, ref.urlSecretRef.key)
+    target = await vendor.resolve_target(ctx.settings, ctx.clients.kube, ctx.namespace, secret)
+    try:
+        async with vendor.connect(target, ctx.settings) as client:
+            yield client
+    except redis.exceptions.RedisError as exc:
+        # ``from None``: the chained redis-py exception is not needed to explain the cause.
+        raise vendor.step_failure(
+            exc, target, doing, timeout=ctx.settings.redis_timeout_seconds
+        ) from None
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+@action(
+    "redisPing",
+    RedisPingParams,
+    "PING the Redis server and report the round-trip latency.",
+    writes=False,
+)
+async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult:
+    async with _connection(params.redis, ctx, "sending PING") as client:
+        rounds = []
+        for _ in range(PINGS):
+            started = time.perf_counter()
+            await client.ping()
+            rounds.append(time.perf_counter() - started)
+    outputs = {"latencyMs": _ms(statistics.median(rounds)), "maxLatencyMs": _ms(max(rounds))}
+    return ActionResult(f"PONG; median latency {outputs['latencyMs']} ms over {PINGS}", outputs)
+
+
+def _ratio(part: float, whole: float) -> str:
+    return f"{part / whole:.4f}"
+
+
+def key_prefix(key: bytes) -> str:
+    """The keyspace a key belongs to: up to its second ``:`` (``mcp:dashboard:``)."""
+    text = key.decode("utf-8", "backslashreplace")
+    head, sep, rest = text.partition(":")
+    if not sep:
+        return ""
+    second, sep, _ = rest.partition(":")
+    return f"{head}:{second}:" if sep else f"{head}:"
+
+
+@dataclass(frozen=True)
+class PrefixStats:
+    prefix: str
+    sampled: int
+    share: float
+    estimated_keys: int
+    estimated_bytes: int | None
+
+
+def largest_prefixes(
+    keys: list[bytes], sizes: list[int] | None, dbsize: int, top: int = TOP_PREFIXES
+) -> list[PrefixStats]:
+    """The prefixes holding the most memory (or keys, without ``sizes``) in a sample.
+
+    Estimates scale the sample up to ``dbsize``. A prefix seen only once is left out: it
+    may be a single key's name (an id or token), which is not for step outputs.
+    """
+    if not keys:
+        return []
+    counts: Counter[str] = Counter()
+    size_sums: Counter[str] = Counter()
+    for index, key in enumerate(keys):
+        prefix = key_prefix(key)
+        counts[prefix] += 1
+        if sizes is not None:
+            size_sums[prefix] += sizes[index]
+    scale = dbsize / len(keys) if dbsize > len(keys) else 1.0
+    found = [
+        PrefixStats(
+            prefix=prefix,
+            sampled=count,
+            share=count / len(keys),
+            estimated_keys=round(count * scale),
+            estimated_bytes=None if sizes is None else round(size_sums[prefix] * scale),
+        )
+        for prefix, count in counts.items()
+        if count > 1
+    ]
+    found.sort(key=lambda p: (-(p.estimated_bytes or 0), -p.sampled, p.prefix))
+    return found[:top]
+
+
+async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[int] | None]:
+    """Up to ``SAMPLE_KEYS`` key names by SCAN (hash order, so a fair sample) and sizes."""
+    keys: list[bytes] = []
+    cursor = 0
+    while len(keys) < SAMPLE_KEYS:
+        cursor, batch = await client.scan(cursor, count=SAMPLE_KEYS)
+        keys.extend(key if isinstance(key, bytes) else key.encode() for key in batch)
+        if cursor == 0:
+            break
+    keys = keys[:SAMPLE_KEYS]
+    if not keys:
+        return keys, None
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    try:
+        sizes = await pipe.execute(raise_on_error=True)
+    except redis.exceptions.ResponseError:
+        # MEMORY may be denied by ACL or disabled by a managed Redis: rank by key count.
+        return keys, None
+    return keys, [int(size or 0) for size in sizes]
+
+
+@action(
+    "redisInspect",
+    RedisInspectParams,
+    "Report used/max memory and ratio, `maxmemory-policy`, hits/misses and hit ratio, "
+    "keys per db, and the largest key prefixes found by sampling.",
+    writes=False,
+)
+async def redis_inspect(params: RedisInspectParams, ctx: ActionContext) -> ActionResult:
+    outputs: dict[str, str] = {}
+    summary: list[str] = []
+    async with _connection(params.redis, ctx, "reading INFO") as client:
+        if "memory" in params.sections:
+            summary.append(_memory(await client.info("memory"), outputs))
+        if "stats" in params.sections:
+            summary.append(_stats(await client.info("stats"), outputs))
+        if "keyspace" in params.sections:
+            keyspace = await client.info("keyspace")
+            dbsize = int(await client.dbsize())
+            keys, sizes = await _sample_keys(client)
+            summary.append(_keyspace(keyspace, dbsize, keys, sizes, outputs))
+    return ActionResult("; ".join(summary), outputs)
+
+
+def _memory(info: dict[str, Any], outputs: dict[str, str]) -> str:
+    used, limit = int(info["used_memory"]), int(info.get("maxmemory", 0))
+    policy = str(info.get("maxmemory_policy", "unknown"))
+    outputs.update(usedMemory=str(used), maxMemory=str(limit), maxmemoryPolicy=policy)
+    if limit <= 0:
+        return f"memory {used} bytes used, no maxmemory set (policy {policy})"
+    outputs["memoryRatio"] = _ratio(used, limit)
+    return f"memory {used} of {limit} bytes used ({used / limit:.0%}, policy {policy})"
+
+
+def _stats(info: dict[str, Any], outputs: dict[str, str]) -> str:
+    hits, misses = int(info["keyspace_hits"]), int(info["keyspace_misses"])
+    outputs.update(hits=str(hits), misses=str(misses))
+    outputs["evictedKeys"] = str(info.get("evicted_keys", 0))
+    outputs["expiredKeys"] = str(info.get("expired_keys", 0))
+    if hits + misses == 0:
+        return "no keyspace lookups yet"
+    outputs["hitRatio"] = _ratio(hits, hits + misses)
+    return f"hit ratio {hits / (hits + misses):.2f} ({hits} hits, {misses} misses)"
+
+
+def _keyspace(
+    info: dict[str, Any],
+    dbsize: int,
+    keys: list[bytes],
+    sizes: list[int] | None,
+    outputs: dict[str, str],
+) -> str:
+    total = 0
+    for db, stats in sorted(info.items()):
+        if db.startswith("db") and isinstance(stats, dict):
+            total += int(stats.get("keys", 0))
+            outputs[f"{db}Keys"] = str(stats.get("keys", 0))
+            outputs[f"{db}Expires"] = str(stats.get("expires", 0))
+    outputs["keys"] = str(total)
+    outputs["sampledKeys"] = str(len(keys))
+    prefixes = largest_prefixes(keys, sizes, dbsize)
+    outputs["topPrefixes"] = ",".join(p.prefix for p in prefixes)
+    for rank, found in enumerate(prefixes, start=1):
+        outputs[f"prefix{rank}"] = found.prefix
+        outputs[f"prefix{rank}Share"] = f"{found.share:.4f}"
+        outputs[f"prefix{rank}Keys"] = str(found.estimated_keys)
+        if found.estimated_bytes is not None:
+            outputs[f"prefix{rank}Bytes"] = str(found.estimated_bytes)
+    text = f"{total} keys"
+    if prefixes:
+        top = prefixes[0]
+        text += f", largest prefix {top.prefix or '(none)'} ({top.share:.0%} of a sample)"
+    return text
+
+
+@dataclass
+class Progress:
+    """How far a purge got; saved in the step's outputs so that a retry resumes."""
+
+    pattern: str
+    mode: str
+    cursor: str = "0"
+    scanned: int = 0
+    matched: int = 0
+    changed: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def resume(cls, outputs: dict[str, str], pattern: str, mode: str) -> Progress:
+        """Continue from a checkpoint of the same purge, else start afresh."""
+        fresh = cls(pattern, mode)
+        if outputs.get("pattern") != pattern or outputs.get("mode") != mode:
+            return fresh
+        try:
+            return cls(
+                pattern,
+                mode,
+                cursor=str(int(outputs["cursor"])),
+                scanned=int(outputs["scanned"]),
+                matched=int(outputs["matched"]),
+                changed=int(outputs["changed"]),
+                seconds=int(outputs["durationMs"]) / 1000,
+            )
+        except (KeyError, ValueError):
+            return fresh
+
+    def outputs(self) -> dict[str, str]:
+        return {
+            "pattern": self.pattern,
+            "mode": self.mode,
+            "scanned": str(self.scanned),
+            "matched": str(self.matched),
+            "changed": str(self.changed),
+            "durationMs": str(round(self.seconds * 1000)),
+        }
+
+
+@action(
+    "redisExpireKeys",
+    RedisExpireKeysParams,
+    "Set a TTL on (or, with `ttlSeconds: 0`, UNLINK) the keys matching `pattern`: "
+    "cursor-based SCAN in short server-side slices, never KEYS/FLUSHDB/FLUSHALL; the "
+    "pattern must begin with an allowed prefix.",
+    writes=True,
+    validate=_validate_pattern,
+)
+async def redis_expire_keys(params: RedisExpireKeysParams, ctx: ActionContext) -> ActionResult:
+    refusals.check_redis_pattern(ctx.settings, params.pattern)
+    if ctx.dry_run:
+        mode = "count"
+    else:
+        mode = "unlink" if params.ttlSeconds == 0 else "expire"
+    progress = Progress.resume(ctx.outputs, params.pattern, mode)
+    complete = False
+    async with _connection(params.redis, ctx, f"expiring keys matching {params.pattern}") as client:
+        script = client.register_script(PURGE_SCRIPT)
+        last_checkpoint = time.monotonic()
+        earlier, started = progress.seconds, time.perf_counter()
+        while not complete and not _budget_spent(params, progress):
+            limit = -1 if params.maxKeys is None else params.maxKeys - progress.matched
+            reply = await script(
+                args=[
+                    progress.cursor,
+                    params.pattern,
+                    SCAN_COUNT,
+                    mode,
+                    params.ttlSeconds,
+                    int(params.onlyWithoutTtl),
+                    limit,
+                    SLICE_MICROSECONDS,
+                    MAX_SCANS_PER_SLICE,
+                ]
+            )
+            progress.seconds = earlier + time.perf_counter() - started
+            cursor, scanned, matched, changed, stopped = reply
+            progress.cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+            progress.scanned += int(scanned)
+            progress.matched += int(matched)
+            progress.changed += int(changed)
+            complete = progress.cursor == "0" and not stopped
+            if complete or _budget_spent(params, progress):
+                break
+            if ctx.remaining() < STOP_BEFORE_DEADLINE_SECONDS:
+                await ctx.checkpoint({**progress.outputs(), "cursor": progress.cursor})
+                raise TransientFailure(
+                    f"{progress.changed} keys matching {params.pattern} done when the step's "
+                    "time ran out; the next attempt resumes from the saved SCAN cursor",
+                    reason="Timeout",
+                )
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                await ctx.checkpoint({**progress.outputs(), "cursor": progress.cursor})
+                last_checkpoint = time.monotonic()
+    outputs = {**progress.outputs(), "complete": str(complete).lower()}
+    return ActionResult(_purge_message(params, progress, complete), outputs)
+
+
+def _budget_spent(params: RedisExpireKeysParams, progress: Progress) -> bool:
+    return params.maxKeys is not None and progress.matched >= params.maxKeys
+
+
+def _purge_message(params: RedisExpireKeysParams, progress: Progress, complete: bool) -> str:
+    which = "keys without a TTL" if params.onlyWithoutTtl else "keys"
+    what = f"{which} matching {params.pattern}"
+    if progress.mode == "count":
+        verb = "delete" if params.ttlSeconds == 0 else f"set a {params.ttlSeconds}s TTL on"
+        text = f"dry run: would {verb} {progress.matched} {what}; changed nothing"
+    elif progress.mode == "unlink":
+        text = f"deleted {progress.changed} {what}"
+    else:
+        text = f"set a {params.ttlSeconds}s TTL on {progress.changed} {what}"
+    text += f" ({progress.scanned} scanned in {progress.seconds * 1000:.0f} ms)"
+    if not complete:
+        text += f"; stopped at the budget of maxKeys={params.maxKeys}, more keys may match"
+    return text

@@ -1,0 +1,193 @@
+"""Redis connections for the Redis actions: where the URL comes from, how errors read.
+
+``actions/redis.py`` calls ``resolve_target`` (the operator default ``MCP_REDIS_URL``, or a
+Secret reference read through the Kubernetes client in the step's namespace), then
+``connect`` for one connection per step attempt, and ``step_failure`` to turn redis-py's
+exceptions into step failures that name the cause.
+
+The URL carries the password, so it stays a ``SecretStr`` and is only unwrapped to open
+the connection: messages name the server by host, port and db, and where the URL came
+from, never by the URL itself. redis-py's own retries are switched off because the
+engine owns the retry policy; a hidden retry would also run a purge slice twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from pydantic import SecretStr
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.settings import Settings
+
+SCHEMES = ("redis", "rediss")
+# Answers a retry may fix: the server is failing over, busy with a script or loading.
+TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A Redis server to connect to; ``url`` holds the credentials and is never shown."""
+
+    url: SecretStr
+    source: str
+    host: str
+    port: int
+    db: int
+    tls: bool
+
+    @property
+    def address(self) -> str:
+        """``host:port/db``: how messages name the server."""
+        return f"{self.host}:{self.port}/{self.db}"
+
+
+def parse_target(url: str, source: str) -> RedisTarget:
+    """Check a ``redis://`` / ``rediss://`` URL; errors name ``source``, not the URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 6379
+    except ValueError:
+        raise StepFailed(f"{source} is not a valid Redis URL", reason="RedisBadUrl") from None
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise StepFailed(
+            f"{source} is not a redis:// or rediss:// URL with a host", reason="RedisBadUrl"
+        )
+    db_text = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    if not db_text.isdigit():
+        raise StepFailed(f"{source}: the database must be a number", reason="RedisBadUrl")
+    return RedisTarget(
+        url=SecretStr(url),
+        source=source,
+        host=parts.hostname,
+        port=port,
+        db=int(db_text),
+        tls=parts.scheme == "rediss",
+    )
+
+
+async def resolve_target(
+    settings: Settings, kube: KubeApi, namespace: str, secret: tuple[str, str] | None
+) -> RedisTarget:
+    """The server to use: the Secret ``(name, key)`` in ``namespace``, else ``MCP_REDIS_URL``."""
+    if secret is None:
+        if settings.redis_url is None:
+            raise StepFailed(
+                "no Redis configured: set MCP_REDIS_URL or give the step redis.urlSecretRef",
+                reason="RedisNotConfigured",
+            )
+        return parse_target(settings.redis_url.get_secret_value(), "MCP_REDIS_URL")
+    name, key = secret
+    where = f"Secret {namespace}/{name}"
+    try:
+        obj = await kube.get("v1", "secrets", namespace, name)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise StepFailed(
+                f"{where} (redis.urlSecretRef) not found", reason="RedisSecretNotFound"
+            ) from None
+        raise exc.as_step_failure(f"reading {where}") from None
+    encoded = (obj.get("data") or {}).get(key)
+    if encoded is None:
+        raise StepFailed(f"{where} has no key {key!r}", reason="RedisSecretNotFound")
+    try:
+        url = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
+    except (binascii.Error, UnicodeDecodeError):
+        raise StepFailed(
+            f"{where} key {key!r} is not base64-encoded UTF-8", reason="RedisBadUrl"
+        ) from None
+    return parse_target(url, f"{where} key {key!r}")
+
+
+@asynccontextmanager
+async def connect(target: RedisTarget, settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
+    """One connection to ``target`` with the configured timeouts, open on entry, closed on exit.
+
+    Connection errors surface as redis-py exceptions; an option in the URL's query that
+    redis-py rejects is a ``StepFailed`` naming the option, never the URL.
+    """
+    try:
+        client = redis.asyncio.Redis.from_url(
+            target.url.get_secret_value(),
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            socket_timeout=settings.redis_timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            single_connection_client=True,
+        )
+    except ValueError as exc:
+        raise StepFailed(f"{target.source}: {exc}", reason="RedisBadUrl") from None
+    try:
+        try:
+            await client.initialize()
+        except TypeError as exc:
+            # redis-py hands unknown query options to the connection class's constructor.
+            raise StepFailed(
+                f"{target.source} has an option redis-py does not know: {exc}",
+                reason="RedisBadUrl",
+            ) from None
+        yield client
+    finally:
+        await client.aclose()
+
+
+def step_failure(
+    exc: redis.exceptions.RedisError, target: RedisTarget, doing: str, *, timeout: float
+) -> StepFailed:
+    """The step failure for a redis-py error while ``doing`` something on ``target``.
+
+    ``timeout`` is the socket timeout that applied (redis-py's messages carry none).
+    """
+    where = f"Redis at {target.address}"
+    detail = str(exc).strip()
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return StepFailed(
+            f"{where} rejected the credentials from {target.source} while {doing}: {detail}",
+            reason="RedisAuthFailed",
+        )
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return StepFailed(
+            f"the Redis user of {target.source} may not do this while {doing}: {detail}",
+            reason="RedisNoPermission",
+        )
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        # Right after a failover the address may still reach the old primary; a retry
+        # reconnects and may reach the new one.
+        return TransientFailure(
+            f"{where} is a read-only replica; {doing} needs the primary", reason="RedisReadOnly"
+        )
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return StepFailed(
+            f"{where} is out of memory (used memory above maxmemory) and refused {doing}",
+            reason="RedisOutOfMemory",
+        )
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return TransientFailure(
+            f"{where} did not answer within {timeout:g}s while {doing}",
+            reason="RedisTimeout",
+        )
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return TransientFailure(f"{where} is loading its dataset while {doing}", reason="RedisBusy")
+    if isinstance(exc, redis.exceptions.ConnectionError):
+        return TransientFailure(
+            f"cannot reach {where} while {doing}: {detail or type(exc).__name__}",
+            reason="RedisUnavailable",
+        )
+    if isinstance(exc, redis.exceptions.ResponseError):
+        if detail.startswith(("MOVED", "ASK ")):
+            return StepFailed(
+                f"{where} is a Redis Cluster node; the Redis actions need a standalone server",
+                reason="RedisError",
+            )
+        if detail.upper().startswith(TRANSIENT_REPLIES):
+            return TransientFailure(f"{where} is busy while {doing}: {detail}", reason="RedisBusy")
+    return StepFailed(f"{where} answered an error while {doing}: {detail}", reason="RedisError")

@@ -1,0 +1,599 @@
+"""The Redis actions against a real redis-server, called through the action registry.
+
+Each test puts keys into Redis, runs an action as the engine would (params parsed by the
+registry, the ``validate`` hook, then the function with an ``ActionContext``), and checks
+the outputs against Redis itself. The Secret-reference path reads the Secret through the
+real ``KubeApi`` over an ``httpx.MockTransport``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import redis.exceptions
+
+from fixtures.daemons import free_port
+from fixtures.redis_server import RedisFactory, RedisServer
+from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
+from mcp_remediator.actions import redis as redis_actions
+from mcp_remediator.clients import Clients
+from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator.refusals import PREFIX_NOT_ALLOWED
+from mcp_remediator.settings import Settings
+
+PASSWORD = "s3cret-Pa55/word"  # the slash must be %-quoted in a URL
+QUOTED_PASSWORD = quote(PASSWORD, safe="")
+NAMESPACE = "mcp"
+
+
+def settings_for(server: RedisServer | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"redis_timeout_seconds": 2.0, **overrides}
+    if server is not None and "redis_url" not in values:
+        values["redis_url"] = server.url()
+    return Settings.model_validate(values)
+
+
+async def run_action(
+    name: str,
+    params: Mapping[str, Any],
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    outputs: dict[str, str] | None = None,
+    attempt: int = 1,
+    deadline: float | None = None,
+    checkpoints: list[dict[str, str]] | None = None,
+    validate: bool = True,
+) -> ActionResult:
+    """Run an action the way the engine does: parse, validate (unless told not to), call."""
+    spec = REGISTRY[name]
+    parsed = spec.parse(params)
+    if validate and spec.validate is not None:
+        spec.validate(parsed, settings, NAMESPACE)
+    # Only the Secret-reference tests reach the API; elsewhere nothing listens there.
+    kube = KubeApi(ConnectionConfig(server="http://127.0.0.1:9"), settings, transport=transport)
+    clients = Clients(settings, kube, httpx.AsyncClient())
+
+    async def checkpoint(values: Mapping[str, str]) -> None:
+        if checkpoints is not None:
+            checkpoints.append(dict(values))
+
+    ctx = ActionContext(
+        clients=clients,
+        settings=settings,
+        namespace=NAMESPACE,
+        dry_run=dry_run,
+        remediation=f"{NAMESPACE}/test",
+        step="redis",
+        attempt=attempt,
+        outputs=dict(outputs or {}),
+        checkpoint_fn=checkpoint,
+    )
+    if deadline is not None:
+        ctx.deadline = deadline
+    try:
+        return await spec.fn(parsed, ctx)
+    finally:
+        await clients.aclose()
+
+
+# The test's own helpers run inside Redis: loading and checking 60,000 keys stays fast.
+FILL_SCRIPT = "for n = 0, tonumber(ARGV[2]) - 1 do redis.call('SET', ARGV[1] .. n, ARGV[3]) end"
+TTL_SUMMARY_SCRIPT = """
+local cursor, keys, with_ttl, longest = '0', 0, 0, -1
+repeat
+  local reply = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = reply[1]
+  for _, key in ipairs(reply[2]) do
+    local ttl = redis.call('TTL', key)
+    keys = keys + 1
+    if ttl > 0 then with_ttl = with_ttl + 1 end
+    if ttl > longest then longest = ttl end
+  end
+until cursor == '0'
+return {keys, with_ttl, longest}
+"""
+
+
+async def fill(server: RedisServer, prefix: str, count: int, *, value: bytes = b"v") -> None:
+    """``count`` string keys ``<prefix><n>``, n from 0."""
+    client = server.client()
+    try:
+        await client.eval(FILL_SCRIPT, 0, prefix, count, value)
+    finally:
+        await client.aclose()
+
+
+async def ttl_summary(server: RedisServer, pattern: str) -> tuple[int, int, int]:
+    """(keys matching, how many have a TTL, the longest TTL or -1)."""
+    client = server.client()
+    try:
+        keys, with_ttl, longest = await client.eval(TTL_SUMMARY_SCRIPT, 0, pattern)
+        return int(keys), int(with_ttl), int(longest)
+    finally:
+        await client.aclose()
+
+
+async def ttls(server: RedisServer, pattern: str) -> dict[str, int]:
+    """Every key matching ``pattern`` with its TTL (-1: none), by the test's own SCAN."""
+    client = server.client()
+    try:
+        keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.ttl(key)
+        values = await pipe.execute()
+        return {key.decode(): int(ttl) for key, ttl in zip(keys, values, strict=True)}
+    finally:
+        await client.aclose()
+
+
+async def reset_stats(server: RedisServer) -> None:
+    """Zero the command counters (the fixture's readiness probe sent a PING)."""
+    client = server.client()
+    try:
+        await client.config_resetstat()
+    finally:
+        await client.aclose()
+
+
+async def info(server: RedisServer, section: str) -> dict[str, Any]:
+    client = server.client()
+    try:
+        result: dict[str, Any] = await client.info(section)
+        return result
+    finally:
+        await client.aclose()
+
+
+# -- redisPing ---------------------------------------------------------------------------
+
+
+async def test_ping_reports_latency(redis_server: RedisServer) -> None:
+    await reset_stats(redis_server)
+
+    result = await run_action("redisPing", {}, settings_for(redis_server))
+
+    latency, worst = float(result.outputs["latencyMs"]), float(result.outputs["maxLatencyMs"])
+    assert 0 < latency <= worst
+    assert result.message.startswith("PONG")
+    commands = await info(redis_server, "commandstats")
+    assert commands["cmdstat_ping"]["calls"] == redis_actions.PINGS
+
+
+async def test_ping_through_a_secret_reference_with_a_password(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory(password=PASSWORD)
+    requests: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
+        if request.url.path == f"/api/v1/namespaces/{NAMESPACE}/secrets/redis-auth":
+            encoded = base64.b64encode(server.url(db=2).encode()).decode()
+            return httpx.Response(200, json={"kind": "Secret", "data": {"url": encoded}})
+        return httpx.Response(404, json={"kind": "Status", "reason": "NotFound", "code": 404})
+
+    caplog.set_level(logging.DEBUG)
+    await reset_stats(server)
+    # The operator default points elsewhere: only the Secret leads to this server.
+    settings = settings_for(None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    ref = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "url"}}}
+
+    result = await run_action("redisPing", ref, settings, transport=httpx.MockTransport(api))
+
+    assert requests == [f"GET /api/v1/namespaces/{NAMESPACE}/secrets/redis-auth"]
+    assert float(result.outputs["latencyMs"]) > 0
+    assert (await info(server, "commandstats"))["cmdstat_ping"]["calls"] == redis_actions.PINGS
+    assert PASSWORD not in caplog.text + result.message + str(result.outputs)
+
+    missing = {"redis": {"urlSecretRef": {"name": "absent", "key": "url"}}}
+    with pytest.raises(StepFailed) as not_found:
+        await run_action("redisPing", missing, settings, transport=httpx.MockTransport(api))
+    assert not_found.value.reason == "RedisSecretNotFound"
+    assert f"Secret {NAMESPACE}/absent" in not_found.value.message
+
+    wrong_key = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "uri"}}}
+    with pytest.raises(StepFailed) as no_key:
+        await run_action("redisPing", wrong_key, settings, transport=httpx.MockTransport(api))
+    assert no_key.value.reason == "RedisSecretNotFound"
+    assert "has no key 'uri'" in no_key.value.message
+
+
+async def test_ping_over_tls(redis_factory: RedisFactory) -> None:
+    server = redis_factory(tls=True, password=PASSWORD)
+    assert server.url().startswith("rediss://")
+
+    result = await run_action("redisPing", {}, settings_for(server))
+
+    assert float(result.outputs["latencyMs"]) > 0
+    plain = settings_for(None, redis_url=f"redis://:{QUOTED_PASSWORD}@{server.address}/0")
+    with pytest.raises(StepFailed) as failed:
+        await run_action("redisPing", {}, plain)
+    assert failed.value.reason in ("RedisUnavailable", "RedisTimeout")
+
+
+# -- redisInspect ------------------------------------------------------------------------
+
+
+async def test_inspect_reports_memory_stats_and_keyspace(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    await client.config_set("maxmemory", str(100 * 1024 * 1024))
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    await fill(redis_server, "mcp:dashboard:", 300, value=b"x" * 1024)
+    await fill(redis_server, "other:small:", 200)
+    for n in range(50):
+        await client.expire(f"other:small:{n}", 3600)
+    # Two keys whose prefix is a one-off (it could be a token): never reported.
+    await client.set("session:tok-4711:data", "v")
+    await client.set("tok-0815", "v")
+    for n in range(30):
+        assert await client.get(f"mcp:dashboard:{n}") is not None
+    for n in range(10):
+        assert await client.get(f"mcp:absent:{n}") is None
+    await client.aclose()
+
+    result = await run_action("redisInspect", {}, settings_for(redis_server))
+    out = result.outputs
+
+    assert out["maxMemory"] == str(100 * 1024 * 1024)
+    assert out["maxmemoryPolicy"] == "allkeys-lru"
+    used = int(out["usedMemory"])
+    assert used > 300 * 1024
+    assert float(out["memoryRatio"]) == pytest.approx(used / (100 * 1024 * 1024), abs=1e-4)
+    assert (out["hits"], out["misses"], out["hitRatio"]) == ("30", "10", "0.7500")
+    assert (out["keys"], out["db0Keys"], out["db0Expires"]) == ("502", "502", "50")
+    assert out["sampledKeys"] == "502"
+    assert out["topPrefixes"] == "mcp:dashboard:,other:small:"
+    assert (out["prefix1"], out["prefix1Keys"], out["prefix1Share"]) == (
+        "mcp:dashboard:",
+        "300",
+        "0.5976",
+    )
+    assert int(out["prefix1Bytes"]) > 300 * 1024 > int(out["prefix2Bytes"])
+    assert (out["prefix2"], out["prefix2Keys"]) == ("other:small:", "200")
+    assert "prefix3" not in out
+    assert not any("tok-" in value for value in out.values())
+    assert "hit ratio 0.75" in result.message
+    assert "largest prefix mcp:dashboard:" in result.message
+
+
+async def test_inspect_only_the_asked_sections(redis_server: RedisServer) -> None:
+    result = await run_action("redisInspect", {"sections": ["memory"]}, settings_for(redis_server))
+
+    assert result.outputs["maxMemory"] == "0"
+    assert "memoryRatio" not in result.outputs  # no maxmemory: no ratio to report
+    assert "hits" not in result.outputs and "keys" not in result.outputs
+    assert "no maxmemory" in result.message
+
+
+async def test_inspect_estimates_prefixes_from_a_sample(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 6000)
+    await fill(redis_server, "mcp:session:", 2000)
+
+    result = await run_action(
+        "redisInspect", {"sections": ["keyspace"]}, settings_for(redis_server)
+    )
+    out = result.outputs
+
+    assert out["sampledKeys"] == str(redis_actions.SAMPLE_KEYS)
+    assert out["prefix1"] == "mcp:dashboard:"
+    # A fair sample of 1,000 out of 8,000 keys: the estimate is near the true 6,000.
+    assert 5000 <= int(out["prefix1Keys"]) <= 7000
+    assert int(out["prefix1Keys"]) + int(out["prefix2Keys"]) == pytest.approx(8000, abs=2)
+
+
+# -- redisExpireKeys ---------------------------------------------------------------------
+
+
+async def test_expire_sets_the_ttl_of_matching_keys_only(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 300)
+    await fill(redis_server, "mcp:session:", 200)
+    await fill(redis_server, "app:dashboard:", 100)
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}
+
+    result = await run_action("redisExpireKeys", params, settings_for(redis_server))
+
+    out = result.outputs
+    assert (out["scanned"], out["matched"], out["changed"], out["complete"]) == (
+        "300",
+        "300",
+        "300",
+        "true",
+    )
+    assert int(out["durationMs"]) >= 0
+    assert all(0 < ttl <= 600 for ttl in (await ttls(redis_server, "mcp:dashboard:*")).values())
+    assert set((await ttls(redis_server, "mcp:session:*")).values()) == {-1}
+    assert set((await ttls(redis_server, "app:*")).values()) == {-1}
+    assert result.message.startswith("set a 600s TTL on 300 keys matching mcp:dashboard:*")
+
+
+async def test_ttl_zero_deletes_with_unlink(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 1500)
+    await fill(redis_server, "mcp:session:", 200)
+
+    result = await run_action(
+        "redisExpireKeys",
+        {"pattern": "mcp:dashboard:*", "ttlSeconds": 0},
+        settings_for(redis_server),
+    )
+
+    assert (result.outputs["matched"], result.outputs["changed"]) == ("1500", "1500")
+    assert await ttls(redis_server, "mcp:dashboard:*") == {}
+    assert len(await ttls(redis_server, "mcp:session:*")) == 200
+    commands = await info(redis_server, "commandstats")
+    assert "cmdstat_unlink" in commands and "cmdstat_del" not in commands
+    assert "cmdstat_expire" not in commands
+
+
+@pytest.mark.parametrize("ttl", [60, 0])
+async def test_only_keys_without_a_ttl(redis_server: RedisServer, ttl: int) -> None:
+    await fill(redis_server, "mcp:dashboard:", 300)
+    client = redis_server.client()
+    for n in range(100):
+        await client.expire(f"mcp:dashboard:{n}", 5000)
+    await client.aclose()
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": ttl, "onlyWithoutTtl": True}
+
+    result = await run_action("redisExpireKeys", params, settings_for(redis_server))
+
+    out = result.outputs
+    assert (out["scanned"], out["matched"], out["changed"]) == ("300", "200", "200")
+    after = await ttls(redis_server, "mcp:dashboard:*")
+    kept = {f"mcp:dashboard:{n}" for n in range(100)}
+    assert all(after[key] > 4000 for key in kept)  # keys that had a TTL keep theirs
+    others = {key: value for key, value in after.items() if key not in kept}
+    if ttl:
+        assert len(others) == 200 and all(0 < value <= 60 for value in others.values())
+    else:
+        assert others == {}
+    assert "keys without a TTL" in result.message
+
+
+async def test_max_keys_is_a_budget(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 1000)
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600, "maxKeys": 250}
+
+    result = await run_action("redisExpireKeys", params, settings_for(redis_server))
+
+    assert (result.outputs["matched"], result.outputs["changed"]) == ("250", "250")
+    assert result.outputs["complete"] == "false"
+    after = await ttls(redis_server, "mcp:dashboard:*")
+    assert sum(1 for value in after.values() if value > 0) == 250
+    assert "budget of maxKeys=250" in result.message
+
+
+async def test_dry_run_counts_and_changes_nothing(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 300)
+    client = redis_server.client()
+    for n in range(100):
+        await client.expire(f"mcp:dashboard:{n}", 5000)
+    await client.config_resetstat()
+    await client.aclose()
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 0, "onlyWithoutTtl": True}
+
+    result = await run_action("redisExpireKeys", params, settings_for(redis_server), dry_run=True)
+
+    out = result.outputs
+    assert (out["scanned"], out["matched"], out["changed"]) == ("300", "200", "0")
+    assert len(await ttls(redis_server, "mcp:dashboard:*")) == 300
+    commands = await info(redis_server, "commandstats")
+    assert not {"cmdstat_unlink", "cmdstat_expire", "cmdstat_del"} & set(commands)
+    assert result.message.startswith("dry run: would delete 200 keys without a TTL")
+
+
+@pytest.mark.parametrize("pattern", ["app:*", "*", "mc*", "MCP:x", "[m]cp:*"])
+async def test_patterns_outside_the_allowed_prefixes_are_refused(
+    redis_server: RedisServer, pattern: str
+) -> None:
+    await fill(redis_server, "app:", 10)
+    await fill(redis_server, "mcp:", 10)
+    settings = settings_for(redis_server)
+    params = {"pattern": pattern, "ttlSeconds": 0}
+    await reset_stats(redis_server)
+
+    with pytest.raises(Refused) as at_validation:
+        await run_action("redisExpireKeys", params, settings)
+    # Called past validation, the action refuses again before it connects.
+    with pytest.raises(Refused) as at_run:
+        await run_action("redisExpireKeys", params, settings, validate=False)
+
+    assert at_validation.value.reason == at_run.value.reason == PREFIX_NOT_ALLOWED
+    commands = await info(redis_server, "commandstats")
+    assert not {"cmdstat_evalsha", "cmdstat_eval", "cmdstat_scan"} & set(commands)
+    assert len(await ttls(redis_server, "*")) == 20
+
+
+async def test_allowed_prefixes_come_from_settings(redis_server: RedisServer) -> None:
+    await fill(redis_server, "cache:", 40)
+    settings = settings_for(redis_server, redis_allowed_prefixes="cache:,mcp:")
+
+    result = await run_action("redisExpireKeys", {"pattern": "cache:*", "ttlSeconds": 0}, settings)
+
+    assert result.outputs["changed"] == "40"
+    with pytest.raises(Refused):
+        await run_action(
+            "redisExpireKeys", {"pattern": "cache:*", "ttlSeconds": 0}, settings_for(redis_server)
+        )
+
+
+async def test_never_keys_flushdb_or_flushall(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 2000)
+    settings = settings_for(redis_server)
+    await run_action("redisPing", {}, settings)
+    await run_action("redisInspect", {}, settings)
+    await run_action("redisExpireKeys", {"pattern": "mcp:*", "ttlSeconds": 60}, settings)
+    await run_action("redisExpireKeys", {"pattern": "mcp:*", "ttlSeconds": 0}, settings)
+
+    commands = await info(redis_server, "commandstats")
+    assert "cmdstat_scan" in commands and "cmdstat_evalsha" in commands
+    assert not {"cmdstat_keys", "cmdstat_flushdb", "cmdstat_flushall"} & set(commands)
+
+
+async def test_a_large_purge_runs_in_bounded_slices(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 30_000)
+    await fill(redis_server, "other:", 30_000)
+
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}
+
+    result = await run_action("redisExpireKeys", params, settings_for(redis_server))
+
+    commands = await info(redis_server, "commandstats")
+    assert result.outputs["changed"] == "30000"
+    assert commands["cmdstat_expire"]["calls"] == 30_000
+    slices, scans = commands["cmdstat_evalsha"]["calls"], commands["cmdstat_scan"]["calls"]
+    # A script call runs at most MAX_SCANS_PER_SLICE SCAN batches of about SCAN_COUNT
+    # keys each: 60,000 keys cannot be covered by one call.
+    assert slices >= 2
+    assert scans <= slices * redis_actions.MAX_SCANS_PER_SLICE
+    keys, with_ttl, longest = await ttl_summary(redis_server, "mcp:dashboard:*")
+    assert (keys, with_ttl) == (30_000, 30_000) and 0 < longest <= 600
+    assert await ttl_summary(redis_server, "other:*") == (30_000, 0, -1)
+
+
+async def test_an_attempt_out_of_time_checkpoints_and_the_next_resumes(
+    redis_server: RedisServer,
+) -> None:
+    await fill(redis_server, "mcp:dashboard:", 30_000)
+    await fill(redis_server, "other:", 30_000)
+    settings = settings_for(redis_server)
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}
+    saved: list[dict[str, str]] = []
+
+    # No time left: the first attempt runs one slice, saves its cursor and gives up.
+    with pytest.raises(StepFailed) as out_of_time:
+        await run_action(
+            "redisExpireKeys", params, settings, deadline=time.monotonic(), checkpoints=saved
+        )
+    assert out_of_time.value.transient and out_of_time.value.reason == "Timeout"
+    [checkpoint] = saved
+    first = int(checkpoint["changed"])
+    assert 0 < first < 30_000 and checkpoint["cursor"] != "0"
+    keys, with_ttl, longest = await ttl_summary(redis_server, "mcp:dashboard:*")
+    assert (keys, with_ttl) == (30_000, first) and 0 < longest <= 600
+
+    result = await run_action("redisExpireKeys", params, settings, outputs=checkpoint, attempt=2)
+
+    assert result.outputs["changed"] == "30000"  # counted across both attempts
+    assert result.outputs["complete"] == "true" and "cursor" not in result.outputs
+    keys, with_ttl, longest = await ttl_summary(redis_server, "mcp:dashboard:*")
+    assert (keys, with_ttl) == (30_000, 30_000) and 0 < longest <= 600
+    commands = await info(redis_server, "commandstats")
+    assert commands["cmdstat_expire"]["calls"] == 30_000  # no key was done twice
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+async def test_wrong_or_missing_password_fails_clearly(
+    redis_factory: RedisFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory(password=PASSWORD)
+    caplog.set_level(logging.DEBUG)
+    for url in (server.url(password="wrong-one"), server.url(password="")):
+        settings = settings_for(None, redis_url=url)
+        with pytest.raises(StepFailed) as failed:
+            await run_action("redisExpireKeys", {"pattern": "mcp:*", "ttlSeconds": 0}, settings)
+        assert failed.value.reason == "RedisAuthFailed"
+        assert not failed.value.transient
+        assert f"Redis at {server.address}/0 rejected the credentials from MCP_REDIS_URL" in (
+            failed.value.message
+        )
+        assert "wrong-one" not in failed.value.message
+    assert PASSWORD not in caplog.text
+
+
+async def test_redis_down_is_a_transient_failure() -> None:
+    port = free_port()
+    settings = settings_for(None, redis_url=f"redis://:{QUOTED_PASSWORD}@127.0.0.1:{port}/0")
+
+    with pytest.raises(StepFailed) as failed:
+        await run_action("redisInspect", {}, settings)
+
+    assert failed.value.transient and failed.value.reason == "RedisUnavailable"
+    assert f"cannot reach Redis at 127.0.0.1:{port}/0" in failed.value.message
+    assert PASSWORD not in failed.value.message and QUOTED_PASSWORD not in failed.value.message
+
+
+async def test_server_killed_mid_purge(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    # 400,000 keys written by the server itself: fast to load, long enough to purge.
+    await client.eval("for i = 1, 400000 do redis.call('SET', 'mcp:dashboard:' .. i, 'v') end", 0)
+    settings = settings_for(redis_server)
+    purge = asyncio.create_task(
+        run_action("redisExpireKeys", {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}, settings)
+    )
+    while (await client.info("keyspace"))["db0"].get("expires", 0) == 0:
+        assert not purge.done()
+        await asyncio.sleep(0.001)
+    redis_server.kill()
+    await client.aclose()
+
+    with pytest.raises(StepFailed) as failed:
+        await purge
+
+    assert failed.value.transient and failed.value.reason == "RedisUnavailable"
+    assert f"Redis at {redis_server.address}/0" in failed.value.message
+
+
+async def test_a_server_that_does_not_answer_times_out(redis_server: RedisServer) -> None:
+    redis_server.pause()
+    settings = settings_for(redis_server, redis_timeout_seconds=0.2)
+
+    with pytest.raises(StepFailed) as failed:
+        await run_action("redisPing", {}, settings)
+
+    assert failed.value.transient and failed.value.reason == "RedisTimeout"
+    assert "did not answer within 0.2s" in failed.value.message
+
+
+async def test_a_read_only_replica_refuses_the_purge(redis_factory: RedisFactory) -> None:
+    # no diskless-sync delay: the replica gets the data at once
+    primary = redis_factory(args=["--repl-diskless-sync-delay", "0"])
+    await fill(primary, "mcp:dashboard:", 100)
+    replica = redis_factory(replica_of=primary)
+    replica_client = replica.client()
+    while (await replica_client.info("keyspace")).get("db0", {}).get("keys", 0) < 100:
+        await asyncio.sleep(0.01)
+    await replica_client.aclose()
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 0}
+
+    with pytest.raises(StepFailed) as failed:
+        await run_action("redisExpireKeys", params, settings_for(replica))
+    counted = await run_action("redisExpireKeys", params, settings_for(replica), dry_run=True)
+
+    assert failed.value.transient and failed.value.reason == "RedisReadOnly"
+    assert "read-only replica" in failed.value.message
+    assert len(await ttls(primary, "mcp:dashboard:*")) == 100
+    assert counted.outputs["matched"] == "100"  # a dry run only reads: fine on a replica
+
+
+async def test_a_purge_still_works_when_redis_is_out_of_memory(
+    redis_factory: RedisFactory,
+) -> None:
+    server = redis_factory(args=["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
+    client = server.client()
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for n in range(10_000):
+            await client.set(f"mcp:dashboard:{n}", b"x" * 1024)
+    settings = settings_for(server)
+    inspected = await run_action("redisInspect", {"sections": ["memory"]}, settings)
+    assert float(inspected.outputs["memoryRatio"]) >= 1.0
+
+    result = await run_action(
+        "redisExpireKeys", {"pattern": "mcp:dashboard:*", "ttlSeconds": 0}, settings
+    )
+
+    assert int(result.outputs["changed"]) > 1000
+    assert await client.set("mcp:after", "v")  # memory was freed: writes work again
+    await client.aclose()
