@@ -1,7 +1,15 @@
-"""Shared fixtures: each fixture module under tests/fixtures/ is registered here."""
+"""Shared fixtures: each fixture module under tests/fixtures/ is registered here.
+
+Modules that other fixture modules import come first, so that pytest registers (and
+assertion-rewrites) each one before anything imports it.
+"""
 
 pytest_plugins = [
-    "fixtures.alert_chain",
     "fixtures.cluster",
     "fixtures.redis_server",
+    "fixtures.prometheus",
+    "fixtures.http_mock",
+    "fixtures.actions",
+    "fixtures.alert_chain",
+    "fixtures.gitops",
 ]

@@ -42,6 +42,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return lint_paths(args.paths, _settings(), out=sys.stdout)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from mcp_remediator.simulate import simulate
+
+    return simulate(args.alerts, args.runbooks, _settings(), sys.stdout, args.namespace)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_remediator.demo import run_demo
 
@@ -67,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     lint = commands.add_parser("lint", help="validate McpRunbook/McpRemediation YAML offline")
     lint.add_argument("paths", nargs="+", help="files or directories of YAML")
     lint.set_defaults(fn=cmd_lint)
+
+    sim = commands.add_parser(
+        "simulate", help="show which remediations an Alertmanager payload would create"
+    )
+    sim.add_argument("--alerts", required=True, help="webhook payload file (JSON or YAML)")
+    sim.add_argument(
+        "--runbooks", required=True, nargs="+", help="McpRunbook YAML files or directories"
+    )
+    sim.add_argument("--namespace", default="default", help="namespace of runbooks that name none")
+    sim.set_defaults(fn=cmd_simulate)
     return parser
 
 

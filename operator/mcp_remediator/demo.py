@@ -200,8 +200,8 @@ async def run_demo(out: TextIO = sys.stdout, timeout: float = 60) -> int:
                 return (obj.get("status") or {}).get("phase") in FINISHED_PHASES
 
             await _wait(finished, timeout)
-            obj = api.get(API_VERSION, REMEDIATIONS, meta["namespace"], meta["name"])
-            phase = ((obj or {}).get("status") or {}).get("phase", "Pending")
+            final = api.get(API_VERSION, REMEDIATIONS, meta["namespace"], meta["name"])
+            phase = ((final or {}).get("status") or {}).get("phase", "Pending")
             verdict = "as expected" if phase == scenario.expect else f"expected {scenario.expect}"
             failures += phase != scenario.expect
             timeline.line(f"-> {meta['name']} ended {phase}: {verdict}")

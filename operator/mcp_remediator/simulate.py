@@ -1,0 +1,139 @@
+"""``mcp-remediator simulate --alerts FILE --runbooks DIR``: what an alert payload would do.
+
+Reads an Alertmanager webhook payload (JSON or YAML) and a directory of runbooks, and
+prints, for each alert, the remediations the receiver would create — with their names
+and the steps rendered from the alert's labels — or why none would be. Guardrails that
+need the cluster's history (cooldown, rates, concurrency) are not evaluated offline;
+``suspend``, invalid runbooks and template errors are. Changes nothing.
+
+Exit codes: 0 printed, 2 unreadable input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from mcp_remediator import matching, templates
+from mcp_remediator.errors import TemplateError
+from mcp_remediator.ingest import PayloadError, RunbookCache, WebhookAlert, WebhookPayload
+from mcp_remediator.lint import documents, yaml_files
+from mcp_remediator.settings import Settings
+from mcp_remediator.validation import check_runbook
+
+
+def _render_known(value: Any, inputs: templates.Inputs, problems: list[str]) -> Any:
+    """Render labels and annotations; keep step-output placeholders for run time."""
+    if isinstance(value, str):
+
+        def replace(match: Any) -> str:
+            ref = templates.parse_ref(match.group(1))
+            if ref.step is not None:
+                return str(match.group(0))
+            try:
+                return inputs.lookup(ref)
+            except TemplateError as exc:
+                problems.append(exc.message)
+                return str(match.group(0))
+
+        try:
+            return templates.PLACEHOLDER.sub(replace, value)
+        except TemplateError as exc:
+            problems.append(exc.message)
+            return value
+    if isinstance(value, dict):
+        return {k: _render_known(v, inputs, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_known(v, inputs, problems) for v in value]
+    return value
+
+
+def load_runbooks(
+    paths: Sequence[str], settings: Settings, out: TextIO, namespace: str
+) -> RunbookCache:
+    cache = RunbookCache(settings)
+    for path in yaml_files(paths):
+        for doc in documents(path):
+            if doc.body.get("kind") != "McpRunbook":
+                continue
+            body = dict(doc.body)
+            meta = dict(body.get("metadata") or {})
+            meta.setdefault("namespace", namespace)
+            body["metadata"] = meta
+            problems = check_runbook(body.get("spec") or {}, settings)
+            if problems:
+                print(f"# {doc.label}: invalid, never matched: {problems[0].message}", file=out)
+            cache.apply("ADDED", body)
+    return cache
+
+
+def simulate_alert(alert: WebhookAlert, cache: RunbookCache) -> list[dict[str, Any]]:
+    """The remediations one alert would lead to, as printable dicts."""
+    results: list[dict[str, Any]] = []
+    for runbook in cache.match(alert.labels):
+        name = matching.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
+        entry: dict[str, Any] = {"runbook": runbook.name, "remediation": name}
+        if alert.status == "resolved":
+            entry["outcome"] = "resolved: a Pending run would be Cancelled (AlertResolved)"
+        elif runbook.spec.suspend:
+            entry["outcome"] = "Skipped (Suspended)"
+        else:
+            guard = runbook.spec.guardrails
+            entry["outcome"] = (
+                "created"
+                + (" (dry-run)" if guard.dryRun else "")
+                + (", awaiting approval" if guard.requireApproval else "")
+            )
+            entry["group"] = matching.group_key(guard.groupBy, alert.labels)
+            inputs = templates.Inputs(alert.labels, alert.annotations, {})
+            problems: list[str] = []
+            namespace = runbook.spec.target.namespace
+            if namespace:
+                entry["namespace"] = _render_known(namespace, inputs, problems)
+            entry["steps"] = [
+                {
+                    "name": step.name,
+                    "action": step.action,
+                    "params": _render_known(step.params, inputs, problems),
+                }
+                for step in runbook.spec.steps
+            ]
+            if problems:
+                entry["wouldFail"] = sorted(set(problems))
+        results.append(entry)
+    return results
+
+
+def simulate(
+    alerts_path: str,
+    runbook_paths: Sequence[str],
+    settings: Settings,
+    out: TextIO,
+    namespace: str = "default",
+) -> int:
+    try:
+        text = Path(alerts_path).read_text()
+        raw = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        payload = WebhookPayload.parse(raw)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        message = str(exc) if isinstance(exc, PayloadError) else repr(exc)
+        print(f"cannot read alerts from {alerts_path}: {message}", file=out)
+        return 2
+    cache = load_runbooks(runbook_paths, settings, out, namespace)
+    report = []
+    for alert in payload.alerts:
+        remediations = simulate_alert(alert, cache)
+        report.append(
+            {
+                "alert": alert.labels.get("alertname", "?"),
+                "status": alert.status,
+                "fingerprint": alert.fingerprint,
+                "remediations": remediations or "unmatched: no runbook's trigger matches",
+            }
+        )
+    yaml.safe_dump(report, out, sort_keys=False, width=100)
+    return 0

@@ -1,0 +1,83 @@
+"""`simulate`: which remediations a payload would create, rendered, changing nothing."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from mcp_remediator import matching
+from mcp_remediator.settings import Settings
+from mcp_remediator.simulate import simulate
+
+RUNBOOKS = """
+apiVersion: mcp.dese.ai/v1alpha1
+kind: McpRunbook
+metadata: {name: redis-stale-cache, namespace: mcp}
+spec:
+  triggers:
+  - alertname: RedisLowCacheHitRatio
+    matchers: ['severity=~"warning|critical"', 'env!="dev"']
+  target: {namespace: "{{ labels.namespace }}"}
+  steps:
+  - {name: restart, action: rolloutRestart, params: {name: "{{ labels.deployment }}"}}
+  - name: again
+    action: rolloutRestart
+    params: {name: "{{ steps.restart.outputs.names }}"}
+---
+apiVersion: mcp.dese.ai/v1alpha1
+kind: McpRunbook
+metadata: {name: paused, namespace: mcp}
+spec:
+  suspend: true
+  triggers: [{alertname: RedisLowCacheHitRatio}]
+  steps: [{name: r, action: rolloutRestart, params: {name: x}}]
+"""
+
+
+def alert(fingerprint: str, **labels: str) -> dict[str, object]:
+    return {
+        "status": "firing",
+        "labels": {"alertname": "RedisLowCacheHitRatio", **labels},
+        "annotations": {},
+        "startsAt": "2026-11-28T01:26:33.953Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": fingerprint,
+    }
+
+
+def test_simulate_prints_rendered_steps_per_matching_runbook(tmp_path: Path) -> None:
+    (tmp_path / "runbooks.yaml").write_text(RUNBOOKS)
+    payload = {
+        "version": "4",
+        "alerts": [
+            alert("aa", severity="critical", env="prod", namespace="mcp"),
+            alert("bb", severity="critical", env="dev", namespace="mcp", deployment="d"),
+        ],
+    }
+    alerts = tmp_path / "alerts.json"
+    alerts.write_text(json.dumps(payload))
+    out_path = tmp_path / "out.yaml"
+    with out_path.open("w") as out:
+        assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], Settings(), out) == 0
+    first, second = yaml.safe_load(out_path.read_text())
+    stale, paused = first["remediations"]
+    assert stale["remediation"] == matching.remediation_name(
+        "redis-stale-cache", "aa", "2026-11-28T01:26:33.953Z"
+    )
+    assert stale["namespace"] == "mcp"
+    assert stale["steps"][1]["params"] == {"name": "{{ steps.restart.outputs.names }}"}
+    assert stale["wouldFail"] == [
+        "template {{ labels.deployment }}: 'deployment' is missing from the alert's labels "
+        "or spec.labels"
+    ]
+    assert paused["outcome"] == "Skipped (Suspended)"
+    assert [r["runbook"] for r in second["remediations"]] == ["paused"]  # env!="dev"
+
+
+def test_unreadable_payload_exits_2(tmp_path: Path) -> None:
+    alerts = tmp_path / "alerts.json"
+    alerts.write_text('{"version": "3", "alerts": []}')
+    out_path = tmp_path / "out.txt"
+    with out_path.open("w") as out:
+        assert simulate(str(alerts), [str(tmp_path)], Settings(), out) == 2
+    assert "unsupported webhook payload version '3'" in out_path.read_text()
