@@ -46,7 +46,8 @@ def actions_table() -> str:
             suffix = f" = {default}" if default and default != "required" else ""
             required = " (required)" if default == "required" else ""
             description = _cell(field.description or "")
-            params.append(f"`{field_name}`{suffix}{required}: {description}")
+            shown = field.alias or field_name
+            params.append(f"`{shown}`{suffix}{required}: {description}")
         writes = "" if spec.writes else " Read-only."
         lines.append(
             f"| `{name}` | {'<br>'.join(params) or '—'} | {_cell(spec.description)}{writes} |"
