@@ -4,7 +4,16 @@ Each module under ``actions/`` registers its actions with ``@action``; this pack
 imports them all so that ``REGISTRY`` is complete wherever it is used.
 """
 
-from mcp_remediator.actions import redis, workloads
+from mcp_remediator.actions import (
+    argocd,
+    http,
+    kyverno,
+    notify,
+    prometheus,
+    redis,
+    resources,
+    workloads,
+)
 from mcp_remediator.actions.registry import (
     REGISTRY,
     ActionContext,
@@ -21,6 +30,12 @@ __all__ = [
     "ActionResult",
     "ActionSpec",
     "action",
+    "argocd",
+    "http",
+    "kyverno",
+    "notify",
+    "prometheus",
     "redis",
+    "resources",
     "workloads",
 ]

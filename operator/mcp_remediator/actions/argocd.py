@@ -1,0 +1,159 @@
+"""``argocdSync``: ``argocd app sync`` done the way Argo CD does it, then verified.
+
+The sync is started through ``vendors.argocd`` (core or api mode) and then followed until
+the app's operation ``Succeeded`` and the app is ``Synced`` and ``Healthy``; a ``Failed``
+or ``Error`` phase fails the step with the message Argo CD reports.
+
+The operation carries ``info`` entries naming this remediation and step. They make the
+sync happen once per step: a retried attempt, or a restarted operator, finds its own
+operation on the app (set, or recorded in ``status.operationState``) and follows it
+instead of starting another one. Any other operation in flight fails the attempt with
+``OperationInProgress``, a transient failure the engine retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import Field
+
+from mcp_remediator import refusals
+from mcp_remediator.actions.common import K8sName, Namespace
+from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.settings import Settings
+from mcp_remediator.vendors import argocd
+
+
+class ArgocdSyncParams(ActionParams):
+    application: K8sName = Field(description="The Argo CD Application to sync, e.g. `dese-api`.")
+    argocdNamespace: Namespace | None = Field(
+        None, description="Namespace of the Application; default `MCP_ARGOCD_NAMESPACE`."
+    )
+    revision: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Revision to sync to; default: the app's `targetRevision`.",
+    )
+    prune: bool = Field(False, description="Delete resources that are no longer in Git.")
+    wait: bool = Field(True, description="Wait until the app is Synced and Healthy.")
+    timeoutSeconds: int = Field(
+        300, ge=1, le=86_400, description="How long to wait for Synced and Healthy."
+    )
+
+
+def _validate(params: ArgocdSyncParams, settings: Settings, namespace: str | None) -> None:
+    if settings.argocd_mode == "core":
+        refusals.check_write(
+            settings,
+            api_version=argocd.APPLICATION.api_version,
+            resource=argocd.APPLICATION.plural,
+            namespace=params.argocdNamespace or settings.argocd_namespace,
+            name=params.application,
+        )
+
+
+def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str, str]:
+    return {
+        "application": state.name,
+        "namespace": namespace,
+        "revision": state.revision or revision,
+        "operationPhase": state.phase or "",
+        "syncStatus": state.sync_status,
+        "healthStatus": state.health_status,
+    }
+
+
+@action(
+    "argocdSync",
+    ArgocdSyncParams,
+    "Start a sync of an Argo CD Application exactly as Argo CD's API does (core mode: sets "
+    "the Application's `operation`; api mode: `POST /api/v1/applications/{name}/sync`); "
+    "refuses while another operation is running; waits for `Succeeded`, `Synced` and "
+    "`Healthy`.",
+    writes=True,
+    validate=_validate,
+)
+async def argocd_sync(params: ArgocdSyncParams, ctx: ActionContext) -> ActionResult:
+    namespace = params.argocdNamespace or ctx.settings.argocd_namespace
+    _validate(params, ctx.settings, namespace)
+    client = argocd.client(ctx.settings, ctx.clients.kube, ctx.clients.http)
+    name = params.application
+    info = [
+        {"name": "mcp-remediation", "value": ctx.remediation},
+        {"name": "mcp-step", "value": ctx.step},
+    ]
+    app = await client.get(name, namespace)
+    if app is None:
+        raise StepFailed(
+            f"Application {name} not found in namespace {namespace} ({client.where})",
+            reason=argocd.APP_NOT_FOUND,
+        )
+    state = argocd.read_state(app)
+    revision = argocd.target_revision(app, params.revision)
+    outputs = _outputs(state, namespace, revision)
+    resumed = argocd.started_by(app, info)
+    if ctx.dry_run:
+        return ActionResult(
+            f"would sync Application {name} to {revision} (now: {state.summary()})", outputs
+        )
+    if not resumed:
+        if state.in_flight:
+            raise argocd.in_progress_failure(name, state)
+        await ctx.checkpoint({"application": name, "namespace": namespace, "revision": revision})
+        app = await client.start_sync(app, params.revision, params.prune, info)
+        state = argocd.read_state(app)
+    started = f"sync of Application {name} to {revision} " + (
+        "already started by an earlier attempt" if resumed else "started"
+    )
+    if not params.wait:
+        return ActionResult(started, _outputs(state, namespace, revision))
+    state = await _wait(client, params, ctx, namespace, state)
+    note = " (sync already started by an earlier attempt)" if resumed else ""
+    return ActionResult(
+        f"synced Application {name} to {state.revision or revision}: {state.summary()}{note}",
+        _outputs(state, namespace, revision),
+    )
+
+
+async def _wait(
+    client: argocd.ArgoCd,
+    params: ArgocdSyncParams,
+    ctx: ActionContext,
+    namespace: str,
+    state: argocd.AppState,
+) -> argocd.AppState:
+    name = params.application
+    deadline = time.monotonic() + min(params.timeoutSeconds, ctx.remaining())
+    unavailable = ""
+    while True:
+        if not state.in_flight and state.phase in ("Failed", "Error"):
+            raise StepFailed(
+                f"Argo CD sync of Application {name} ended {state.phase}: "
+                f"{state.message or 'no message'}",
+                reason="SyncFailed",
+            )
+        if state.done:
+            return state
+        if time.monotonic() >= deadline:
+            detail = f"; last poll failed: {unavailable}" if unavailable else ""
+            raise StepFailed(
+                f"Application {name} not Synced and Healthy after {params.timeoutSeconds}s: "
+                f"{state.summary()}{detail}",
+                reason="SyncTimeout",
+            )
+        await asyncio.sleep(ctx.settings.poll_interval_seconds)
+        try:
+            app = await client.get(name, namespace)
+        except TransientFailure as exc:
+            # A blip of the API must not end a sync that is running fine: poll again.
+            unavailable = exc.message
+            continue
+        unavailable = ""
+        if app is None:
+            raise StepFailed(
+                f"Application {name} disappeared while syncing", reason=argocd.APP_NOT_FOUND
+            )
+        state = argocd.read_state(app)

@@ -1,0 +1,207 @@
+"""``httpHealthCheck`` and ``httpRequest``: HTTP calls to the MCP layer, allowed hosts only.
+
+``httpHealthCheck`` probes a module's ``/mcp/<module>/health`` (base URL per module from
+``MCP_MODULE_BASE_URLS``) or a given URL; ``httpRequest`` sends one request, e.g. to
+publish a test event. Every URL passes ``refusals.check_url`` first (``Refused`` with
+``HostNotAllowed`` outside ``MCP_HTTP_ALLOWED_HOSTS`` and the module base URLs), at
+validation time when the URL is literal and again after templating; redirects are not
+followed, so an allowed host cannot bounce a request elsewhere.
+
+Messages show URLs without credentials or query strings, which may carry tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, JsonValue, model_validator
+
+from mcp_remediator import refusals
+from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.errors import StepFailed
+from mcp_remediator.settings import Settings
+
+HEALTH_FAILED = "HealthCheckFailed"
+REQUEST_FAILED = "HttpRequestFailed"
+MODULE_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
+
+
+def shown(url: str) -> str:
+    """The URL without user info, query or fragment: safe to put into a message."""
+    parts = httpx.URL(url)
+    return str(parts.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+async def _send(
+    ctx: ActionContext,
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    reason: str,
+    json: JsonValue | None = None,
+) -> tuple[httpx.Response, float]:
+    """Send one request; (response, milliseconds).
+
+    Failures to connect are transient. A timeout is transient only for idempotent methods:
+    the server may have acted on a POST or PATCH it did not answer, and a retry would
+    act twice (publish a second test event).
+    """
+    started = time.monotonic()
+    try:
+        response = await ctx.clients.http.request(
+            method, url, json=json, timeout=timeout, follow_redirects=False
+        )
+    except httpx.TimeoutException as exc:
+        raise StepFailed(
+            f"{method} {shown(url)}: no answer within {timeout:g}s",
+            reason=reason,
+            transient=method not in ("POST", "PATCH"),
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise StepFailed(
+            f"{method} {shown(url)}: unreachable ({type(exc).__name__})",
+            reason=reason,
+            transient=True,
+        ) from exc
+    return response, (time.monotonic() - started) * 1000
+
+
+def _status_detail(response: httpx.Response) -> str:
+    """The ``status`` a JSON health answer reports, if it reports one."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict) and isinstance(body.get("status"), str | int | bool):
+        return str(body["status"])
+    return ""
+
+
+class HttpHealthCheckParams(ActionParams):
+    url: str | None = Field(
+        None, min_length=1, description="URL to probe (or `module`); must be an allowed host."
+    )
+    module: str | None = Field(
+        None,
+        pattern=MODULE_PATTERN,
+        description="MCP module (`finbot`, `mubot`, `aiops`, `observability`): probes "
+        "`<base URL>/mcp/<module>/health` with the base URL from `MCP_MODULE_BASE_URLS`.",
+    )
+    expectStatus: int = Field(200, ge=100, le=599, description="The healthy HTTP status.")
+    timeoutSeconds: float = Field(10.0, gt=0, le=300, description="Timeout of the probe.")
+
+    @model_validator(mode="after")
+    def _url_or_module(self) -> HttpHealthCheckParams:
+        if (self.url is None) == (self.module is None):
+            raise ValueError("give exactly one of url or module")
+        return self
+
+
+def health_url(params: HttpHealthCheckParams, settings: Settings) -> str:
+    if params.url is not None:
+        return params.url
+    assert params.module is not None
+    base = settings.module_base_urls.get(params.module)
+    if base is None:
+        known = ", ".join(sorted(settings.module_base_urls)) or "none"
+        raise StepFailed(
+            f"module {params.module} has no base URL in MCP_MODULE_BASE_URLS (known: {known})",
+            reason="UnknownModule",
+        )
+    return f"{base.rstrip('/')}/mcp/{params.module}/health"
+
+
+def _validate_health(params: HttpHealthCheckParams, settings: Settings, _: str | None) -> None:
+    if params.url is not None:
+        refusals.check_url(settings, params.url)
+
+
+@action(
+    "httpHealthCheck",
+    HttpHealthCheckParams,
+    "Probe `/mcp/<module>/health` (base URL per module from `MCP_MODULE_BASE_URLS`) or a "
+    "URL on an allowed host; fails unless it answers `expectStatus`.",
+    writes=False,
+    validate=_validate_health,
+)
+async def http_health_check(params: HttpHealthCheckParams, ctx: ActionContext) -> ActionResult:
+    url = health_url(params, ctx.settings)
+    refusals.check_url(ctx.settings, url)
+    response, millis = await _send(
+        ctx, "GET", url, timeout=params.timeoutSeconds, reason=HEALTH_FAILED
+    )
+    health = _status_detail(response)
+    outputs = {"url": shown(url), "status": str(response.status_code), "latencyMs": f"{millis:.0f}"}
+    if health:
+        outputs["health"] = health
+    said = f" (status {health!r})" if health else ""
+    if response.status_code != params.expectStatus:
+        raise StepFailed(
+            f"GET {shown(url)} answered {response.status_code}{said}, expected "
+            f"{params.expectStatus}",
+            reason=HEALTH_FAILED,
+            transient=response.status_code >= 500 or response.status_code == 429,
+        )
+    return ActionResult(
+        f"GET {shown(url)} answered {response.status_code}{said} in {millis:.0f} ms", outputs
+    )
+
+
+class HttpRequestParams(ActionParams):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
+        "GET", description="HTTP method."
+    )
+    url: str = Field(min_length=1, description="URL on an allowed host (templated).")
+    json_body: JsonValue | None = Field(
+        None, alias="json", description="JSON body to send (templated strings inside)."
+    )
+    expectStatus: int | None = Field(
+        None, ge=100, le=599, description="Required HTTP status; default: any 2xx."
+    )
+    timeoutSeconds: float = Field(30.0, gt=0, le=300, description="Timeout of the request.")
+
+
+def _validate_request(params: HttpRequestParams, settings: Settings, _: str | None) -> None:
+    refusals.check_url(settings, params.url)
+
+
+@action(
+    "httpRequest",
+    HttpRequestParams,
+    "Send one HTTP request (e.g. publish a test event) to an allowed host; fails unless the "
+    "answer is `expectStatus` (default: any 2xx). Nothing is sent in dry-run.",
+    writes=True,
+    validate=_validate_request,
+)
+async def http_request(params: HttpRequestParams, ctx: ActionContext) -> ActionResult:
+    refusals.check_url(ctx.settings, params.url)
+    what = f"{params.method} {shown(params.url)}"
+    if ctx.dry_run:
+        return ActionResult(f"would send {what}", {"url": shown(params.url)})
+    response, millis = await _send(
+        ctx,
+        params.method,
+        params.url,
+        timeout=params.timeoutSeconds,
+        reason=REQUEST_FAILED,
+        json=params.json_body,
+    )
+    code = response.status_code
+    outputs = {
+        "url": shown(params.url),
+        "status": str(code),
+        "latencyMs": f"{millis:.0f}",
+        "bodyBytes": str(len(response.content)),
+    }
+    ok = code == params.expectStatus if params.expectStatus is not None else 200 <= code < 300
+    if not ok:
+        expected = params.expectStatus if params.expectStatus is not None else "2xx"
+        raise StepFailed(
+            f"{what} answered {code}, expected {expected}",
+            reason=REQUEST_FAILED,
+            transient=code >= 500 or code == 429,
+        )
+    return ActionResult(f"{what} answered {code} in {millis:.0f} ms", outputs)

@@ -1,0 +1,104 @@
+"""``notify``: a message to the on-call channel through a Slack-compatible webhook.
+
+The guide's alert procedure ends with a note on the incident; this action posts it. The
+message is templated by the engine like every string param (alert labels, earlier steps'
+outputs); the webhook URL comes from ``MCP_NOTIFY_WEBHOOK_URL[_FILE]`` only, never from a
+runbook. That URL is itself the credential (Slack puts the token in the path), so it never
+appears in a message, an output or a log line: failures name only the webhook's host,
+and httpx's own request log line (INFO, with the full URL) is redacted while we post.
+
+The body is ``{"text": ...}``, which Slack, Mattermost, Rocket.Chat and Teams' Slack-
+compatible connectors all accept. Nothing is sent in dry-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+from pydantic import Field
+
+from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.errors import StepFailed
+
+NOTIFY_FAILED = "NotifyFailed"
+MAX_MESSAGE = 4000  # Slack truncates longer text; better to cut it ourselves, visibly
+
+
+class _RedactUrl(logging.Filter):
+    """Replaces one URL in the httpx logger's records by its host."""
+
+    def __init__(self, url: str, host: str):
+        super().__init__()
+        self.url = str(httpx.URL(url))
+        self.shown = f"<notification webhook at {host}>"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.shown if str(a) == self.url else a for a in record.args)
+        if isinstance(record.msg, str) and self.url in record.msg:
+            record.msg = record.msg.replace(self.url, self.shown)
+        return True
+
+
+class NotifyParams(ActionParams):
+    message: str = Field(
+        min_length=1,
+        description="The text to post (templated: `{{ labels.alertname }}`, step outputs...).",
+    )
+
+
+@action(
+    "notify",
+    NotifyParams,
+    "Post `message` to the Slack-compatible webhook `MCP_NOTIFY_WEBHOOK_URL` (the incident "
+    "note of the alert procedure). Nothing is sent in dry-run.",
+    writes=True,
+)
+async def notify(params: NotifyParams, ctx: ActionContext) -> ActionResult:
+    text = params.message
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE - 1] + "…"
+    outputs = {"characters": str(len(text))}
+    if ctx.dry_run:
+        return ActionResult(f"would notify: {text[:200]}", outputs)
+    secret = ctx.settings.notify_webhook_url
+    if secret is None:
+        raise StepFailed(
+            "no notification webhook configured (MCP_NOTIFY_WEBHOOK_URL_FILE or "
+            "MCP_NOTIFY_WEBHOOK_URL)",
+            reason="NotConfigured",
+        )
+    url = secret.get_secret_value()
+    try:
+        host = httpx.URL(url).host or "?"
+    except httpx.InvalidURL:
+        raise StepFailed(
+            "MCP_NOTIFY_WEBHOOK_URL is not a valid URL", reason="NotConfigured"
+        ) from None
+    started = time.monotonic()
+    httpx_log = logging.getLogger("httpx")
+    redact = _RedactUrl(url, host)
+    httpx_log.addFilter(redact)
+    try:
+        response = await ctx.clients.http.post(url, json={"text": text}, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        # ``from None``: the exception's own text may hold the URL, and with it the token.
+        raise StepFailed(
+            f"notification webhook at {host} unreachable ({type(exc).__name__})",
+            reason=NOTIFY_FAILED,
+            transient=isinstance(exc, httpx.ConnectError),
+        ) from None
+    finally:
+        httpx_log.removeFilter(redact)
+    millis = (time.monotonic() - started) * 1000
+    code = response.status_code
+    if not 200 <= code < 300:
+        raise StepFailed(
+            f"notification webhook at {host} answered {code}",
+            reason=NOTIFY_FAILED,
+            transient=code >= 500 or code == 429,
+        )
+    outputs.update({"status": str(code), "latencyMs": f"{millis:.0f}"})
+    return ActionResult(f"notified via webhook at {host}: {text[:200]}", outputs)

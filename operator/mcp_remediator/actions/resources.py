@@ -1,0 +1,143 @@
+"""``patchResource``: a JSON merge patch of an allowed kind, e.g. a ConfigMap setting.
+
+The guide's fix for Prometheus timeouts is raising ``MCP_PROMETHEUS_TIMEOUT_MS`` in a
+ConfigMap. Only kinds in ``MCP_PATCH_ALLOWED_KINDS`` (ConfigMap by default) may be patched,
+and every write still passes the refusal layer (Kyverno, protected namespaces) in the
+Kubernetes client.
+
+Objects that Argo CD manages (its tracking label ``app.kubernetes.io/instance`` or
+annotation ``argocd.argoproj.io/tracking-id``) are refused unless the step says
+``allowGitOpsDrift: true``: a self-healing Argo CD would revert the patch, and the lasting
+fix belongs in Git. Messages name the patched keys, never their values (the kind may be
+a Secret).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from mcp_remediator import refusals
+from mcp_remediator.actions.common import K8sName, Namespace
+from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.kube import KINDS, ApiError
+from mcp_remediator.settings import Settings
+
+TRACKING_LABEL = "app.kubernetes.io/instance"
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+
+
+class PatchResourceParams(ActionParams):
+    apiVersion: str = Field("v1", min_length=1, description="API version of the object.")
+    kind: str = Field(
+        "ConfigMap", min_length=1, description="Kind; must be in `MCP_PATCH_ALLOWED_KINDS`."
+    )
+    name: K8sName = Field(description="Name of the object.")
+    namespace: Namespace | None = Field(
+        None, description="Namespace of the object; default: the runbook's target."
+    )
+    mergePatch: dict[str, Any] = Field(
+        min_length=1,
+        description="JSON merge patch (RFC 7386), e.g. "
+        '`{data: {MCP_PROMETHEUS_TIMEOUT_MS: "8000"}}`.',
+    )
+    allowGitOpsDrift: bool = Field(
+        False,
+        description="Patch objects Argo CD manages anyway (Argo CD may revert the change).",
+    )
+
+
+def plural(api_version: str, kind: str) -> str:
+    known = KINDS.get(kind)
+    if known is not None and known.api_version == api_version:
+        return known.plural
+    return f"{kind.lower()}s"
+
+
+def _validate(params: PatchResourceParams, settings: Settings, namespace: str | None) -> None:
+    if params.kind not in settings.patch_allowed_kinds:
+        allowed = ", ".join(settings.patch_allowed_kinds)
+        raise Refused(
+            refusals.KIND_NOT_ALLOWED,
+            f"refused: patchResource may patch only {allowed} (MCP_PATCH_ALLOWED_KINDS), "
+            f"not {params.kind}",
+        )
+    refusals.check_write(
+        settings,
+        api_version=params.apiVersion,
+        resource=params.kind,
+        namespace=params.namespace or namespace,
+        name=params.name,
+    )
+
+
+def key_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
+    """The leaf paths a merge patch sets or removes (``data.MCP_PROMETHEUS_TIMEOUT_MS``)."""
+    paths: list[str] = []
+    for key, value in sorted(patch.items()):
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            paths.extend(key_paths(value, f"{path}."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def argocd_manager(obj: dict[str, Any]) -> str | None:
+    """The Argo CD application that tracks this object, if any."""
+    meta = obj.get("metadata") or {}
+    tracking = (meta.get("annotations") or {}).get(TRACKING_ANNOTATION)
+    if tracking:
+        return str(tracking).split(":", 1)[0]
+    instance = (meta.get("labels") or {}).get(TRACKING_LABEL)
+    return str(instance) if instance else None
+
+
+@action(
+    "patchResource",
+    PatchResourceParams,
+    "JSON merge patch of an allowed kind (`MCP_PATCH_ALLOWED_KINDS`, ConfigMap by default); "
+    "refuses objects Argo CD manages unless `allowGitOpsDrift: true`.",
+    writes=True,
+    validate=_validate,
+)
+async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> ActionResult:
+    namespace = params.namespace or ctx.namespace
+    _validate(params, ctx.settings, namespace)
+    resource = plural(params.apiVersion, params.kind)
+    target = f"{params.kind} {namespace}/{params.name}"
+    kube = ctx.clients.kube
+    try:
+        obj = await kube.get_or_none(params.apiVersion, resource, namespace, params.name)
+    except ApiError as exc:
+        raise exc.as_step_failure(f"reading {target}") from exc
+    if obj is None:
+        raise StepFailed(f"{target} not found", reason="NotFound")
+    app = argocd_manager(obj)
+    if app is not None and not params.allowGitOpsDrift:
+        raise Refused(
+            refusals.GITOPS_MANAGED,
+            f"refused: {target} is managed by Argo CD application {app}; a self-healing "
+            "Argo CD would revert the patch. Change it in Git, or set allowGitOpsDrift: true",
+        )
+    keys = ", ".join(key_paths(params.mergePatch))
+    outputs = {"kind": params.kind, "namespace": namespace, "name": params.name, "keys": keys}
+    if app is not None:
+        outputs["gitOpsDrift"] = app
+    if ctx.dry_run:
+        return ActionResult(f"would patch {keys} of {target}", outputs)
+    before = obj["metadata"].get("resourceVersion")
+    try:
+        patched = await kube.patch(
+            params.apiVersion, resource, namespace, params.name, params.mergePatch
+        )
+    except ApiError as exc:
+        raise exc.as_step_failure(f"patching {target}") from exc
+    after = patched.get("metadata", {}).get("resourceVersion")
+    outputs["resourceVersion"] = str(after or "")
+    outputs["changed"] = "true" if after != before else "false"
+    drift = f" (drifts from Git: Argo CD application {app})" if app else ""
+    verb = "patched" if after != before else "patch changed nothing in"
+    return ActionResult(f"{verb} {keys} of {target}{drift}", outputs)

@@ -1,0 +1,331 @@
+"""Argo CD: start a sync exactly as Argo CD's own API server does, and read where it stands.
+
+Two ways in, one interface (``ArgoCd``), chosen by ``MCP_ARGOCD_MODE``:
+
+* core (``CoreArgoCd``): like ``argocd --core``, straight on the Application objects through
+  the Kubernetes client. ``start_sync`` reproduces the API server's ``Sync`` handler plus
+  ``argo.SetAppOperation``: refuse while ``operation`` is set, build the ``Operation`` (sync
+  revision, prune, the sync options and retry strategy of the app's sync policy, who
+  initiated it, info entries), clear ``status.operationState`` and write both with the
+  read ``resourceVersion`` as a precondition (Argo CD's own optimistic update), so that two
+  writers can never both start an operation.
+* api (``ApiArgoCd``): ``POST /api/v1/applications/{name}/sync`` with the bearer token from
+  settings, and ``GET /api/v1/applications/{name}`` to follow it; the server answers with
+  the same Application JSON, so one reader (``read_state``) serves both.
+
+Called by ``actions/argocd.py``. Tokens never appear in messages: errors name the server
+by host only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.kube import KINDS, ApiError, KubeApi
+from mcp_remediator.settings import Settings
+
+USERNAME = "mcp-remediator"
+APPLICATION = KINDS["Application"]
+COMPLETED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+IN_PROGRESS = "OperationInProgress"
+APP_NOT_FOUND = "ApplicationNotFound"
+# gRPC status codes that Argo CD's REST gateway puts into error bodies.
+GRPC_FAILED_PRECONDITION = 9
+GRPC_NOT_FOUND = 5
+
+
+@dataclass(frozen=True)
+class AppState:
+    """What an Application says about its last operation, its sync and its health."""
+
+    name: str
+    operation: dict[str, Any] | None
+    phase: str | None
+    message: str
+    revision: str
+    sync_status: str
+    health_status: str
+    health_message: str
+    deleting: bool
+
+    @property
+    def in_flight(self) -> bool:
+        """An operation is set or not yet finished: Argo CD refuses to start another."""
+        return self.operation is not None or (
+            self.phase is not None and self.phase not in COMPLETED_PHASES
+        )
+
+    @property
+    def done(self) -> bool:
+        """Synced, healthy and the last operation succeeded: what the sync waits for."""
+        return (
+            not self.in_flight
+            and self.phase == "Succeeded"
+            and self.sync_status == "Synced"
+            and self.health_status == "Healthy"
+        )
+
+    def summary(self) -> str:
+        parts = [f"operation {self.phase or 'none'}"]
+        if self.message:
+            parts[0] += f" ({self.message})"
+        parts.append(f"sync {self.sync_status or 'Unknown'}")
+        health = f"health {self.health_status or 'Unknown'}"
+        if self.health_message:
+            health += f" ({self.health_message})"
+        parts.append(health)
+        return ", ".join(parts)
+
+
+def read_state(app: dict[str, Any]) -> AppState:
+    status = app.get("status") or {}
+    op_state = status.get("operationState") or {}
+    sync = status.get("sync") or {}
+    health = status.get("health") or {}
+    # The revision the last operation synced; ``sync.revision`` is what the app was last
+    # compared at, which says nothing about a sync still running.
+    revision = (op_state.get("syncResult") or {}).get("revision") or ""
+    return AppState(
+        name=app.get("metadata", {}).get("name", ""),
+        operation=app.get("operation") or None,
+        phase=op_state.get("phase") or None,
+        message=str(op_state.get("message") or ""),
+        revision=str(revision),
+        sync_status=str(sync.get("status") or ""),
+        health_status=str(health.get("status") or ""),
+        health_message=str(health.get("message") or ""),
+        deleting=bool(app.get("metadata", {}).get("deletionTimestamp")),
+    )
+
+
+def operation_info(app: dict[str, Any]) -> list[dict[str, str]]:
+    """The ``info`` entries of the operation that is set, else of the last one that ran."""
+    operation = app.get("operation") or ((app.get("status") or {}).get("operationState") or {}).get(
+        "operation"
+    )
+    info = (operation or {}).get("info") or []
+    return [i for i in info if isinstance(i, dict)]
+
+
+def started_by(app: dict[str, Any], info: list[dict[str, str]]) -> bool:
+    """Whether the app's current (or last) operation carries all of ``info``: ours."""
+    present = {(i.get("name"), i.get("value")) for i in operation_info(app)}
+    return all((i["name"], i["value"]) in present for i in info)
+
+
+def target_revision(app: dict[str, Any], revision: str | None) -> str:
+    """The revision to sync, with the API server's rule for apps under auto-sync."""
+    spec = app.get("spec") or {}
+    source: dict[str, Any] = spec.get("source") or next(iter(spec.get("sources") or []), {})
+    tracked = source.get("targetRevision") or "HEAD"
+    automated = (spec.get("syncPolicy") or {}).get("automated")
+    if revision and automated is not None and revision != tracked:
+        raise StepFailed(
+            f"cannot sync Application {app['metadata']['name']} to {revision}: auto-sync "
+            f"currently set to {tracked}",
+            reason="AutoSyncRevisionMismatch",
+        )
+    return revision or tracked
+
+
+def build_operation(
+    app: dict[str, Any], revision: str | None, prune: bool, info: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The ``operation`` Argo CD's API server writes for a sync request."""
+    policy = (app.get("spec") or {}).get("syncPolicy") or {}
+    sync: dict[str, Any] = {"revision": target_revision(app, revision), "prune": prune}
+    if policy.get("syncOptions"):
+        sync["syncOptions"] = list(policy["syncOptions"])
+    operation: dict[str, Any] = {
+        "sync": sync,
+        "initiatedBy": {"username": USERNAME, "automated": False},
+        "info": info,
+    }
+    if policy.get("retry"):
+        operation["retry"] = policy["retry"]
+    return operation
+
+
+def in_progress_failure(name: str, state: AppState | None = None) -> StepFailed:
+    detail = f" (phase {state.phase})" if state is not None and state.phase else ""
+    return StepFailed(
+        f"another operation is already in progress on Application {name}{detail}",
+        reason=IN_PROGRESS,
+        transient=True,
+    )
+
+
+class ArgoCd(Protocol):
+    """Reads Applications and starts syncs; ``where`` names the Argo CD for messages."""
+
+    where: str
+
+    async def get(self, name: str, namespace: str) -> dict[str, Any] | None: ...
+
+    async def start_sync(
+        self,
+        app: dict[str, Any],
+        revision: str | None,
+        prune: bool,
+        info: list[dict[str, str]],
+    ) -> dict[str, Any]: ...
+
+
+class CoreArgoCd:
+    """Core mode: Application objects through the Kubernetes API."""
+
+    def __init__(self, kube: KubeApi):
+        self.kube = kube
+        self.where = "the Kubernetes API (core mode)"
+
+    async def get(self, name: str, namespace: str) -> dict[str, Any] | None:
+        try:
+            app: dict[str, Any] | None = await self.kube.get_or_none(
+                APPLICATION.api_version, APPLICATION.plural, namespace, name
+            )
+        except ApiError as exc:
+            raise exc.as_step_failure(f"reading Application {namespace}/{name}") from exc
+        return app
+
+    async def start_sync(
+        self,
+        app: dict[str, Any],
+        revision: str | None,
+        prune: bool,
+        info: list[dict[str, str]],
+    ) -> dict[str, Any]:
+        meta = app["metadata"]
+        if app.get("operation"):
+            raise in_progress_failure(meta["name"], read_state(app))
+        if meta.get("deletionTimestamp"):
+            raise StepFailed(f"Application {meta['name']} is being deleted", reason="AppDeleting")
+        patch = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "operation": build_operation(app, revision, prune, info),
+            "status": {"operationState": None},
+        }
+        try:
+            updated: dict[str, Any] = await self.kube.patch(
+                APPLICATION.api_version,
+                APPLICATION.plural,
+                meta["namespace"],
+                meta["name"],
+                patch,
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                # Someone wrote the app since we read it: maybe Argo CD started an
+                # operation. The retry reads it again and decides again, as Argo CD does.
+                raise TransientFailure(
+                    f"Application {meta['name']} changed while starting the sync; retrying",
+                    reason=IN_PROGRESS,
+                ) from exc
+            raise exc.as_step_failure(f"starting the sync of Application {meta['name']}") from exc
+        return updated
+
+
+class ApiArgoCd:
+    """API mode: Argo CD's REST API with a bearer token."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings):
+        if not settings.argocd_server:
+            raise StepFailed(
+                "MCP_ARGOCD_MODE is api but MCP_ARGOCD_SERVER is not set", reason="NotConfigured"
+            )
+        if settings.argocd_token is None:
+            raise StepFailed(
+                "MCP_ARGOCD_MODE is api but no Argo CD token is configured "
+                "(MCP_ARGOCD_TOKEN_FILE or MCP_ARGOCD_TOKEN)",
+                reason="NotConfigured",
+            )
+        self.http = http
+        self.base = settings.argocd_server.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {settings.argocd_token.get_secret_value()}"}
+        self.where = f"Argo CD at {urlsplit(self.base).netloc}"
+        self.default_namespace = settings.argocd_namespace
+
+    def _url(self, name: str, suffix: str = "") -> str:
+        return f"{self.base}/api/v1/applications/{quote(name, safe='')}{suffix}"
+
+    def _params(self, namespace: str) -> dict[str, str]:
+        return {} if namespace == self.default_namespace else {"appNamespace": namespace}
+
+    async def _call(
+        self, method: str, url: str, what: str, **kwargs: Any
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            response = await self.http.request(method, url, headers=self.headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TransientFailure(
+                f"{what}: {self.where} unreachable ({type(exc).__name__})",
+                reason="ArgoCdUnavailable",
+            ) from exc
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            body = {"message": response.text[:200]}
+        if not isinstance(body, dict):
+            body = {}
+        return response.status_code, body
+
+    def _error(self, what: str, status: int, body: dict[str, Any]) -> StepFailed:
+        message = str(body.get("message") or body.get("error") or f"HTTP {status}")
+        if status in (401, 403):
+            return StepFailed(
+                f"{what}: {self.where} answered {status} ({message}); check the token's "
+                "account and its RBAC (MCP_ARGOCD_TOKEN_FILE)",
+                reason="ArgoCdUnauthorized",
+            )
+        if status == 429 or status >= 500:
+            return TransientFailure(
+                f"{what}: {self.where} answered {status}: {message}", reason="ArgoCdUnavailable"
+            )
+        return StepFailed(f"{what}: {self.where} answered {status}: {message}")
+
+    async def get(self, name: str, namespace: str) -> dict[str, Any] | None:
+        what = f"reading Application {name}"
+        status, body = await self._call(
+            "GET", self._url(name), what, params=self._params(namespace)
+        )
+        if status == 404 or body.get("code") == GRPC_NOT_FOUND:
+            return None
+        if status != 200:
+            raise self._error(what, status, body)
+        return body
+
+    async def start_sync(
+        self,
+        app: dict[str, Any],
+        revision: str | None,
+        prune: bool,
+        info: list[dict[str, str]],
+    ) -> dict[str, Any]:
+        name = app["metadata"]["name"]
+        namespace = app["metadata"].get("namespace") or self.default_namespace
+        request: dict[str, Any] = {"name": name, "prune": prune, "infos": info}
+        if revision:
+            request["revision"] = revision
+        if namespace != self.default_namespace:
+            request["appNamespace"] = namespace
+        what = f"starting the sync of Application {name}"
+        status, body = await self._call("POST", self._url(name, "/sync"), what, json=request)
+        if status == 200:
+            return body
+        text = str(body.get("message") or body.get("error") or "")
+        if body.get("code") == GRPC_FAILED_PRECONDITION and "in progress" in text:
+            raise in_progress_failure(name)
+        if status == 404 or body.get("code") == GRPC_NOT_FOUND:
+            raise StepFailed(f"Application {name} not found in {self.where}", reason=APP_NOT_FOUND)
+        raise self._error(what, status, body)
+
+
+def client(settings: Settings, kube: KubeApi, http: httpx.AsyncClient) -> ArgoCd:
+    """The Argo CD client of the configured mode."""
+    if settings.argocd_mode == "api":
+        return ApiArgoCd(http, settings)
+    return CoreArgoCd(kube)

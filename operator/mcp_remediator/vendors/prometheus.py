@@ -1,0 +1,160 @@
+"""Prometheus instant queries, through prometheus-api-client's ``PrometheusConnect``.
+
+The library is synchronous (``requests``), so every query runs in a worker thread
+(``asyncio.to_thread``) and never blocks the event loop. It is built per query with the
+bearer token from ``MCP_PROMETHEUS_TOKEN[_FILE]`` and ``MCP_PROMETHEUS_TIMEOUT_SECONDS``,
+and with its own retries switched off: the engine owns the retry policy, and a query
+that must be retried should be retried where it shows in the step's status.
+
+Errors become step failures that say what went wrong: Prometheus unreachable or failing
+(transient), the query rejected (``BadQuery``, with Prometheus's own parser message),
+credentials refused. Messages name the server by host only, never the token.
+
+Called by ``actions/prometheus.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.settings import Settings
+
+BAD_QUERY = "BadQuery"
+UNAVAILABLE = "PrometheusUnavailable"
+# PrometheusApiClientException's only carrier of the answer: "HTTP Status Code 400 (b'...')".
+_STATUS_ERROR = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant query's answer (or its scalar, with no labels)."""
+
+    labels: dict[str, str]
+    value: float
+
+    def selector(self) -> str:
+        """The series as Prometheus prints it: ``name{label="value", ...}``."""
+        labels = dict(self.labels)
+        name = labels.pop("__name__", "")
+        inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return f"{name}{{{inner}}}" if inner or not name else name
+
+    def value_text(self) -> str:
+        if math.isnan(self.value):
+            return "NaN"
+        if math.isinf(self.value):
+            return "+Inf" if self.value > 0 else "-Inf"
+        return f"{self.value:g}"
+
+
+def parse_result(result: Any) -> list[Sample]:
+    """The samples of an instant query's ``data.result`` (vector or scalar)."""
+    if (
+        isinstance(result, list)
+        and len(result) == 2
+        and isinstance(result[0], int | float)
+        and isinstance(result[1], str)
+    ):
+        return [Sample({}, float(result[1]))]
+    if not isinstance(result, list):
+        raise StepFailed(f"unexpected Prometheus answer: {str(result)[:200]}", reason=BAD_QUERY)
+    samples = []
+    for item in result:
+        if not isinstance(item, dict) or "value" not in item:
+            raise StepFailed(
+                "the query returns a range vector; use an instant vector (no [range] selector "
+                "at the top level)",
+                reason=BAD_QUERY,
+            )
+        labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+        samples.append(Sample(labels, float(item["value"][1])))
+    return samples
+
+
+def _answer(text: str) -> tuple[int, str]:
+    """(HTTP status, Prometheus's error text) out of the library's exception message."""
+    match = _STATUS_ERROR.match(text)
+    if match is None:
+        return 0, text[:300]
+    status, raw = int(match.group(1)), match.group(2)
+    try:
+        content = ast.literal_eval(raw)
+        body = json.loads(content.decode() if isinstance(content, bytes) else content)
+        return status, str(body.get("error") or body)[:300]
+    except (ValueError, SyntaxError, AttributeError):
+        return status, raw[:300]
+
+
+class Prometheus:
+    """Instant queries against ``MCP_PROMETHEUS_URL``."""
+
+    def __init__(self, settings: Settings):
+        if not settings.prometheus_url:
+            raise StepFailed("MCP_PROMETHEUS_URL is not set", reason="NotConfigured")
+        self.url = settings.prometheus_url.rstrip("/")
+        self.timeout = settings.prometheus_timeout_seconds
+        self.headers: dict[str, str] = {}
+        if settings.prometheus_token is not None:
+            token = settings.prometheus_token.get_secret_value()
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.where = f"Prometheus at {urlsplit(self.url).netloc or self.url}"
+
+    async def query(self, promql: str) -> list[Sample]:
+        """Run an instant query; the samples of its answer."""
+        return await asyncio.to_thread(self._query, promql)
+
+    def _query(self, promql: str) -> list[Sample]:
+        connection = PrometheusConnect(
+            url=self.url,
+            headers=self.headers,
+            # False: no retry, and urllib3's own error comes through (a read timeout stays
+            # a timeout instead of becoming "max retries exceeded").
+            retry=Retry(total=False),
+            # requests takes float seconds; the library's hint says int.
+            timeout=self.timeout,  # type: ignore[arg-type]
+        )
+        try:
+            result = connection.custom_query(promql)
+        except PrometheusApiClientException as exc:
+            raise self._failure(str(exc)) from exc
+        except requests.Timeout as exc:
+            raise TransientFailure(
+                f"{self.where} did not answer within {self.timeout:g}s", reason=UNAVAILABLE
+            ) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise TransientFailure(
+                f"{self.where} unreachable ({type(exc).__name__})", reason=UNAVAILABLE
+            ) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TransientFailure(
+                f"{self.where} answered something that is not a Prometheus API response",
+                reason=UNAVAILABLE,
+            ) from exc
+        finally:
+            connection.close()
+        return parse_result(result)
+
+    def _failure(self, text: str) -> StepFailed:
+        status, error = _answer(text)
+        if status in (400, 422):
+            return StepFailed(f"Prometheus rejected the query: {error}", reason=BAD_QUERY)
+        if status in (401, 403):
+            return StepFailed(
+                f"{self.where} answered {status}: check MCP_PROMETHEUS_TOKEN_FILE",
+                reason="PrometheusUnauthorized",
+            )
+        return TransientFailure(f"{self.where} answered {status}: {error}", reason=UNAVAILABLE)

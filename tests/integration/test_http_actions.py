@@ -1,0 +1,195 @@
+"""``httpHealthCheck``, ``httpRequest`` and ``notify`` against local HTTP servers; the
+allowed-hosts guard (SSRF) and the secrecy of the webhook URL."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from fixtures.actions import ActionsEnvFactory
+from fixtures.http_mock import HttpMock
+from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.models import Step
+from mcp_remediator.refusals import HOST_NOT_ALLOWED
+from mcp_remediator.settings import Settings
+from mcp_remediator.validation import check_steps
+
+
+async def test_module_health_uses_the_modules_base_url(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("GET", "/mcp/finbot/health", (200, {"status": "ok"}))
+    env = await actions_env(module_base_urls={"finbot": f"{http_mock.url}/"})
+
+    result = await env.run("httpHealthCheck", {"module": "finbot"})
+
+    assert result.outputs["status"] == "200"
+    assert result.outputs["health"] == "ok"
+    assert result.outputs["url"] == f"{http_mock.url}/mcp/finbot/health"
+    assert result.message.startswith(f"GET {http_mock.url}/mcp/finbot/health answered 200")
+    assert len(http_mock.seen("GET", "/mcp/finbot/health")) == 1
+
+
+async def test_unhealthy_answers_fail_and_5xx_is_worth_a_retry(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("GET", "/mcp/mubot/health", (503, {"status": "degraded"}))
+    http_mock.on("GET", "/mcp/aiops/health", (404, "not here"))
+    bases = {"mubot": http_mock.url, "aiops": http_mock.url}
+    env = await actions_env(module_base_urls=bases)
+
+    with pytest.raises(StepFailed) as unavailable:
+        await env.run("httpHealthCheck", {"module": "mubot"})
+    assert unavailable.value.reason == "HealthCheckFailed"
+    assert unavailable.value.transient
+    assert "answered 503 (status 'degraded'), expected 200" in unavailable.value.message
+
+    with pytest.raises(StepFailed) as missing:
+        await env.run("httpHealthCheck", {"module": "aiops"})
+    assert not missing.value.transient
+
+    accepted = await env.run("httpHealthCheck", {"module": "aiops", "expectStatus": 404})
+    assert accepted.outputs["status"] == "404"
+
+
+async def test_unknown_module_and_unreachable_service(actions_env: ActionsEnvFactory) -> None:
+    env = await actions_env(
+        module_base_urls={"finbot": "http://127.0.0.1:9"}, http_allowed_hosts=["127.0.0.1"]
+    )
+    with pytest.raises(StepFailed, match="module mubot has no base URL") as unknown:
+        await env.run("httpHealthCheck", {"module": "mubot"})
+    assert unknown.value.reason == "UnknownModule"
+
+    with pytest.raises(StepFailed, match="unreachable") as down:
+        await env.run("httpHealthCheck", {"module": "finbot"})
+    assert down.value.transient
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:6443/api",
+        "file:///etc/passwd",
+        "http://allowed.example.evil.test/",
+    ],
+)
+async def test_urls_outside_the_allowed_hosts_are_refused_before_any_request(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory, url: str
+) -> None:
+    env = await actions_env(http_allowed_hosts=["allowed.example", http_mock.host])
+    for action, params in (
+        ("httpHealthCheck", {"url": url}),
+        ("httpRequest", {"url": url, "method": "POST", "json": {"x": 1}}),
+    ):
+        with pytest.raises(Refused) as caught:
+            await env.run(action, params)
+        assert caught.value.reason == HOST_NOT_ALLOWED
+    assert http_mock.requests == []
+
+
+def test_literal_disallowed_urls_make_the_runbook_invalid() -> None:
+    steps = [
+        Step(name="probe", action="httpHealthCheck", params={"url": "http://10.0.0.1/health"}),
+        Step(name="post", action="httpRequest", params={"url": "http://metadata/x"}),
+        Step(name="ok", action="httpHealthCheck", params={"url": "http://finbot:8080/health"}),
+    ]
+    problems = check_steps(steps, Settings(http_allowed_hosts=["finbot:8080"]))
+    assert [p.reason for p in problems] == [HOST_NOT_ALLOWED, HOST_NOT_ALLOWED]
+
+
+async def test_redirects_are_not_followed_off_the_allowed_host(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("GET", "/health", (302, "http://169.254.169.254/latest/meta-data/"))
+    env = await actions_env(http_allowed_hosts=[http_mock.host])
+    with pytest.raises(StepFailed, match="answered 302, expected 200"):
+        await env.run("httpHealthCheck", {"url": f"{http_mock.url}/health"})
+    assert [r.path for r in http_mock.requests] == ["/health"]
+
+
+async def test_http_request_sends_json_and_checks_the_status(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("POST", "/api/events/test", (202, {"id": "evt-1"}))
+    env = await actions_env(http_allowed_hosts=[http_mock.host])
+    event = {"module": "finbot", "type": "test", "labels": ["a", "b"]}
+
+    result = await env.run(
+        "httpRequest",
+        {"method": "POST", "url": f"{http_mock.url}/api/events/test?token=abc", "json": event},
+    )
+
+    [sent] = http_mock.seen("POST", "/api/events/test")
+    assert sent.json() == event
+    assert result.outputs["status"] == "202"
+    assert "token=abc" not in result.message
+    with pytest.raises(StepFailed, match="answered 202, expected 201") as caught:
+        await env.run(
+            "httpRequest",
+            {"method": "POST", "url": f"{http_mock.url}/api/events/test", "expectStatus": 201},
+        )
+    assert caught.value.reason == "HttpRequestFailed"
+
+
+async def test_http_request_sends_nothing_in_dry_run(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    env = await actions_env(http_allowed_hosts=[http_mock.host])
+    result = await env.run(
+        "httpRequest", {"method": "DELETE", "url": f"{http_mock.url}/cache"}, dry_run=True
+    )
+    assert result.message == f"would send DELETE {http_mock.url}/cache"
+    assert http_mock.requests == []
+
+
+async def test_notify_posts_the_text_to_the_webhook(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = "/services/T000/B000/XXXXSECRETXXXX"
+    http_mock.on("POST", path, (200, "ok"))
+    env = await actions_env(notify_webhook_url=f"{http_mock.url}{path}")
+    caplog.set_level(logging.DEBUG)
+
+    result = await env.run("notify", {"message": "OBS: RedisDown on mcp, restarted redis"})
+
+    [post] = http_mock.seen("POST", path)
+    assert post.json() == {"text": "OBS: RedisDown on mcp, restarted redis"}
+    assert result.outputs["status"] == "200"
+    assert "XXXXSECRETXXXX" not in result.message + str(result.outputs) + caplog.text
+
+
+async def test_notify_failures_never_show_the_webhook_url(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_path = "/hooks/XXXXSECRETXXXX"
+    http_mock.on("POST", secret_path, (500, {"error": "boom"}))
+    env = await actions_env(notify_webhook_url=f"{http_mock.url}{secret_path}")
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(StepFailed) as failing:
+        await env.run("notify", {"message": "hello"})
+    assert failing.value.transient
+    assert failing.value.message == "notification webhook at 127.0.0.1 answered 500"
+
+    down = await actions_env(notify_webhook_url="http://127.0.0.1:9/hooks/XXXXSECRETXXXX")
+    with pytest.raises(StepFailed) as unreachable:
+        await down.run("notify", {"message": "hello"})
+    assert unreachable.value.transient
+    assert unreachable.value.__suppress_context__  # the httpx error may quote the URL
+    for text in (failing.value.message, unreachable.value.message, caplog.text):
+        assert "XXXXSECRETXXXX" not in text
+
+    unset = await actions_env()
+    with pytest.raises(StepFailed, match="no notification webhook configured"):
+        await unset.run("notify", {"message": "hello"})
+
+
+async def test_notify_sends_nothing_in_dry_run(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    env = await actions_env(notify_webhook_url=f"{http_mock.url}/hook")
+    result = await env.run("notify", {"message": "would be posted"}, dry_run=True)
+    assert result.message == "would notify: would be posted"
+    assert http_mock.requests == []
