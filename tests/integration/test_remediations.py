@@ -52,8 +52,12 @@ async def test_manual_remediation_restarts_each_workload_kind(
     patches = cluster.writes(PLURALS[kind])
     assert len(patches) == 1
     assert patches[0].headers["Content-Type"] == "application/strategic-merge-patch+json"
-    reasons = [e["reason"] for e in events_for(cluster, "restart-finbot")]
-    assert {"Started", "StepSucceeded", "Succeeded"} <= set(reasons)
+    # The final Event is posted right after the final status: wait for it.
+    await cluster.wait_for(
+        lambda: {"Started", "StepSucceeded", "Succeeded"}
+        <= {e["reason"] for e in events_for(cluster, "restart-finbot")},
+        what="the remediation's Events",
+    )
 
 
 async def test_selector_restarts_every_matching_deployment_only(
