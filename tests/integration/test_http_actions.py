@@ -144,6 +144,35 @@ async def test_http_request_sends_nothing_in_dry_run(
     assert http_mock.requests == []
 
 
+async def test_http_request_to_a_path_under_a_modules_base_url(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("POST", "/mcp/finbot/events/test", (202, {"id": "evt-2"}))
+    env = await actions_env(module_base_urls={"finbot": f"{http_mock.url}/"})
+
+    result = await env.run(
+        "httpRequest",
+        {"method": "POST", "module": "finbot", "path": "/mcp/finbot/events/test", "json": {}},
+    )
+
+    assert len(http_mock.seen("POST", "/mcp/finbot/events/test")) == 1
+    assert result.outputs["url"] == f"{http_mock.url}/mcp/finbot/events/test"
+    with pytest.raises(StepFailed, match="module mubot has no base URL") as unknown:
+        await env.run("httpRequest", {"module": "mubot", "path": "/x"})
+    assert unknown.value.reason == "UnknownModule"
+    problems = check_steps(
+        [
+            Step(name="both", action="httpRequest", params={"url": "http://a/", "module": "a"}),
+            Step(name="no-path", action="httpRequest", params={"module": "finbot"}),
+        ],
+        Settings(),
+    )
+    assert [p.message.split(": ", 2)[2] for p in problems] == [
+        "Value error, give exactly one of url or module (with path)",
+        "Value error, module and path go together",
+    ]
+
+
 async def test_notify_posts_the_text_to_the_webhook(
     http_mock: HttpMock, actions_env: ActionsEnvFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,10 +2,13 @@
 
 ``httpHealthCheck`` probes a module's ``/mcp/<module>/health`` (base URL per module from
 ``MCP_MODULE_BASE_URLS``) or a given URL; ``httpRequest`` sends one request, e.g. to
-publish a test event. Every URL passes ``refusals.check_url`` first (``Refused`` with
-``HostNotAllowed`` outside ``MCP_HTTP_ALLOWED_HOSTS`` and the module base URLs), at
-validation time when the URL is literal and again after templating; redirects are not
-followed, so an allowed host cannot bounce a request elsewhere.
+publish a test event, to a URL or to a path under a module's base URL (so that a runbook
+in Git names the module, and each installation configures where the module lives).
+
+Every URL passes ``refusals.check_url`` first (``Refused`` with ``HostNotAllowed`` outside
+``MCP_HTTP_ALLOWED_HOSTS`` and the module base URLs), at validation time when the URL is
+literal and again after templating; redirects are not followed, so an allowed host cannot
+bounce a request elsewhere.
 
 Messages show URLs without credentials or query strings, which may carry tokens.
 """
@@ -104,14 +107,19 @@ def health_url(params: HttpHealthCheckParams, settings: Settings) -> str:
     if params.url is not None:
         return params.url
     assert params.module is not None
-    base = settings.module_base_urls.get(params.module)
+    base = module_base_url(params.module, settings)
+    return f"{base.rstrip('/')}/mcp/{params.module}/health"
+
+
+def module_base_url(module: str, settings: Settings) -> str:
+    base = settings.module_base_urls.get(module)
     if base is None:
         known = ", ".join(sorted(settings.module_base_urls)) or "none"
         raise StepFailed(
-            f"module {params.module} has no base URL in MCP_MODULE_BASE_URLS (known: {known})",
+            f"module {module} has no base URL in MCP_MODULE_BASE_URLS (known: {known})",
             reason="UnknownModule",
         )
-    return f"{base.rstrip('/')}/mcp/{params.module}/health"
+    return base
 
 
 def _validate_health(params: HttpHealthCheckParams, settings: Settings, _: str | None) -> None:
@@ -154,7 +162,19 @@ class HttpRequestParams(ActionParams):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
         "GET", description="HTTP method."
     )
-    url: str = Field(min_length=1, description="URL on an allowed host (templated).")
+    url: str | None = Field(
+        None, min_length=1, description="URL on an allowed host (templated); or `module`."
+    )
+    module: str | None = Field(
+        None,
+        pattern=MODULE_PATTERN,
+        description="MCP module whose base URL (`MCP_MODULE_BASE_URLS`) `path` is appended to.",
+    )
+    path: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="Path under the module's base URL, e.g. `/mcp/finbot/events/test`.",
+    )
     json_body: JsonValue | None = Field(
         None, alias="json", description="JSON body to send (templated strings inside)."
     )
@@ -163,35 +183,53 @@ class HttpRequestParams(ActionParams):
     )
     timeoutSeconds: float = Field(30.0, gt=0, le=300, description="Timeout of the request.")
 
+    @model_validator(mode="after")
+    def _url_or_module(self) -> HttpRequestParams:
+        if (self.url is None) == (self.module is None):
+            raise ValueError("give exactly one of url or module (with path)")
+        if (self.module is None) != (self.path is None):
+            raise ValueError("module and path go together")
+        return self
+
+
+def request_url(params: HttpRequestParams, settings: Settings) -> str:
+    if params.url is not None:
+        return params.url
+    assert params.module is not None and params.path is not None
+    return f"{module_base_url(params.module, settings).rstrip('/')}{params.path}"
+
 
 def _validate_request(params: HttpRequestParams, settings: Settings, _: str | None) -> None:
-    refusals.check_url(settings, params.url)
+    if params.url is not None:
+        refusals.check_url(settings, params.url)
 
 
 @action(
     "httpRequest",
     HttpRequestParams,
-    "Send one HTTP request (e.g. publish a test event) to an allowed host; fails unless the "
-    "answer is `expectStatus` (default: any 2xx). Nothing is sent in dry-run.",
+    "Send one HTTP request (e.g. publish a test event) to an allowed host, or to `path` under "
+    "a module's base URL; fails unless the answer is `expectStatus` (default: any 2xx). "
+    "Nothing is sent in dry-run.",
     writes=True,
     validate=_validate_request,
 )
 async def http_request(params: HttpRequestParams, ctx: ActionContext) -> ActionResult:
-    refusals.check_url(ctx.settings, params.url)
-    what = f"{params.method} {shown(params.url)}"
+    url = request_url(params, ctx.settings)
+    refusals.check_url(ctx.settings, url)
+    what = f"{params.method} {shown(url)}"
     if ctx.dry_run:
-        return ActionResult(f"would send {what}", {"url": shown(params.url)})
+        return ActionResult(f"would send {what}", {"url": shown(url)})
     response, millis = await _send(
         ctx,
         params.method,
-        params.url,
+        url,
         timeout=params.timeoutSeconds,
         reason=REQUEST_FAILED,
         json=params.json_body,
     )
     code = response.status_code
     outputs = {
-        "url": shown(params.url),
+        "url": shown(url),
         "status": str(code),
         "latencyMs": f"{millis:.0f}",
         "bodyBytes": str(len(response.content)),

@@ -57,13 +57,8 @@ def plural(api_version: str, kind: str) -> str:
 
 
 def _validate(params: PatchResourceParams, settings: Settings, namespace: str | None) -> None:
-    if params.kind not in settings.patch_allowed_kinds:
-        allowed = ", ".join(settings.patch_allowed_kinds)
-        raise Refused(
-            refusals.KIND_NOT_ALLOWED,
-            f"refused: patchResource may patch only {allowed} (MCP_PATCH_ALLOWED_KINDS), "
-            f"not {params.kind}",
-        )
+    # The Kyverno refusal comes first: its message points to Git, which is what someone
+    # trying to relax a policy by hand needs to read, whatever the allowed kinds are.
     refusals.check_write(
         settings,
         api_version=params.apiVersion,
@@ -71,6 +66,13 @@ def _validate(params: PatchResourceParams, settings: Settings, namespace: str | 
         namespace=params.namespace or namespace,
         name=params.name,
     )
+    if params.kind not in settings.patch_allowed_kinds:
+        allowed = ", ".join(settings.patch_allowed_kinds)
+        raise Refused(
+            refusals.KIND_NOT_ALLOWED,
+            f"refused: patchResource may patch only {allowed} (MCP_PATCH_ALLOWED_KINDS), "
+            f"not {params.kind}",
+        )
 
 
 def key_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
