@@ -492,6 +492,26 @@ async def test_an_attempt_out_of_time_checkpoints_and_the_next_resumes(
     assert commands["cmdstat_expire"]["calls"] == 30_000  # no key was done twice
 
 
+async def test_progress_is_checkpointed_while_a_purge_runs(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill(redis_server, "mcp:dashboard:", 30_000)
+    await fill(redis_server, "other:", 30_000)
+    monkeypatch.setattr(redis_actions, "CHECKPOINT_SECONDS", 0.0)  # after every slice
+    saved: list[dict[str, str]] = []
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}
+
+    result = await run_action(
+        "redisExpireKeys", params, settings_for(redis_server), checkpoints=saved
+    )
+
+    assert result.outputs["changed"] == "30000"
+    assert saved, "a purge of several slices saves its progress"
+    done = [int(checkpoint["changed"]) for checkpoint in saved]
+    assert done == sorted(set(done)) and 0 < done[0] and done[-1] < 30_000
+    assert all(c["cursor"] != "0" and c["pattern"] == "mcp:dashboard:*" for c in saved)
+
+
 # -- failures ----------------------------------------------------------------------------
 
 

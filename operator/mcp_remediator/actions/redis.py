@@ -51,22 +51,24 @@ PINGS = 5
 SAMPLE_KEYS = 1000
 TOP_PREFIXES = 5
 
-# ARGV: cursor, pattern, scan count, mode (expire|unlink|count), ttl, only keys without
+# ARGV: cursor, pattern, scan count, mode (expire|unlink|count), ttl (passed on to EXPIRE
+# as the string it arrives as, saving a conversion per key), only keys without
 # TTL (1|0), how many more keys may match (-1: no limit), slice in µs, max SCAN batches.
 # Returns {cursor, scanned, matched, changed, stopped}; stopped=1 when the limit left
 # keys of the last batch untouched. Keys come from SCAN, not KEYS[]: a standalone server.
 PURGE_SCRIPT = """
+local call = redis.call
 local cursor, pattern, count, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ttl, only_without_ttl, limit = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
+local ttl, only_without_ttl, limit = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 local slice, max_scans = tonumber(ARGV[8]), tonumber(ARGV[9])
 local function now()
-  local t = redis.call('TIME')
+  local t = call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local started = now()
 local scanned, matched, changed, stopped, scans = 0, 0, 0, 0, 0
 repeat
-  local reply = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', count)
+  local reply = call('SCAN', cursor, 'MATCH', pattern, 'COUNT', count)
   cursor = reply[1]
   scans = scans + 1
   local keys, victims = reply[2], {}
@@ -77,17 +79,17 @@ repeat
     end
     local key = keys[i]
     scanned = scanned + 1
-    if not only_without_ttl or redis.call('PTTL', key) == -1 then
+    if not only_without_ttl or call('PTTL', key) == -1 then
       matched = matched + 1
       if mode == 'expire' then
-        changed = changed + redis.call('EXPIRE', key, ttl)
+        changed = changed + call('EXPIRE', key, ttl)
       elseif mode == 'unlink' then
         victims[#victims + 1] = key
       end
     end
   end
   for i = 1, #victims, CHUNK do
-    changed = changed + redis.call('UNLINK', unpack(victims, i, math.min(i + CHUNK - 1, #victims)))
+    changed = changed + call('UNLINK', unpack(victims, i, math.min(i + CHUNK - 1, #victims)))
   end
 until cursor == '0' or stopped == 1 or (limit >= 0 and matched >= limit)
   or scans >= max_scans or now() - started >= slice
@@ -404,23 +406,21 @@ async def redis_expire_keys(params: RedisExpireKeysParams, ctx: ActionContext) -
     progress = Progress.resume(ctx.outputs, params.pattern, mode)
     complete = False
     async with _connection(params.redis, ctx, f"expiring keys matching {params.pattern}") as client:
-        script = client.register_script(PURGE_SCRIPT)
+        script = vendor.Script(client, PURGE_SCRIPT)
         last_checkpoint = time.monotonic()
         earlier, started = progress.seconds, time.perf_counter()
         while not complete and not _budget_spent(params, progress):
             limit = -1 if params.maxKeys is None else params.maxKeys - progress.matched
             reply = await script(
-                args=[
-                    progress.cursor,
-                    params.pattern,
-                    SCAN_COUNT,
-                    mode,
-                    params.ttlSeconds,
-                    int(params.onlyWithoutTtl),
-                    limit,
-                    SLICE_MICROSECONDS,
-                    MAX_SCANS_PER_SLICE,
-                ]
+                progress.cursor,
+                params.pattern,
+                SCAN_COUNT,
+                mode,
+                params.ttlSeconds,
+                int(params.onlyWithoutTtl),
+                limit,
+                SLICE_MICROSECONDS,
+                MAX_SCANS_PER_SLICE,
             )
             progress.seconds = earlier + time.perf_counter() - started
             cursor, scanned, matched, changed, stopped = reply

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio
@@ -138,6 +140,38 @@ async def connect(target: RedisTarget, settings: Settings) -> AsyncIterator[redi
         yield client
     finally:
         await client.aclose()
+
+
+class Script:
+    """A Lua script run with EVALSHA straight on the connection that ``connect`` opened.
+
+    ``Redis.evalsha`` costs about 200 µs of Python per call (locks, retry and event
+    hooks); the connection's own send and read about 85 µs (redis-py 8, measured on the
+    2-core benchmark machine). A purge makes one call per time slice, about a thousand
+    per million keys, so this is several percent of a whole purge. Errors are redis-py's
+    exceptions, as through the client.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, source: str):
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, *args: str | int) -> Any:
+        connection = self.client.connection
+        if connection is None:
+            raise RuntimeError("Script needs the single connection that connect() opens")
+        try:
+            return await self._evalsha(connection, args)
+        except redis.exceptions.NoScriptError:
+            # First use on this server, or its script cache was flushed by a restart.
+            await connection.send_command("SCRIPT", "LOAD", self.source)
+            await connection.read_response()
+            return await self._evalsha(connection, args)
+
+    async def _evalsha(self, connection: Any, args: tuple[str | int, ...]) -> Any:
+        await connection.send_command("EVALSHA", self.sha, 0, *args)
+        return await connection.read_response()
 
 
 def step_failure(
