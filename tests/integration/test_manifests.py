@@ -408,6 +408,9 @@ def test_the_guides_alerts_are_all_there() -> None:
         "McpPromiseRejectionRateHigh",
         "McpWebSocketNoConnections",
         "McpWebSocketEventsNotPublished",
+        "McpApiAuthErrors",
+        "McpArgoCdAppOutOfSync",
+        "McpKyvernoAdmissionBlocked",
         "McpHighCpuUsage",
         "McpHighMemoryUsage",
     } == set(ALERTS)
