@@ -51,3 +51,9 @@ bench: bench-redis bench-ingest
 # on 2,000,000 keys; writes its section of docs/benchmarks.md. Takes about two minutes.
 bench-redis: deps
 	$(PYTHON) benchmarks/redis_expire.py --unlink --write docs/benchmarks.md
+
+# Alert ingestion: the receiver vs a naive GET-then-POST receiver on the emulated API
+# (alerts/s, POST → created p50/p99, a 10,000-alert duplicate storm, peak RSS); writes
+# its section of docs/benchmarks.md. Takes about four minutes.
+bench-ingest: deps-python
+	$(PYTHON) benchmarks/alert_ingest.py --write docs/benchmarks.md

@@ -91,7 +91,9 @@ CANCELLABLE = frozenset({"Pending", "AwaitingApproval"})
 ALERT_RESOLVED = "AlertResolved"
 MAX_CONFLICT_RETRIES = 5
 KNOWN_NAMES = 100_000  # names known to exist: about 10 MB, spares the API every re-send
-PARALLEL_PAIRS = 16  # alert × runbook pairs of one request handled at once
+# Alert × runbook pairs in progress at once, over all requests: more only queues in the
+# HTTP client's pool, whose bookkeeping grows with the queue (quadratically, in httpcore).
+PARALLEL_PAIRS = 8
 
 
 def utc_now() -> datetime.datetime:
@@ -298,6 +300,7 @@ class AlertIngestor:
         )
         self._skip_windows: dict[tuple[str, str], tuple[datetime.datetime, int]] = {}
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        self._gate = asyncio.Semaphore(PARALLEL_PAIRS)
 
     async def warm(self) -> None:
         """Fill the runbook cache from a LIST (raises ``ApiError`` when that fails)."""
@@ -324,10 +327,9 @@ class AlertIngestor:
             if not matched:
                 self._count(summary, alert.status, "unmatched")
             pairs.extend((alert, runbook) for runbook in matched)
-        gate = asyncio.Semaphore(PARALLEL_PAIRS)
 
         async def one(alert: WebhookAlert, runbook: CachedRunbook) -> None:
-            async with gate:
+            async with self._gate:
                 outcome, name = await self._pair(alert, runbook, payload.groupKey)
             self._count(summary, alert.status, outcome)
             if outcome == "created":

@@ -18,7 +18,7 @@ from fixtures.cluster import CRDS, Cluster, OperatorFactory, deployment
 from fixtures.daemons import free_port
 from mcp_remediator import matching
 from mcp_remediator import receiver as receiver_module
-from mcp_remediator.emulator import ApiServerEmulator
+from mcp_remediator.emulator import ApiServerEmulator, complete_rollouts
 from mcp_remediator.kube import ConnectionConfig, KubeApi
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
@@ -856,3 +856,43 @@ async def test_operator_without_a_receiver_token_stops_with_the_reason(
 
     with pytest.raises(ReceiverConfigError, match="MCP_RECEIVER_TOKEN_FILE"):
         await asyncio.wait_for(asyncio.to_thread(run), 30)
+
+
+async def test_alert_resolved_mid_run_survives_the_engine_finishing_the_run(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    cluster.seed(deployment("finbot-api"))
+    cluster.api.clear_reactors("apps/v1", "deployments")  # the rollout hangs until we say
+    steps = [{"name": "restart", "action": "rolloutRestart", "params": {"name": "finbot-api"}}]
+    cluster.seed(runbook("restart-api", alertname="ApiErrors", steps=steps))
+    port = free_port()
+    await operator_factory(
+        companions=[receiver_module.serve],
+        receiver_port=port,
+        receiver_host="127.0.0.1",
+        receiver_token=TOKEN,
+    )
+    firing = alert(alertname="ApiErrors")
+    name = matching.remediation_name("restart-api", firing["fingerprint"], STARTS)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+
+        async def created() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.post("/alerts", json=payload(firing))
+                return response.status_code == 200 and response.json()["created"] == 1
+            return False
+
+        await eventually(created, "the remediation")
+        await cluster.wait_phase("mcp", name, {"Running"})
+        resolved = await client.post("/alerts", json=payload({**firing, "status": "resolved"}))
+        assert resolved.json()["resolved"] == 1
+        marked = cluster.remediation("mcp", name)["status"]["alertResolvedAt"]
+
+        cluster.api.add_reactor("apps/v1", "deployments", complete_rollouts)
+        cluster.api.touch("apps/v1", "deployments", "mcp", "finbot-api")
+        done = await cluster.wait_phase("mcp", name, {"Succeeded", "Failed"})
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["alertResolvedAt"] == marked
