@@ -1,6 +1,6 @@
 # mcp-remediator: every set-up step a fresh machine needs is a target here.
 PYTHON ?= python3
-DEBIAN_PACKAGES = redis-server redis-tools prometheus prometheus-alertmanager prometheus-redis-exporter
+DEBIAN_PACKAGES = redis-server redis-tools openssl prometheus prometheus-alertmanager prometheus-redis-exporter
 PYTEST_ARGS ?=
 
 .PHONY: deps deps-system deps-python test lint crds docs demo e2e bench bench-redis bench-ingest

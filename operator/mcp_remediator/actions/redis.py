@@ -179,7 +179,8 @@ def _ms(seconds: float) -> str:
 @action(
     "redisPing",
     RedisPingParams,
-    "PING the Redis server and report the round-trip latency.",
+    "PING the Redis server and report the round-trip latency. Outputs `latencyMs` (median "
+    "of 5), `maxLatencyMs`.",
     writes=False,
 )
 async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult:
@@ -276,7 +277,11 @@ async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[i
     "redisInspect",
     RedisInspectParams,
     "Report used/max memory and ratio, `maxmemory-policy`, hits/misses and hit ratio, "
-    "keys per db, and the largest key prefixes found by sampling.",
+    "keys per db, and the largest key prefixes found by sampling. Outputs `usedMemory`, "
+    "`maxMemory`, `memoryRatio` (with a maxmemory), `maxmemoryPolicy`, `hits`, `misses`, "
+    "`hitRatio`, `evictedKeys`, `expiredKeys`, `keys`, `db<N>Keys`, `db<N>Expires`, "
+    "`sampledKeys`, `topPrefixes`, and `prefix<R>`, `prefix<R>Share`, `prefix<R>Keys`, "
+    "`prefix<R>Bytes` for the 5 largest (estimated).",
     writes=False,
 )
 async def redis_inspect(params: RedisInspectParams, ctx: ActionContext) -> ActionResult:
@@ -393,7 +398,9 @@ class Progress:
     RedisExpireKeysParams,
     "Set a TTL on (or, with `ttlSeconds: 0`, UNLINK) the keys matching `pattern`: "
     "cursor-based SCAN in short server-side slices, never KEYS/FLUSHDB/FLUSHALL; the "
-    "pattern must begin with an allowed prefix.",
+    "pattern must begin with an allowed prefix. Outputs `scanned` (keys matching the "
+    "pattern), `matched` (of those, the keys to change), `changed` (0 in a dry run), "
+    "`durationMs`, `complete` (`false` when `maxKeys` stopped it).",
     writes=True,
     validate=_validate_pattern,
 )
