@@ -71,7 +71,9 @@ async def run_action(
     ctx = ActionContext(
         clients=clients,
         settings=settings,
-        namespace=NAMESPACE,
+        # The target namespace may come from an alert's labels; Secrets are read from the
+        # remediation's own namespace only, which the Secret-reference tests check.
+        namespace="target-from-alert",
         dry_run=dry_run,
         remediation=f"{NAMESPACE}/test",
         step="redis",

@@ -112,7 +112,8 @@ class SecretKeyRef(ActionParams):
 
 class RedisRef(ActionParams):
     urlSecretRef: SecretKeyRef = Field(
-        description="Secret key holding a `redis://` or `rediss://` URL (password, db)."
+        description="Secret key (in the remediation's namespace) holding a `redis://` or "
+        "`rediss://` URL (password, db)."
     )
 
 
@@ -161,7 +162,7 @@ async def _connection(
 ) -> AsyncIterator[redis.asyncio.Redis]:
     """A connection to the step's Redis; redis-py errors become step failures."""
     secret = None if ref is None else (ref.urlSecretRef.name, ref.urlSecretRef.key)
-    target = await vendor.resolve_target(ctx.settings, ctx.clients.kube, ctx.namespace, secret)
+    target = await vendor.resolve_target(ctx.settings, ctx.clients.kube, ctx.own_namespace, secret)
     try:
         async with vendor.connect(target, ctx.settings) as client:
             yield client

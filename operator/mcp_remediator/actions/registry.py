@@ -75,6 +75,15 @@ class ActionContext:
     )
     checkpoint_fn: Checkpoint = _no_checkpoint
 
+    @property
+    def own_namespace(self) -> str:
+        """The remediation's own namespace: where the Secrets its runbook names live.
+
+        Not ``namespace`` (the target), which can come from an alert's labels: an alert
+        must never choose which namespace's Secrets the operator reads.
+        """
+        return self.remediation.split("/", 1)[0]
+
     def remaining(self) -> float:
         """Seconds left before this attempt's deadline."""
         return max(0.0, self.deadline - time.monotonic())

@@ -1,7 +1,7 @@
 """Redis connections for the Redis actions: where the URL comes from, how errors read.
 
 ``actions/redis.py`` calls ``resolve_target`` (the operator default ``MCP_REDIS_URL``, or a
-Secret reference read through the Kubernetes client in the step's namespace), then
+Secret reference read through the Kubernetes client in the remediation's own namespace), then
 ``connect`` for one connection per step attempt, and ``step_failure`` to turn redis-py's
 exceptions into step failures that name the cause.
 
