@@ -71,9 +71,7 @@ SECTIONS = {"actions": actions_table, "settings": settings_table}
 
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
-        pattern = re.compile(
-            rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", flags=re.DOTALL
-        )
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", flags=re.DOTALL)
         match = pattern.search(text)
         if match is None:
             raise ValueError(f"markers for {name!r} are missing")
