@@ -51,7 +51,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mcp_remediator.demo import run_demo
 
-    return asyncio.run(run_demo())
+    try:
+        return asyncio.run(
+            run_demo(sys.stdout, keep_running=args.keep_running, verbose=args.verbose)
+        )
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C (or SIGTERM) is how --keep-running ends; every daemon is stopped by then.
+        print("\nstopped; every daemon the demo started has been stopped", file=sys.stderr)
+        return 0 if args.keep_running else 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--context", help="kubeconfig context")
     run.set_defaults(fn=cmd_run)
 
-    demo = commands.add_parser("demo", help="run the operator on an embedded emulated cluster")
+    demo = commands.add_parser(
+        "demo", help="replay the operations guide's incidents on an embedded emulated cluster"
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the receiver and the emulated cluster up afterwards (Ctrl-C stops)",
+    )
     demo.set_defaults(fn=cmd_demo)
 
     lint = commands.add_parser("lint", help="validate McpRunbook/McpRemediation YAML offline")

@@ -1,0 +1,447 @@
+"""The operations guide's incidents, as the demo replays them.
+
+Each incident breaks something in the demo's world (``demo_world.Faults``, the real Redis,
+Argo CD's view of an application), waits until Prometheus shows what the alert's rule
+would see, then posts the alert to the operator's receiver as Alertmanager would, follows
+every remediation it starts (and those they escalate to) to the end the catalogue
+promises, and checks the world afterwards: the fault is gone, nothing else was touched.
+An incident returns a ``Verdict``, or raises ``DemoError`` saying what went wrong.
+
+Incidents in one lane run one after another; lanes run side by side. Everything that
+touches Redis or restarts ``dese-api`` shares lane 1, so no incident's fix can come from
+another's run. Run by ``demo``, which implements ``Stage``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from mcp_remediator.demo_processes import DemoError
+from mcp_remediator.demo_world import (
+    CONFIG_MAP,
+    NAMESPACE,
+    SIGNED_IMAGES,
+    SIGNED_IMAGES_GIT,
+    STALE_AUTHZ_KEY,
+    World,
+    pod_status,
+)
+from mcp_remediator.models import API_VERSION
+
+# The alerts' conditions at the demo's pace: 5 s windows instead of 5 minutes.
+HIT_RATIO = (
+    'sum(rate(redis_keyspace_hits_total{namespace="mcp"}[5s])) / '
+    '(sum(rate(redis_keyspace_hits_total{namespace="mcp"}[5s])) + '
+    'sum(rate(redis_keyspace_misses_total{namespace="mcp"}[5s])))'
+)
+MEMORY_RATIO = "max(redis_memory_used_bytes / (redis_memory_max_bytes > 0))"
+AUTH_RATIO = (
+    'sum(rate(http_requests_total{service="dese-api", code=~"401|403"}[5s])) / '
+    'sum(rate(http_requests_total{service="dese-api"}[5s]))'
+)
+
+
+def rejections(module: str) -> str:
+    settled = "mcp_dashboard_promises_settled_total"
+    return (
+        f'sum(rate({settled}{{module="{module}", status="rejected"}}[5s])) / '
+        f'sum(rate({settled}{{module="{module}"}}[5s]))'
+    )
+
+
+@dataclass(frozen=True)
+class Expect:
+    """How a remediation must end, and what it must escalate to."""
+
+    runbook: str
+    phase: str
+    escalation: Expect | None = None
+    # The demo approves the run when it waits for approval, as on-call would.
+    approve: bool = False
+    reasons: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One firing alert, labelled as the rule in manifests/prometheus/rules.yaml labels it."""
+
+    alertname: str
+    labels: dict[str, str]
+    summary: str
+    expect: Expect
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Literal["verified", "refused as documented"]
+    text: str
+
+
+class Stage(Protocol):
+    """What an incident may do; ``demo`` records and prints it."""
+
+    world: World
+
+    def say(self, kind: str, text: str) -> None: ...
+
+    async def confirm(self, promql: str, what: str) -> float: ...
+
+    async def fire(self, *alerts: Alert) -> list[dict[str, Any]]: ...
+
+    async def apply(self, body: dict[str, Any], expect: Expect) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Incident:
+    key: str
+    title: str
+    lane: int
+    run: Callable[[Stage], Awaitable[Verdict]] = field(repr=False)
+
+
+async def value_of(world: World, promql: str) -> float:
+    """The single value a query returns now."""
+    found = await world.query(promql)
+    if len(found) != 1:
+        raise DemoError(f"{promql} returned {len(found)} series")
+    return found[0][1]
+
+
+def step(run: dict[str, Any], name: str) -> dict[str, Any]:
+    for item in run["status"]["steps"]:
+        if item["name"] == name:
+            result: dict[str, Any] = item
+            return result
+    raise DemoError(f"{run['metadata']['name']} has no step {name}")
+
+
+async def kyverno_policy_block(stage: Stage) -> Verdict:
+    world = stage.world
+    before = world.kyverno_versions()
+    world.blocked_apps.add("dese-api")
+    await world.drift("dese-api")
+    stage.say(
+        "fault",
+        "Git asks for dese-api 6.9.0, whose image is not signed: Kyverno's ClusterPolicy "
+        f"{SIGNED_IMAGES} (Enforce) denies it, and Argo CD shows dese-api OutOfSync",
+    )
+    page = Expect("notify-oncall", "Succeeded")
+    drift = Expect(
+        "argocd-sync-drift", "Failed", escalation=Expect("argocd-sync-stuck", "Failed", page)
+    )
+    blocked, _ = await stage.fire(
+        Alert(
+            "McpKyvernoAdmissionBlocked",
+            {"namespace": NAMESPACE, "policy": SIGNED_IMAGES, "severity": "warning"},
+            f"Kyverno policy {SIGNED_IMAGES} blocks deploys in {NAMESPACE}",
+            Expect("kyverno-policy-block", "Succeeded"),
+        ),
+        Alert(
+            "McpArgoCdAppOutOfSync",
+            {"namespace": NAMESPACE, "application": "dese-api", "severity": "warning"},
+            "Argo CD application dese-api is OutOfSync",
+            drift,
+        ),
+    )
+    evidence = step(blocked, "evidence")["outputs"]
+    if (evidence.get("blockingPolicy"), evidence.get("gitopsPath")) != (
+        SIGNED_IMAGES,
+        SIGNED_IMAGES_GIT,
+    ):
+        raise DemoError(f"the evidence named no blocking policy and Git path: {evidence}")
+    stage.say(
+        "manual",
+        "an engineer in a hurry applies McpRemediation relax-signed-images: patchResource of "
+        f"ClusterPolicy {SIGNED_IMAGES} to validationFailureAction: Audit",
+    )
+    override = {
+        "apiVersion": API_VERSION,
+        "kind": "McpRemediation",
+        "metadata": {"name": "relax-signed-images", "namespace": NAMESPACE},
+        "spec": {
+            "steps": [
+                {
+                    "name": "relax-policy",
+                    "action": "patchResource",
+                    "params": {
+                        "apiVersion": "kyverno.io/v1",
+                        "kind": "ClusterPolicy",
+                        "name": SIGNED_IMAGES,
+                        "mergePatch": {"spec": {"validationFailureAction": "Audit"}},
+                    },
+                }
+            ]
+        },
+    }
+    refused = await stage.apply(
+        override, Expect("", "Refused", reasons=frozenset({"ManualKyvernoOverrideRefused"}))
+    )
+    if world.kyverno_versions() != before:
+        raise DemoError("a Kyverno object was written")
+    failed_syncs = [app for app, outcome in world.syncs if outcome == "Failed"]
+    return Verdict(
+        "refused as documented",
+        f"the evidence named {SIGNED_IMAGES} and {SIGNED_IMAGES_GIT}; dese-api's sync failed "
+        f"{len(failed_syncs)} times and on-call was paged; the manual override was refused "
+        f"({refused['status']['message']}); no Kyverno object was written",
+    )
+
+
+async def argocd_sync_drift(stage: Stage) -> Verdict:
+    world = stage.world
+    await world.drift("dese-frontend")
+    stage.say("fault", "dese-frontend was changed by hand: Argo CD shows it OutOfSync with Git")
+    await stage.confirm(
+        'argocd_app_info{name="dese-frontend", sync_status="OutOfSync"}',
+        "Argo CD's argocd_app_info reports dese-frontend OutOfSync",
+    )
+    await stage.fire(
+        Alert(
+            "McpArgoCdAppOutOfSync",
+            {"namespace": NAMESPACE, "application": "dese-frontend", "severity": "warning"},
+            "Argo CD application dese-frontend is OutOfSync",
+            Expect("argocd-sync-drift", "Succeeded"),
+        )
+    )
+    sync, health = world.app_status("dese-frontend")
+    if (sync, health) != ("Synced", "Healthy"):
+        raise DemoError(f"dese-frontend is {sync} and {health}")
+    return Verdict(
+        "verified", "dese-frontend is Synced and Healthy again, and argocd_app_info agrees"
+    )
+
+
+async def redis_high_memory(stage: Stage) -> Verdict:
+    world = stage.world
+    written = await world.fill_memory(0.93)
+    stage.say(
+        "fault",
+        f"a report export wrote {written:,} keys of 3.6 KiB without a TTL under "
+        f"mcp:dashboard:export: (Redis at {await world.memory_ratio():.0%} of maxmemory)",
+    )
+    assert world.exporter is not None
+    await stage.confirm(f"{MEMORY_RATIO} > 0.9", "Redis memory above 90 % of maxmemory")
+    await stage.fire(
+        Alert(
+            "RedisHighMemoryUsage",
+            {
+                "namespace": NAMESPACE,
+                "instance": world.exporter.address,
+                "job": "redis",
+                "severity": "critical",
+            },  # fmt: skip
+            "Redis memory usage above 90 % of maxmemory",
+            Expect("redis-high-memory", "Succeeded"),
+        )
+    )
+    ratio = await world.memory_ratio()
+    intact = await world.outside_intact()
+    if await world.count("mcp:dashboard:export:*"):
+        raise DemoError("export keys are still there")
+    return Verdict("verified", f"memory back to {ratio:.0%} of maxmemory; {intact}")
+
+
+async def redis_low_cache_hit_ratio(stage: Stage) -> Verdict:
+    world = stage.world
+    world.faults.cache_cold = True
+    stage.say("fault", "a dese-api release builds its cache keys wrongly: every lookup misses")
+    await stage.confirm(f"{HIT_RATIO} < 0.8", "cache hit ratio below 80 %")
+    labels = {"namespace": NAMESPACE, "severity": "warning"}
+    await stage.fire(
+        Alert(
+            "RedisLowCacheHitRatio",
+            labels,
+            "Redis cache hit ratio below 80 %",
+            Expect("redis-low-cache-hit-ratio", "Succeeded"),
+        )
+    )
+    stage.say("alias", "the same condition also arrives under the guide's other name")
+    await stage.fire(
+        Alert(
+            "RedisCacheHitRateLow",
+            labels,
+            "Redis cache hit ratio below 80 %",
+            Expect("redis-low-cache-hit-ratio", "Skipped", reasons=frozenset({"Cooldown"})),
+        )
+    )
+    ratio = await value_of(world, HIT_RATIO)
+    intact = await world.outside_intact()
+    return Verdict(
+        "verified",
+        f"hit ratio back to {ratio:.0%}; the alias alert was skipped by the cooldown; {intact}",
+    )
+
+
+async def promise_rejections(stage: Stage) -> Verdict:
+    world = stage.world
+    world.faults.failing_modules.add("mubot")
+    stage.say(
+        "fault",
+        "mubot's database times out: /mcp/mubot/health answers 503 and half of the "
+        "dashboard's mubot calls are rejected",
+    )
+    await stage.confirm(f"{rejections('mubot')} > 0.1", "mubot rejects over 10 % of requests")
+    [run] = await stage.fire(
+        Alert(
+            "McpPromiseRejectionRateHigh",
+            {"namespace": NAMESPACE, "module": "mubot", "severity": "warning"},
+            "Dashboard data source mubot rejects over 10 % of requests",
+            Expect("promise-rejections", "Succeeded"),
+        )
+    )
+    found = step(run, "find")["outputs"].get("labels.module")
+    if found != "mubot" or "mubot" not in [name for name, _ in world.restarts]:
+        raise DemoError(f"the failing module found was {found}; restarted: {world.restarts}")
+    ratio = await value_of(world, rejections("mubot"))
+    intact = await world.outside_intact()
+    return Verdict(
+        "verified",
+        f"Prometheus named mubot, mubot was restarted, its rejections are down to {ratio:.0%}; "
+        f"{intact}",
+    )
+
+
+async def prometheus_timeout(stage: Stage) -> Verdict:
+    world = stage.world
+    world.faults.prometheus_timeout = True
+    stage.say(
+        "fault",
+        "Prometheus answers the dashboard's queries slower than MCP_PROMETHEUS_TIMEOUT_MS=3000: "
+        '"Failed to fetch MCP dashboard data", seen as observability rejections',
+    )
+    await stage.confirm(
+        f"{rejections('observability')} > 0.1", "observability rejects over 10 % of requests"
+    )
+    await stage.fire(
+        Alert(
+            "McpPromiseRejectionRateHigh",
+            {"namespace": NAMESPACE, "module": "observability", "severity": "warning"},
+            "Dashboard data source observability rejects over 10 % of requests",
+            Expect("prometheus-timeout", "Succeeded", approve=True),
+        )
+    )
+    config = world.api.get("v1", "configmaps", NAMESPACE, CONFIG_MAP) or {}
+    timeout = (config.get("data") or {}).get("MCP_PROMETHEUS_TIMEOUT_MS")
+    if timeout != "8000":
+        raise DemoError(f"MCP_PROMETHEUS_TIMEOUT_MS is {timeout}")
+    ratio = await value_of(world, rejections("observability"))
+    return Verdict(
+        "verified",
+        f"after approval MCP_PROMETHEUS_TIMEOUT_MS went from 3000 to {timeout} in ConfigMap "
+        f"{NAMESPACE}/{CONFIG_MAP} and dese-api was restarted; observability rejections are "
+        f"down to {ratio:.0%}",
+    )
+
+
+async def api_auth_errors(stage: Stage) -> Verdict:
+    world = stage.world
+    await world.set_stale_authz()
+    stage.say(
+        "fault",
+        f"a stale role snapshot in the dashboard cache ({STALE_AUTHZ_KEY}) makes dese-api "
+        "answer 401/403",
+    )
+    await stage.confirm(f"{AUTH_RATIO} > 0.05", "dese-api answers 401/403 to over 5 %")
+    await stage.fire(
+        Alert(
+            "McpApiAuthErrors",
+            {"namespace": NAMESPACE, "service": "dese-api", "severity": "warning"},
+            "MCP API dese-api answers 401/403 to over 5 % of requests",
+            Expect("api-auth-errors", "Succeeded"),
+        )
+    )
+    ratio = await value_of(world, AUTH_RATIO)
+    intact = await world.outside_intact()
+    return Verdict("verified", f"401/403 down to {ratio:.1%} of requests; {intact}")
+
+
+async def websocket_no_connections(stage: Stage) -> Verdict:
+    world = stage.world
+    world.faults.websocket_down = True
+    stage.say("fault", "websocket-server's event loop is wedged: no client can connect")
+    connections = 'sum(mcp_websocket_active_connections{pod=~"websocket-server-.+"})'
+    await stage.confirm(f"{connections} == 0", "no active WebSocket connection")
+    await stage.fire(
+        Alert(
+            "McpWebSocketNoConnections",
+            {"namespace": NAMESPACE, "deployment": "websocket-server", "severity": "critical"},
+            "No active WebSocket connections for 15 minutes",
+            Expect("websocket-no-connections", "Succeeded"),
+        )
+    )
+    count = await value_of(world, connections)
+    return Verdict("verified", f"websocket-server restarted; {count:.0f} clients connected again")
+
+
+async def websocket_events_not_published(stage: Stage) -> Verdict:
+    world = stage.world
+    world.faults.stalled_modules.add("finbot")
+    stage.say("fault", "finbot's ingestion worker died: finbot publishes no WebSocket events")
+    published = 'sum(rate(mcp_websocket_events_published_total{module="finbot"}[5s]))'
+    await stage.confirm(f"{published} == 0", "finbot's event counter stopped growing")
+    await stage.fire(
+        Alert(
+            "McpWebSocketEventsNotPublished",
+            {"namespace": NAMESPACE, "module": "finbot", "severity": "warning"},
+            "Module finbot publishes no WebSocket events",
+            Expect("websocket-events-not-published", "Succeeded"),
+        )
+    )
+    events = [body for module, body in world.test_events if module == "finbot"]
+    if not events:
+        raise DemoError("no test event reached finbot")
+    rate = await value_of(world, published)
+    return Verdict(
+        "verified",
+        f"finbot restarted, its test event was accepted, events flow again at {rate:.1f}/s",
+    )
+
+
+async def redis_down(stage: Stage) -> Verdict:
+    world = stage.world
+    pid = world.crash_redis()
+    world.set_pods("redis", pod_status(False, "CrashLoopBackOff", restarts=4))
+    stage.say("fault", f"redis-server (pid {pid}) crashed (SIGKILL); its pod: CrashLoopBackOff")
+    assert world.exporter is not None
+    await stage.confirm("max(redis_up) == 0", "the exporter reports redis_up 0")
+    await stage.fire(
+        Alert(
+            "RedisDown",
+            {
+                "namespace": NAMESPACE,
+                "instance": world.exporter.address,
+                "job": "redis",
+                "severity": "critical",
+            },  # fmt: skip
+            "Redis is down",
+            Expect("redis-down", "Succeeded"),
+        )
+    )
+    if len(world.redis_pids) < 2:
+        raise DemoError("redis-server was not started again")
+    return Verdict(
+        "verified",
+        f"the Deployment restart started redis-server again (pid {pid} -> "
+        f"{world.redis_pids[-1]}); it answers PING and redis_up is 1",
+    )
+
+
+INCIDENTS = [
+    Incident("kyverno-policy-block", "Kyverno policy block", 1, kyverno_policy_block),
+    Incident("redis-high-memory", "RedisHighMemoryUsage", 1, redis_high_memory),
+    Incident("redis-low-cache-hit-ratio", "RedisLowCacheHitRatio", 1, redis_low_cache_hit_ratio),
+    Incident("promise-rejections", "Promise rejection analysis", 1, promise_rejections),
+    Incident("prometheus-timeout", "Prometheus timeout", 1, prometheus_timeout),
+    Incident("api-auth-errors", "API 401/403", 1, api_auth_errors),
+    Incident("redis-down", "RedisDown", 1, redis_down),
+    Incident("argocd-sync-drift", "Argo CD sync drift", 2, argocd_sync_drift),
+    Incident("websocket-no-connections", "WebSocket connections", 2, websocket_no_connections),
+    Incident(
+        "websocket-events-not-published",
+        "WebSocket event publishing",
+        2,
+        websocket_events_not_published,
+    ),
+]

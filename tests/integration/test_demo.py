@@ -1,0 +1,132 @@
+"""``mcp-remediator demo`` as a user runs it: a subprocess with real redis-server,
+redis_exporter and Prometheus, the emulated cluster and the operator.
+
+The whole run must end with every incident of the guide at its verified end (the Kyverno
+case at its documented refusal, pointing to Git) and exit 0; every daemon it started must
+be gone afterwards, also when it is interrupted. Also: the demo loads the catalogue the
+package ships, at the demo's pace and otherwise unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mcp_remediator import demo
+from mcp_remediator.demo_incidents import INCIDENTS
+
+ROOT = Path(__file__).parents[2]
+PID = re.compile(r"\b(redis-server|prometheus|redis_exporter) pid (\d+)")
+
+
+def demo_process(*args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mcp_remediator", "demo", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        # A background test runner may ignore SIGINT; the demo must see it as a user's Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def flat(text: str) -> str:
+    """The output with the timeline's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie would still answer; the demo reaps what it starts, so /proc tells the truth.
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def started_pids(output: str) -> list[int]:
+    pids = [int(pid) for _, pid in PID.findall(output)]
+    assert len(pids) >= 3, output
+    return pids
+
+
+def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
+    process = demo_process()
+    output, _ = process.communicate(timeout=110)
+
+    assert process.returncode == 0, output
+    text = flat(output)
+    for incident in INCIDENTS:
+        kind = "REFUSED AS DOCUMENTED" if incident.key == "kyverno-policy-block" else "VERIFIED"
+        assert f"=> {kind} {incident.key}:" in text, f"{incident.key} not verified:\n{output}"
+    assert "NOT VERIFIED" not in text
+    assert f"{len(INCIDENTS)} of {len(INCIDENTS)} incidents reached their verified end" in text
+    # The refusal points to Git, and the evidence to the policy's file there.
+    assert (
+        "relax-signed-images: Refused (ManualKyvernoOverrideRefused) step relax-policy: refused: "
+        "writing kyverno.io/ClusterPolicy/require-signed-images in namespace mcp would override "
+        "Kyverno by hand; Kyverno policy changes go through the platform-gitops repository"
+    ) in text
+    assert "platform-gitops/policies/kyverno/require-signed-images.yaml" in text
+    # The escalation chain of the blocked sync, and the approval of the config change.
+    assert "runbook notify-oncall, escalated from argocd-sync-stuck-" in text
+    assert "AwaitingApproval (ApprovalRequired)" in text
+    # Every daemon it started is gone, the restarted redis-server too.
+    restarted = re.search(r"redis-server again \(pid \d+ -> (\d+)\)", text)
+    assert restarted is not None
+    pids = [*started_pids(output), int(restarted.group(1))]
+    assert [pid for pid in pids if alive(pid)] == []
+    assert "Traceback" not in output
+
+
+def test_an_interrupted_demo_stops_every_daemon_it_started() -> None:
+    process = demo_process()
+    assert process.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 60
+    # Interrupt once the daemons run and the operator is up: mid-incident.
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen.append(line)
+        if " operator " in line or not line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=30)
+    output = "".join(seen) + rest
+
+    assert process.returncode == 130, output
+    assert "every daemon the demo started has been stopped" in output
+    assert [pid for pid in started_pids(output) if alive(pid)] == []
+    assert "Traceback" not in output
+
+
+def test_the_demo_runs_the_shipped_catalogue_at_its_own_pace_only() -> None:
+    runbooks = {r["metadata"]["name"]: r for r in demo.load_catalogue()}
+    catalogue = sorted(p.stem for p in (ROOT / "manifests" / "runbooks").glob("*.yaml"))
+    assert sorted(runbooks) == [name for name in catalogue if name != "kustomization"]
+
+    original = runbooks["promise-rejections"]
+    fast = demo.at_demo_pace(original)
+    steps = {s["name"]: s for s in fast["spec"]["steps"]}
+    assert "[5m]" in original["spec"]["steps"][1]["params"]["query"]
+    assert "[5m]" not in steps["find"]["params"]["query"]
+    assert "[5s]" in steps["find"]["params"]["query"]
+    assert steps["verify"]["params"]["forSeconds"] == demo.DEMO_HOLD_SECONDS
+    assert steps["verify"]["timeoutSeconds"] <= demo.DEMO_STEP_SECONDS
+    # Everything else is the catalogue's: triggers, guardrails, actions, templates.
+    for key in ("triggers", "guardrails", "onFailure", "target"):
+        assert fast["spec"][key] == original["spec"][key]
+    assert [(s["name"], s["action"]) for s in fast["spec"]["steps"]] == [
+        (s["name"], s["action"]) for s in original["spec"]["steps"]
+    ]
