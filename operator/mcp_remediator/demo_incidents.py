@@ -181,6 +181,9 @@ async def kyverno_policy_block(stage: Stage) -> Verdict:
     if world.kyverno_versions() != before:
         raise DemoError("a Kyverno object was written")
     failed_syncs = [app for app, outcome in world.syncs if outcome == "Failed"]
+    pages = [n for n in world.notifications if n.startswith("[McpArgoCdAppOutOfSync]")]
+    if not any("#ops-mcp" in page and "failed" in page for page in pages):
+        raise DemoError(f"on-call was not paged about dese-api's sync: {pages}")
     return Verdict(
         "refused as documented",
         f"the evidence named {SIGNED_IMAGES} and {SIGNED_IMAGES_GIT}; dese-api's sync failed "

@@ -4,7 +4,7 @@ in-process stand-ins for the services around them.
 ``World`` starts and holds:
 
 * the emulated Kubernetes API (``emulator.ApiServerEmulator``) with the MCP layer's
-  Deployments and their pods (labelled ``app=<name>``, and with Argo CD's tracking label),
+  Deployments (carrying Argo CD's tracking label) and their pods (labelled ``app=<name>``),
   the Argo CD Applications, Kyverno's ClusterPolicies with a PolicyReport that fails
   ``dese-api``'s image, and the API's ConfigMap; reactors stand in for the controllers:
   rollouts complete at once, Argo CD's controller runs sync operations (failing those
