@@ -106,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Kopf logs every handler call per object at INFO ("Handler … succeeded"): with a
+        # watch-fed event handler that is a line per remediation event. Our own loggers
+        # say what happened; Kopf's warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     result: int = args.fn(args)
     return result
 
