@@ -32,14 +32,12 @@ import shutil
 import signal
 import tempfile
 import textwrap
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-import kopf
 import yaml
 
 from mcp_remediator import matching
@@ -56,8 +54,7 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
-from mcp_remediator.runtime import run_operator
-from mcp_remediator.settings import Settings
+from mcp_remediator.runtime import OperatorThread
 
 WINDOW = re.compile(r"\[\d+[smhd]\]")
 DEMO_WINDOW = "[5s]"
@@ -179,47 +176,6 @@ class Printer:
     def emit(self, *lines: str) -> None:
         for text in lines:
             print(text, file=self.out, flush=True)
-
-
-class OperatorThread:
-    """The real operator (Kopf, engine, receiver) in a thread with its own event loop.
-
-    Kopf in the main thread would take over Ctrl-C and, when it stops, cancel every task
-    the demo started after it; in its own loop it keeps to itself, as in a cluster.
-    """
-
-    def __init__(self, settings: Settings, connection: ConnectionConfig):
-        self.settings = settings
-        self.connection = connection
-        self.stop_flag = threading.Event()
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, name="operator", daemon=True)
-
-    def _main(self) -> None:
-        kopf_settings = kopf.OperatorSettings()
-        # The demo stops the operator at the end: let Kopf's idle workers go at once.
-        kopf_settings.queueing.idle_timeout = 0.5
-        kopf_settings.queueing.exit_timeout = 0.5
-        try:
-            asyncio.run(
-                run_operator(
-                    self.settings,
-                    self.connection,
-                    stop_flag=self.stop_flag,
-                    ready_flag=self.ready,
-                    kopf_settings=kopf_settings,
-                )
-            )
-        except BaseException as exc:  # reported by the demo, which then stops
-            self.error = exc
-
-    def start(self) -> None:
-        self.thread.start()
-
-    async def stop(self) -> None:
-        self.stop_flag.set()
-        await asyncio.to_thread(self.thread.join, 30)
 
 
 class Director:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.cluster import Cluster, OperatorFactory, OperatorThread, deployment, remediation
+from fixtures.cluster import Cluster, OperatorFactory, OperatorUnderTest, deployment, remediation
 from mcp_remediator.emulator import complete_rollouts
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.refusals import KYVERNO, PROTECTED_NAMESPACE
@@ -35,7 +35,7 @@ def events_for(cluster: Cluster, name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet"])
 async def test_manual_remediation_restarts_each_workload_kind(
-    cluster: Cluster, operator: OperatorThread, kind: str
+    cluster: Cluster, operator: OperatorUnderTest, kind: str
 ) -> None:
     cluster.seed(deployment("finbot-api", kind=kind))
     cluster.seed(remediation("restart-finbot", [restart_step(kind=kind, name="finbot-api")]))
@@ -54,14 +54,16 @@ async def test_manual_remediation_restarts_each_workload_kind(
     assert patches[0].headers["Content-Type"] == "application/strategic-merge-patch+json"
     # The final Event is posted right after the final status: wait for it.
     await cluster.wait_for(
-        lambda: {"Started", "StepSucceeded", "Succeeded"}
-        <= {e["reason"] for e in events_for(cluster, "restart-finbot")},
+        lambda: (
+            {"Started", "StepSucceeded", "Succeeded"}
+            <= {e["reason"] for e in events_for(cluster, "restart-finbot")}
+        ),
         what="the remediation's Events",
     )
 
 
 async def test_selector_restarts_every_matching_deployment_only(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("finbot-a", labels={"module": "finbot"}))
     cluster.seed(deployment("finbot-b", labels={"module": "finbot"}))
@@ -78,7 +80,7 @@ async def test_selector_restarts_every_matching_deployment_only(
 
 
 async def test_paused_deployment_is_refused_and_not_written(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("frozen", paused=True))
     cluster.seed(remediation("restart-frozen", [restart_step(name="frozen")]))
@@ -95,7 +97,7 @@ async def test_paused_deployment_is_refused_and_not_written(
     ("namespace", "reason"), [("kyverno", KYVERNO), ("kube-system", PROTECTED_NAMESPACE)]
 )
 async def test_kyverno_and_protected_targets_are_refused_before_any_write(
-    cluster: Cluster, operator: OperatorThread, namespace: str, reason: str
+    cluster: Cluster, operator: OperatorUnderTest, namespace: str, reason: str
 ) -> None:
     cluster.seed(deployment("kyverno-admission-controller", namespace=namespace))
     steps = [restart_step(name="kyverno-admission-controller", namespace=namespace)]
@@ -111,7 +113,7 @@ async def test_kyverno_and_protected_targets_are_refused_before_any_write(
 
 
 async def test_runbook_step_targeting_kyverno_policies_is_refused(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(
         {
@@ -160,7 +162,7 @@ async def test_dry_run_records_what_would_happen_and_writes_nothing(
 
 
 async def test_missing_target_fails_with_a_clear_message(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(remediation("ghost", [restart_step(name="nope"), restart_step("after", name="x")]))
 
@@ -176,7 +178,7 @@ async def test_missing_target_fails_with_a_clear_message(
 
 
 async def test_missing_template_label_fails_the_step_with_a_clear_message(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("finbot-api"))
     cluster.seed(
@@ -199,7 +201,7 @@ async def test_missing_template_label_fails_the_step_with_a_clear_message(
 
 
 async def test_templates_fill_targets_from_labels_and_earlier_outputs(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("finbot-api"))
     cluster.seed(deployment("finbot-worker"))
@@ -216,7 +218,7 @@ async def test_templates_fill_targets_from_labels_and_earlier_outputs(
 
 
 async def test_invalid_runbook_is_marked_not_valid_with_the_reason(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(
         {
@@ -249,7 +251,7 @@ async def test_invalid_runbook_is_marked_not_valid_with_the_reason(
 
 
 async def test_approval_gate_waits_then_runs_once_approved(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("finbot-api"))
     cluster.seed(
@@ -285,7 +287,7 @@ async def test_approval_gate_waits_then_runs_once_approved(
 
 
 async def test_finished_remediation_is_deleted_after_its_ttl(
-    cluster: Cluster, operator: OperatorThread
+    cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(deployment("finbot-api"))
     cluster.seed(
