@@ -38,7 +38,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -76,17 +76,7 @@ Outcome = Literal[
     "resolvedWithoutRecord",
     "failed",
 ]
-OUTCOMES: tuple[Outcome, ...] = (
-    "created",
-    "duplicates",
-    "skipped",
-    "skippedUnrecorded",
-    "unmatched",
-    "cancelled",
-    "resolved",
-    "resolvedWithoutRecord",
-    "failed",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 CANCELLABLE = frozenset({"Pending", "AwaitingApproval"})
 ALERT_RESOLVED = "AlertResolved"
 MAX_CONFLICT_RETRIES = 5
