@@ -68,7 +68,7 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         server=connection.server,
         ca_path=connection.ca_path,
         insecure=connection.insecure,
-        token=connection.token,
+        token=connection.bearer_token(),
         certificate_path=connection.cert_path,
         private_key_path=connection.key_path,
         default_namespace=connection.default_namespace,

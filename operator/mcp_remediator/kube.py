@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -83,20 +85,43 @@ class ApiError(Exception):
         return TransientFailure(text) if self.transient else StepFailed(text)
 
 
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def strip_bearer(value: str) -> str:
+    """The token of an ``Authorization`` value; the in-cluster loader writes ``bearer …``."""
+    scheme, _, rest = value.strip().partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" and rest else value.strip()
+
+
 @dataclass(frozen=True)
 class ConnectionConfig:
-    """How to reach the API server; ``token`` is never logged."""
+    """How to reach the API server; the token is never logged.
+
+    ``token_file`` (in a pod: the service account's projected token, which the kubelet
+    rotates) is read again whenever a token is needed, so a long-running operator never
+    goes on with an expired one.
+    """
 
     server: str
     ca_path: str | None = None
     insecure: bool = False
     token: str | None = None
+    token_file: str | None = None
     cert_path: str | None = None
     key_path: str | None = None
     default_namespace: str = "default"
 
     def __repr__(self) -> str:
-        return f"ConnectionConfig(server={self.server!r}, token={'***' if self.token else None})"
+        secret = "***" if self.token or self.token_file else None
+        return f"ConnectionConfig(server={self.server!r}, token={secret})"
+
+    def bearer_token(self) -> str | None:
+        """The current token: from ``token_file`` when set (rotated tokens), else ``token``."""
+        if self.token_file:
+            with open(self.token_file) as f:
+                return f.read().strip() or None
+        return self.token
 
     @classmethod
     def load(cls, kubeconfig: str | None = None, context: str | None = None) -> ConnectionConfig:
@@ -105,11 +130,13 @@ class ConnectionConfig:
 
         cfg = client.Configuration()
         namespace = "default"
+        token_file = None
         try:
             if kubeconfig is not None:
                 raise config.ConfigException("explicit kubeconfig")
             config.load_incluster_config(client_configuration=cfg)
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            token_file = f"{SERVICE_ACCOUNT}/token"
+            with open(f"{SERVICE_ACCOUNT}/namespace") as f:
                 namespace = f.read().strip()
         except (config.ConfigException, OSError):
             config.load_kube_config(
@@ -118,15 +145,13 @@ class ConnectionConfig:
             _, active = config.list_kube_config_contexts(config_file=kubeconfig)
             if context is None and active:
                 namespace = active.get("context", {}).get("namespace", "default")
-        token = None
         auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-        if auth:
-            token = auth.removeprefix("Bearer ").strip()
         return cls(
             server=cfg.host.rstrip("/"),
             ca_path=cfg.ssl_ca_cert,
             insecure=not cfg.verify_ssl,
-            token=token,
+            token=strip_bearer(auth) if auth and token_file is None else None,
+            token_file=token_file,
             cert_path=cfg.cert_file,
             key_path=cfg.key_file,
             default_namespace=namespace,
@@ -153,6 +178,27 @@ def resource_path(
     return path
 
 
+class _BearerAuth(httpx.Auth):
+    """Sets the bearer token per request, re-reading a rotated token file at most every
+    minute (as the official client does)."""
+
+    REREAD_SECONDS = 60.0
+
+    def __init__(self, connection: ConnectionConfig):
+        self.connection = connection
+        self._token: str | None = None
+        self._read_at = float("-inf")
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        now = time.monotonic()
+        if now - self._read_at >= self.REREAD_SECONDS or not self.connection.token_file:
+            self._token = self.connection.bearer_token()
+            self._read_at = now
+        if self._token:
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
 class KubeApi:
     """Async CRUD on any resource by ``api_version`` + plural."""
 
@@ -177,13 +223,12 @@ class KubeApi:
                 else connection.cert_path
             )
         headers = {"Accept": "application/json", "User-Agent": "mcp-remediator"}
-        if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
         self._client = httpx.AsyncClient(
             base_url=connection.server,
             verify=verify,
             cert=cert,
             headers=headers,
+            auth=_BearerAuth(connection),
             timeout=timeout,
             transport=transport,
         )
