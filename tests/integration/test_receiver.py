@@ -150,7 +150,10 @@ async def post(
     all_headers = dict(headers or {})
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{receiver.port}") as client:
+    # Generous: a storm POST on a loaded 2-core machine can take seconds; no test asserts time.
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{receiver.port}", timeout=60
+    ) as client:
         if isinstance(body, bytes):
             return await client.post("/alerts", content=body, headers=all_headers)
         return await client.post("/alerts", json=body, headers=all_headers)
@@ -166,7 +169,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
 
 
 async def get(receiver: Receiver, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{receiver.port}") as client:
+    # Generous: a storm POST on a loaded 2-core machine can take seconds; no test asserts time.
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{receiver.port}", timeout=60
+    ) as client:
         return await client.get(path)
 
 
@@ -648,7 +654,10 @@ async def test_oversize_body_answers_413(
         for _ in range(10):
             yield b" " * 1024
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{receiver.port}") as client:
+    # Generous: a storm POST on a loaded 2-core machine can take seconds; no test asserts time.
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{receiver.port}", timeout=60
+    ) as client:
         streamed = await client.post(
             "/alerts", content=chunks(), headers={"Authorization": f"Bearer {TOKEN}"}
         )
