@@ -170,7 +170,9 @@ class Printer:
             WIDTH,
             initial_indent=head,
             subsequent_indent=" " * (len(head) + 2),
+            # Never split a name or a URL: a reader (or a test) can join the lines again.
             break_on_hyphens=False,
+            break_long_words=False,
         )
 
     def emit(self, *lines: str) -> None:

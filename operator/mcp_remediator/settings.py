@@ -112,9 +112,6 @@ class Settings(BaseModel):
     poll_interval_seconds: float = Field(
         2.0, description="How often waits (rollouts, Argo CD, PromQL) poll."
     )
-    gc_interval_seconds: float = Field(
-        60.0, description="How often finished remediations are checked for expiry."
-    )
 
     @field_validator(
         "redis_allowed_prefixes",
