@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from report import write_section
 
 from mcp_remediator.kube import ConnectionConfig, KubeApi
 from mcp_remediator.models import API_VERSION, LABEL_FINGERPRINT, REMEDIATIONS
@@ -530,17 +531,6 @@ def report(ours: list[Result], naive: list[Result], args: argparse.Namespace, ab
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -566,7 +556,7 @@ def main() -> int:
     section = report(ours, naive, args, about)
     print("\n" + section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
         print(f"wrote {args.write}")
     exact = all(r.phases["storm"].remediations == STORM_OCCURRENCES for r in ours)
     complete = all(accounted(r.phases["storm"]) == STORM_OCCURRENCES * STORM_COPIES for r in ours)

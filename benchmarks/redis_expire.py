@@ -28,7 +28,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +40,11 @@ from typing import Any
 
 import httpx
 import redis
+from report import write_section
 
 from mcp_remediator.actions import REGISTRY, ActionContext
 from mcp_remediator.clients import Clients
+from mcp_remediator.demo_processes import free_port
 from mcp_remediator.kube import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
 
@@ -57,13 +58,6 @@ BASELINE_SECONDS = 2.0
 TARGET_FLOOR_RATIO = 1.3
 TARGET_SPEEDUP = 3.0
 TARGET_P99_MS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def binary(name: str) -> str:
@@ -440,17 +434,6 @@ def report(results: dict[str, list[Round]], rounds: int, about: str, command: st
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path``, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -475,7 +458,7 @@ def main() -> None:
     section = report(results, args.rounds, about, command)
     print("\n" + section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
         print(f"wrote {args.write}")
 
 
