@@ -55,12 +55,16 @@ async def test_run_executes_an_applied_remediation_through_a_kubeconfig(
         template = cluster.get("apps/v1", "deployments", "mcp", "finbot-api")["spec"]["template"]
         restarted = template["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
         assert restarted == done["status"]["steps"][0]["outputs"]["restartedAt"]
-        events = [
-            e
-            for e in cluster.api.list_objects("v1", "events", "mcp")
-            if e["involvedObject"]["name"] == "from-kubectl"
-        ]
-        assert "Succeeded" in {e["reason"] for e in events}
+
+        def reasons() -> set[str]:
+            return {
+                e["reason"]
+                for e in cluster.api.list_objects("v1", "events", "mcp")
+                if e["involvedObject"]["name"] == "from-kubectl"
+            }
+
+        # The final Event is posted right after the final status: wait for it.
+        await cluster.wait_for(lambda: "Succeeded" in reasons(), what="the Succeeded Event")
     finally:
         process.send_signal(signal.SIGTERM)
         try:
