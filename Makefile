@@ -29,7 +29,7 @@ lint: deps-python
 	mypy
 
 crds:
-	$(PYTHON) -m mcp_remediator.crdgen crds
+	$(PYTHON) -m mcp_remediator.tools.crdgen crds
 
 # One command: install everything, lint, run every test (exit 5 = no test ran = failure).
 test: deps lint

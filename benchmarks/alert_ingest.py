@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from report import write_section
 
-from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.models import API_VERSION, LABEL_FINGERPRINT, REMEDIATIONS
 from mcp_remediator.settings import Settings
 
@@ -114,7 +114,7 @@ def serve_api(conn: multiprocessing.connection.Connection) -> None:
     """Child: the emulated API with our CRDs and the runbooks; sends its URL."""
     import kmock
 
-    from mcp_remediator.emulator import ApiServerEmulator
+    from mcp_remediator.testing.emulator import ApiServerEmulator
 
     async def main() -> None:
         api = ApiServerEmulator()
@@ -146,7 +146,7 @@ def serve_receiver(conn: multiprocessing.connection.Connection, api_url: str, na
         if naive:
             port, stop = await start_naive(kube)
         else:
-            from mcp_remediator.receiver import Receiver
+            from mcp_remediator.alerts.receiver import Receiver
 
             receiver = Receiver(settings, kube)
             await receiver.start(port=0)

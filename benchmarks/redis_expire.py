@@ -44,9 +44,9 @@ from report import write_section
 
 from mcp_remediator.actions import REGISTRY, ActionContext
 from mcp_remediator.clients import Clients
-from mcp_remediator.demo_processes import free_port
-from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
+from mcp_remediator.testing.daemons import free_port
 
 MATCHING = 1_000_000
 PATTERN = "mcp:dashboard:*"

@@ -26,7 +26,7 @@ def _settings() -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mcp_remediator.kube import ConnectionConfig
+    from mcp_remediator.kube.client import ConnectionConfig
     from mcp_remediator.runtime import run_operator
 
     settings = _settings()
@@ -37,19 +37,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from mcp_remediator.lint import lint_paths
+    from mcp_remediator.tools.lint import lint_paths
 
     return lint_paths(args.paths, _settings(), out=sys.stdout)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from mcp_remediator.simulate import simulate
+    from mcp_remediator.tools.simulate import simulate
 
     return simulate(args.alerts, args.runbooks, _settings(), sys.stdout, args.namespace)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mcp_remediator.demo import run_demo
+    from mcp_remediator.demo.director import run_demo
 
     try:
         return asyncio.run(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
 
 

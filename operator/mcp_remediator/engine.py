@@ -23,12 +23,11 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator import templates
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.events import now, post_event
-from mcp_remediator.kube import ApiError
+from mcp_remediator.kube.client import ApiError
+from mcp_remediator.kube.events import now, post_event
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
     ANNOTATION_SKIP_REASON,
@@ -47,8 +46,9 @@ from mcp_remediator.models import (
     RunbookSpec,
     StepStatus,
 )
+from mcp_remediator.runbook import templates
+from mcp_remediator.runbook.validation import check_steps, pydantic_message
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_steps, pydantic_message
 
 log = logging.getLogger(__name__)
 

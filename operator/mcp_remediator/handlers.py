@@ -16,8 +16,8 @@ import kopf
 
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
-from mcp_remediator.events import now, parse_time
-from mcp_remediator.kube import ApiError, ConnectionConfig
+from mcp_remediator.kube.client import ApiError, ConnectionConfig
+from mcp_remediator.kube.events import now, parse_time
 from mcp_remediator.models import (
     API_VERSION,
     FINISHED_PHASES,
@@ -26,8 +26,8 @@ from mcp_remediator.models import (
     RUNBOOKS,
     VERSION,
 )
+from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_runbook
 
 log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()

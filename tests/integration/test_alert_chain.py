@@ -15,7 +15,8 @@ import redis.asyncio
 
 from fixtures.alert_chain import MAXMEMORY_BYTES, AlertChain
 from fixtures.cluster import Cluster, OperatorFactory
-from mcp_remediator import matching, receiver
+from mcp_remediator import records
+from mcp_remediator.alerts import receiver
 from mcp_remediator.models import (
     API_VERSION,
     LABEL_ALERTNAME,
@@ -168,7 +169,7 @@ async def test_redis_alerts_from_prometheus_are_remediated_and_resolve(
             assert alert["generatorURL"].startswith(alert_chain.prometheus.url)
             assert alert["groupKey"] == f'{{}}:{{alertname="{alertname}"}}'
             runbook_name = rem["spec"]["runbookRef"]["name"]
-            expected = matching.remediation_name(
+            expected = records.remediation_name(
                 runbook_name, alert["fingerprint"], alert["startsAt"]
             )
             assert rem["metadata"]["name"] == expected

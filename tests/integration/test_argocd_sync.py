@@ -13,7 +13,7 @@ from fixtures.cluster import Cluster
 from fixtures.gitops import SHA, ArgoCdController, ArgoCdServer, application
 from fixtures.http_mock import HttpMock
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.refusals import KYVERNO
+from mcp_remediator.kube.refusals import KYVERNO
 
 APPS = ("argoproj.io/v1alpha1", "applications")
 

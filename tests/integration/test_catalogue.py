@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_remediator import templates
 from mcp_remediator.actions import REGISTRY
-from mcp_remediator.lint import lint_paths
 from mcp_remediator.models import RunbookSpec
+from mcp_remediator.runbook import templates
 from mcp_remediator.settings import Settings
-from mcp_remediator.simulate import simulate
+from mcp_remediator.tools.lint import lint_paths
+from mcp_remediator.tools.simulate import simulate
 
 ROOT = Path(__file__).parents[2]
 CATALOGUE = ROOT / "manifests" / "runbooks"
-PACKAGED = ROOT / "operator" / "mcp_remediator" / "data" / "runbooks"
+PACKAGED = ROOT / "operator" / "mcp_remediator" / "demo" / "runbooks"
 PROMETHEUS = ROOT / "manifests" / "prometheus"
 
 # seed/RUNBOOKS.md: each procedure, the runbook that carries it, and whether a metric can
@@ -322,7 +322,7 @@ def test_the_package_ships_the_catalogue_unchanged() -> None:
     shipped = {p.name: p.read_text() for p in PACKAGED.glob("*.yaml")}
     source = {p.name: p.read_text() for p in CATALOGUE.glob("*.yaml")}
     assert shipped == source, (
-        "operator/mcp_remediator/data/runbooks must be a copy of manifests/runbooks (the "
+        "operator/mcp_remediator/demo/runbooks must be a copy of manifests/runbooks (the "
         "demo of an installed package loads it): "
-        "cp manifests/runbooks/*.yaml operator/mcp_remediator/data/runbooks/"
+        "cp manifests/runbooks/*.yaml operator/mcp_remediator/demo/runbooks/"
     )

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from mcp_remediator import demo
-from mcp_remediator.demo_incidents import INCIDENTS
+from mcp_remediator.demo import director as demo
+from mcp_remediator.demo.incidents import INCIDENTS
 
 ROOT = Path(__file__).parents[2]
 PID = re.compile(r"\b(redis-server|prometheus|redis_exporter) pid (\d+)")

@@ -23,7 +23,7 @@ import kopf
 import pytest
 import yaml
 
-from mcp_remediator.emulator import (
+from mcp_remediator.testing.emulator import (
     JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,

@@ -10,10 +10,10 @@ import pytest
 from fixtures.actions import ActionsEnvFactory
 from fixtures.http_mock import HttpMock
 from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.kube.refusals import HOST_NOT_ALLOWED
 from mcp_remediator.models import Step
-from mcp_remediator.refusals import HOST_NOT_ALLOWED
+from mcp_remediator.runbook.validation import check_steps
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_steps
 
 
 async def test_module_health_uses_the_modules_base_url(

@@ -10,8 +10,8 @@ import pytest
 from fixtures.actions import ActionsEnvFactory
 from fixtures.cluster import Cluster
 from fixtures.gitops import cluster_policy, kyverno_writes, policy_report, report_result
-from mcp_remediator.emulator import ApiServerEmulator
 from mcp_remediator.errors import StepFailed
+from mcp_remediator.testing.emulator import ApiServerEmulator
 
 DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dese-api", "namespace": "mcp"}
 

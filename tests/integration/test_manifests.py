@@ -32,10 +32,10 @@ import pytest
 import yaml
 
 from fixtures.daemons import free_port, http_ok, require_binary, start_daemon
-from mcp_remediator import refusals
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.workloads import RolloutRestartParams
-from mcp_remediator.kube import KINDS
+from mcp_remediator.kube import refusals
+from mcp_remediator.kube.client import KINDS
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import GROUP, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import SECRET_SETTINGS, Settings, env_var_name

@@ -10,7 +10,12 @@ import pytest
 from fixtures.actions import ActionsEnvFactory
 from fixtures.cluster import Cluster, deployment
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.refusals import GITOPS_MANAGED, KIND_NOT_ALLOWED, KYVERNO, PROTECTED_NAMESPACE
+from mcp_remediator.kube.refusals import (
+    GITOPS_MANAGED,
+    KIND_NOT_ALLOWED,
+    KYVERNO,
+    PROTECTED_NAMESPACE,
+)
 
 RAISE_TIMEOUT = {"data": {"MCP_PROMETHEUS_TIMEOUT_MS": "8000"}}
 

@@ -16,10 +16,10 @@ import pytest
 
 from fixtures.cluster import CRDS, Cluster, OperatorFactory, deployment
 from fixtures.daemons import free_port
-from mcp_remediator import matching
-from mcp_remediator import receiver as receiver_module
-from mcp_remediator.emulator import ApiServerEmulator, complete_rollouts
-from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator import records
+from mcp_remediator.alerts import receiver as receiver_module
+from mcp_remediator.alerts.receiver import Receiver, ReceiverConfigError
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
     ANNOTATION_SKIP_REASON,
@@ -31,9 +31,9 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
-from mcp_remediator.receiver import Receiver, ReceiverConfigError
 from mcp_remediator.runtime import run_operator
 from mcp_remediator.settings import Settings
+from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
 
 TOKEN = "s3cret-token"
 STARTS = "2026-11-28T01:26:33.953Z"
@@ -186,7 +186,7 @@ async def test_firing_alert_creates_one_labelled_remediation(
 
     assert response.status_code == 200, response.text
     summary = response.json()
-    name = matching.remediation_name("redis-cache", "347dfda9cb670ac3", STARTS)
+    name = records.remediation_name("redis-cache", "347dfda9cb670ac3", STARTS)
     assert summary["created"] == 1 and summary["remediations"] == [f"mcp/{name}"]
     [rem] = remediations(cluster)
     assert rem["metadata"]["name"] == name
@@ -195,7 +195,7 @@ async def test_firing_alert_creates_one_labelled_remediation(
     assert labels[LABEL_RUNBOOK] == "redis-cache"
     assert labels[LABEL_ALERTNAME] == "RedisLowCacheHitRatio"
     assert labels[LABEL_FINGERPRINT] == "347dfda9cb670ac3"
-    assert labels[LABEL_GROUP] == matching.group_key(["alertname"], alert()["labels"])
+    assert labels[LABEL_GROUP] == records.group_key(["alertname"], alert()["labels"])
     assert ANNOTATION_SKIP_REASON not in rem["metadata"].get("annotations", {})
     spec = rem["spec"]
     assert spec["runbookRef"] == {"name": "redis-cache"}
@@ -364,7 +364,7 @@ async def test_a_second_occurrence_while_one_is_unfinished_is_recorded_as_skippe
     assert first.json()["created"] == 1
     assert second.json()["skipped"] == 1
     assert other_group.json()["created"] == 1
-    name = matching.remediation_name("redis-cache", "b", STARTS)
+    name = records.remediation_name("redis-cache", "b", STARTS)
     skipped = cluster.remediation("mcp", name)
     assert skip_state(skipped) == ("Skipped", "ConcurrencyLimit", "ConcurrencyLimit")
     message = skipped["metadata"]["annotations"][ANNOTATION_SKIP_MESSAGE]
@@ -394,7 +394,7 @@ async def test_cooldown_after_a_finished_run_of_the_group(
     response = await post(receiver, payload(alert(fingerprint="b")))
 
     assert response.json()["skipped"] == 1
-    rem = cluster.remediation("mcp", matching.remediation_name("redis-cache", "b", STARTS))
+    rem = cluster.remediation("mcp", records.remediation_name("redis-cache", "b", STARTS))
     assert skip_state(rem)[:2] == ("Skipped", "Cooldown")
     assert "cooldown of 600s" in rem["status"]["message"]
 
@@ -819,7 +819,7 @@ async def test_operator_serves_the_receiver_and_runs_what_it_creates(
         firing = alert(alertname="ApiErrors", deployment="finbot-api")
         created = await client.post("/alerts", json=payload(firing))
         assert created.json()["created"] == 1, created.text
-        name = matching.remediation_name("restart-api", firing["fingerprint"], STARTS)
+        name = records.remediation_name("restart-api", firing["fingerprint"], STARTS)
         done = await cluster.wait_phase("mcp", name, {"Succeeded", "Failed", "Refused"})
         assert done["status"]["phase"] == "Succeeded", done["status"]
         assert done["status"]["steps"][0]["outputs"]["names"] == "finbot-api"
@@ -882,7 +882,7 @@ async def test_alert_resolved_mid_run_survives_the_engine_finishing_the_run(
         receiver_token=TOKEN,
     )
     firing = alert(alertname="ApiErrors")
-    name = matching.remediation_name("restart-api", firing["fingerprint"], STARTS)
+    name = records.remediation_name("restart-api", firing["fingerprint"], STARTS)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:

@@ -26,8 +26,8 @@ from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
 from mcp_remediator.actions import redis as redis_actions
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.kube import ConnectionConfig, KubeApi
-from mcp_remediator.refusals import PREFIX_NOT_ALLOWED
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
+from mcp_remediator.kube.refusals import PREFIX_NOT_ALLOWED
 from mcp_remediator.settings import Settings
 
 PASSWORD = "s3cret-Pa55/word"  # the slash must be %-quoted in a URL

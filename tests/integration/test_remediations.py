@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from fixtures.cluster import Cluster, OperatorFactory, OperatorUnderTest, deployment, remediation
-from mcp_remediator.emulator import complete_rollouts
+from mcp_remediator.kube.refusals import KYVERNO, PROTECTED_NAMESPACE
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
-from mcp_remediator.refusals import KYVERNO, PROTECTED_NAMESPACE
+from mcp_remediator.testing.emulator import complete_rollouts
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PLURALS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fixtures.cluster import Cluster, deployment, remediation
 from fixtures.daemons import free_port
-from mcp_remediator.emulator import write_kubeconfig
+from mcp_remediator.testing.emulator import write_kubeconfig
 
 
 async def test_run_executes_an_applied_remediation_through_a_kubeconfig(

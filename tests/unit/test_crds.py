@@ -4,8 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from mcp_remediator import crdgen
 from mcp_remediator.actions import REGISTRY
+from mcp_remediator.tools import crdgen
 
 CRDS = Path(__file__).parents[2] / "crds"
 

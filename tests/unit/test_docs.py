@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from mcp_remediator import docgen
 from mcp_remediator.actions import REGISTRY
+from mcp_remediator.tools import docgen
 
 README = Path(__file__).parents[2] / "README.md"
 

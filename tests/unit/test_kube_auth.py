@@ -5,8 +5,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mcp_remediator import kube
-from mcp_remediator.kube import ConnectionConfig, KubeApi, strip_bearer
+from mcp_remediator.kube import client as kube
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi, strip_bearer
 from mcp_remediator.settings import Settings
 
 

@@ -8,18 +8,21 @@ from typing import Any
 
 import pytest
 
-from mcp_remediator import matching
-from mcp_remediator.matching import CompiledTrigger, MatcherError, Record, Verdict, evaluate
+from mcp_remediator import records
+from mcp_remediator.alerts import guardrails
+from mcp_remediator.alerts.guardrails import Record, Verdict, evaluate
 from mcp_remediator.models import ANNOTATION_SKIP_REASON, RunbookSpec, Trigger
+from mcp_remediator.runbook import matchers
+from mcp_remediator.runbook.matchers import CompiledTrigger, MatcherError
+from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_runbook
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, 0, tzinfo=datetime.UTC)
 LABELS = {"alertname": "RedisLowCacheHitRatio", "severity": "warning", "env": "prod"}
 
 
 def matches(text: str, labels: dict[str, str] = LABELS) -> bool:
-    return all(m.matches(labels) for m in matching.parse_matchers(text))
+    return all(m.matches(labels) for m in matchers.parse_matchers(text))
 
 
 # -- matchers --------------------------------------------------------------------------
@@ -51,20 +54,20 @@ def test_matchers_follow_alertmanager_semantics(text: str, expected: bool) -> No
 
 
 def test_quoted_values_unescape_like_alertmanager() -> None:
-    [m] = matching.parse_matchers(r'summary="say \"hi\", then\\leave\n"')
+    [m] = matchers.parse_matchers(r'summary="say \"hi\", then\\leave\n"')
     assert m.value == 'say "hi", then\\leave\n'
-    [spurious] = matching.parse_matchers(r'path="a\d"')
+    [spurious] = matchers.parse_matchers(r'path="a\d"')
     assert spurious.value == r"a\d"  # a spurious escape keeps its backslash
     assert str(m) == r'summary="say \"hi\", then\\leave\n"'
 
 
 def test_comma_inside_quotes_does_not_split() -> None:
-    [m] = matching.parse_matchers('msg="a,b"')
+    [m] = matchers.parse_matchers('msg="a,b"')
     assert (m.name, m.op, m.value) == ("msg", "=", "a,b")
 
 
 def test_regex_does_not_match_across_a_trailing_newline() -> None:
-    [m] = matching.parse_matchers('severity=~"warning"')
+    [m] = matchers.parse_matchers('severity=~"warning"')
     assert not m.matches({"severity": "warning\n"})
 
 
@@ -81,7 +84,7 @@ def test_regex_does_not_match_across_a_trailing_newline() -> None:
 )
 def test_bad_matchers_are_rejected_with_the_cause(text: str, error: str) -> None:
     with pytest.raises(MatcherError, match=re.escape(error)):
-        matching.parse_matchers(text)
+        matchers.parse_matchers(text)
 
 
 def test_trigger_needs_the_alertname_and_every_matcher() -> None:
@@ -103,57 +106,57 @@ STARTS = "2026-11-28T01:26:33.953Z"
 
 
 def test_name_is_deterministic_and_depends_on_every_input() -> None:
-    name = matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
+    name = records.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
     assert re.fullmatch(r"redis-stale-cache-[0-9a-f]{10}", name)
-    assert name == matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
+    assert name == records.remediation_name("redis-stale-cache", "347dfda9cb670ac3", STARTS)
     others = {
-        matching.remediation_name("redis-other", "347dfda9cb670ac3", STARTS),
-        matching.remediation_name("redis-stale-cache", "ffffffffffffffff", STARTS),
-        matching.remediation_name("redis-stale-cache", "347dfda9cb670ac3", "2026-11-28T01:26:34Z"),
+        records.remediation_name("redis-other", "347dfda9cb670ac3", STARTS),
+        records.remediation_name("redis-stale-cache", "ffffffffffffffff", STARTS),
+        records.remediation_name("redis-stale-cache", "347dfda9cb670ac3", "2026-11-28T01:26:34Z"),
     }
     assert name not in others and len(others) == 3
 
 
 def test_name_ignores_the_zone_and_trailing_zeros_of_starts_at() -> None:
-    a = matching.remediation_name("rb", "fp", "2026-11-28T01:26:33.953Z")
-    b = matching.remediation_name("rb", "fp", "2026-11-28T04:26:33.953000000+03:00")
+    a = records.remediation_name("rb", "fp", "2026-11-28T01:26:33.953Z")
+    b = records.remediation_name("rb", "fp", "2026-11-28T04:26:33.953000000+03:00")
     assert a == b
-    assert matching.canonical_time("2026-11-28T01:26:33.123456789Z") == (
+    assert records.canonical_time("2026-11-28T01:26:33.123456789Z") == (
         "2026-11-28T01:26:33.123456789Z"
     )
-    assert matching.canonical_time("2026-11-28T01:26:33Z") == "2026-11-28T01:26:33Z"
+    assert records.canonical_time("2026-11-28T01:26:33Z") == "2026-11-28T01:26:33Z"
     with pytest.raises(ValueError, match="RFC 3339"):
-        matching.canonical_time("yesterday")
+        records.canonical_time("yesterday")
 
 
 def test_long_runbook_names_are_cut_to_a_valid_63_character_name() -> None:
     runbook = "a" * 51 + "-" + "b" * 100  # the cut falls right after the hyphen
-    name = matching.remediation_name(runbook, "fp", STARTS)
+    name = records.remediation_name(runbook, "fp", STARTS)
     assert re.fullmatch("a" * 51 + "-[0-9a-f]{10}", name)
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
-    other = matching.remediation_name(runbook[:-1] + "c", "fp", STARTS)
+    other = records.remediation_name(runbook[:-1] + "c", "fp", STARTS)
     assert other != name  # the digest covers the whole runbook name
 
 
 @pytest.mark.parametrize("value", ["RedisDown", "347dfda9cb670ac3", "a.b_c-d"])
 def test_valid_label_values_are_kept(value: str) -> None:
-    assert matching.label_value(value) == value
+    assert records.label_value(value) == value
 
 
 @pytest.mark.parametrize("value", ["High CPU!", "x" * 80, "-leading", "ünïcode"])
 def test_other_strings_become_distinct_valid_label_values(value: str) -> None:
-    result = matching.label_value(value)
+    result = records.label_value(value)
     assert len(result) <= 63
     assert re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", result)
-    assert result != matching.label_value(value + "?")
+    assert result != records.label_value(value + "?")
 
 
 def test_group_key_depends_only_on_the_group_by_labels() -> None:
-    base = matching.group_key(["alertname", "namespace"], {**LABELS, "namespace": "mcp"})
-    assert base == matching.group_key(
+    base = records.group_key(["alertname", "namespace"], {**LABELS, "namespace": "mcp"})
+    assert base == records.group_key(
         ["namespace", "alertname"], {**LABELS, "namespace": "mcp", "pod": "x"}
     )
-    assert base != matching.group_key(["alertname", "namespace"], {**LABELS, "namespace": "b"})
+    assert base != records.group_key(["alertname", "namespace"], {**LABELS, "namespace": "b"})
     assert re.fullmatch(r"[0-9a-f]{16}", base)
 
 
@@ -252,17 +255,17 @@ def body(phase: str | None, **extra: Any) -> dict[str, Any]:
 
 
 def test_record_of_reads_what_guardrails_need_from_an_api_object() -> None:
-    fresh = matching.record_of(body(None), NOW)
+    fresh = guardrails.record_of(body(None), NOW)
     assert (fresh.phase, fresh.is_run, fresh.finished) == ("Pending", True, None)
     assert fresh.created == NOW - datetime.timedelta(minutes=10)
-    done = matching.record_of(body("Failed", finishedAt="2026-11-28T11:55:00Z"), NOW)
+    done = guardrails.record_of(body("Failed", finishedAt="2026-11-28T11:55:00Z"), NOW)
     assert done.last_activity == NOW - datetime.timedelta(minutes=5)
     marked = body(None, meta={"annotations": {ANNOTATION_SKIP_REASON: "Cooldown"}})
-    assert not matching.record_of(marked, NOW).is_run  # before its status is written
-    assert not matching.record_of(body("Skipped"), NOW).is_run
-    assert not matching.record_of(body("Cancelled"), NOW).is_run
+    assert not guardrails.record_of(marked, NOW).is_run  # before its status is written
+    assert not guardrails.record_of(body("Skipped"), NOW).is_run
+    assert not guardrails.record_of(body("Cancelled"), NOW).is_run
     started = body("Cancelled", startedAt="2026-11-28T11:51:00Z")
-    assert matching.record_of(started, NOW).is_run
+    assert guardrails.record_of(started, NOW).is_run
 
 
 def test_runbook_validation_reports_bad_trigger_matchers() -> None:

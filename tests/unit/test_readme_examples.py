@@ -5,8 +5,8 @@ from pathlib import Path
 
 import yaml
 
-from mcp_remediator.lint import Document, check_document
 from mcp_remediator.settings import Settings
+from mcp_remediator.tools.lint import Document, check_document
 
 README = Path(__file__).parents[2] / "README.md"
 

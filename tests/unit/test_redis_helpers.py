@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.redis import Progress, key_prefix, largest_prefixes
 from mcp_remediator.errors import StepFailed
-from mcp_remediator.kube import ConnectionConfig, KubeApi
+from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
 

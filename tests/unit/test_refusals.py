@@ -2,8 +2,8 @@
 
 import pytest
 
-from mcp_remediator import refusals
 from mcp_remediator.errors import Refused
+from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 
 SETTINGS = Settings(

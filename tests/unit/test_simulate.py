@@ -5,9 +5,9 @@ from pathlib import Path
 
 import yaml
 
-from mcp_remediator import matching
+from mcp_remediator import records
 from mcp_remediator.settings import Settings
-from mcp_remediator.simulate import simulate
+from mcp_remediator.tools.simulate import simulate
 
 RUNBOOKS = """
 apiVersion: mcp.dese.ai/v1alpha1
@@ -61,7 +61,7 @@ def test_simulate_prints_rendered_steps_per_matching_runbook(tmp_path: Path) -> 
         assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], Settings(), out) == 0
     first, second = yaml.safe_load(out_path.read_text())
     stale, paused = first["remediations"]
-    assert stale["remediation"] == matching.remediation_name(
+    assert stale["remediation"] == records.remediation_name(
         "redis-stale-cache", "aa", "2026-11-28T01:26:33.953Z"
     )
     assert stale["namespace"] == "mcp"

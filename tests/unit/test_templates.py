@@ -2,8 +2,8 @@
 
 import pytest
 
-from mcp_remediator import templates
 from mcp_remediator.errors import TemplateError
+from mcp_remediator.runbook import templates
 
 INPUTS = templates.Inputs(
     labels={"namespace": "mcp", "deployment": "finbot-api"},

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from mcp_remediator.lint import lint_paths
+from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_runbook
+from mcp_remediator.tools.lint import lint_paths
 
 SETTINGS = Settings()
 

@@ -18,10 +18,10 @@ import time
 
 from pydantic import Field
 
-from mcp_remediator import refusals
 from mcp_remediator.actions.common import K8sName, Namespace
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import argocd
 

@@ -21,9 +21,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, JsonValue, model_validator
 
-from mcp_remediator import refusals
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
+from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 
 HEALTH_FAILED = "HealthCheckFailed"

@@ -29,7 +29,7 @@ from pydantic import Field
 from mcp_remediator.actions.common import Namespace
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
-from mcp_remediator.kube import KINDS, ApiError
+from mcp_remediator.kube.client import KINDS, ApiError
 from mcp_remediator.models import GROUP
 from mcp_remediator.settings import Settings
 

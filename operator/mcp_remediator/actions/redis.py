@@ -28,10 +28,10 @@ import redis.asyncio
 import redis.exceptions
 from pydantic import Field
 
-from mcp_remediator import refusals
 from mcp_remediator.actions.common import K8sName
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import TransientFailure
+from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import Field
 
-from mcp_remediator import refusals
 from mcp_remediator.actions.common import K8sName, Namespace
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.kube import KINDS, ApiError
+from mcp_remediator.kube import refusals
+from mcp_remediator.kube.client import KINDS, ApiError
 from mcp_remediator.settings import Settings
 
 TRACKING_LABEL = "app.kubernetes.io/instance"

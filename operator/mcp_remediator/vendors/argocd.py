@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from mcp_remediator.errors import StepFailed, TransientFailure
-from mcp_remediator.kube import KINDS, ApiError, KubeApi
+from mcp_remediator.kube.client import KINDS, ApiError, KubeApi
 from mcp_remediator.settings import Settings
 
 USERNAME = "mcp-remediator"

@@ -29,7 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mcp_remediator.errors import StepFailed, TransientFailure
-from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.settings import Settings
 
 SCHEMES = ("redis", "rediss")

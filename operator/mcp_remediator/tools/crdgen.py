@@ -1,6 +1,6 @@
 """Renders the CRDs from the typed models, so the YAML cannot drift from the code.
 
-``python -m mcp_remediator.crdgen crds/`` (``make crds``) writes
+``python -m mcp_remediator.tools.crdgen crds/`` (``make crds``) writes
 ``crds/mcp.dese.ai_<plural>.yaml``; a test renders them again and compares. Pydantic's
 JSON Schema is turned into a structural OpenAPI v3 schema: references inlined,
 ``Optional`` unwrapped, free-form maps marked ``x-kubernetes-preserve-unknown-fields``.

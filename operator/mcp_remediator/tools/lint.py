@@ -17,8 +17,8 @@ import yaml
 from pydantic import ValidationError
 
 from mcp_remediator.models import API_VERSION, RemediationSpec
+from mcp_remediator.runbook.validation import Problem, check_runbook, check_steps, pydantic_message
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import Problem, check_runbook, check_steps, pydantic_message
 
 KINDS = ("McpRunbook", "McpRemediation")
 

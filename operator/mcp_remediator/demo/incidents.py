@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mcp_remediator.demo_processes import DemoError
-from mcp_remediator.demo_world import (
+from mcp_remediator.demo.world import (
     CONFIG_MAP,
     NAMESPACE,
     SIGNED_IMAGES,
@@ -29,6 +28,7 @@ from mcp_remediator.demo_world import (
     pod_status,
 )
 from mcp_remediator.models import API_VERSION
+from mcp_remediator.testing.daemons import DemoError
 
 # The alerts' conditions at the demo's pace: 5 s windows instead of 5 minutes.
 HIT_RATIO = (

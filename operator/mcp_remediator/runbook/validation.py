@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_remediator import matching, templates
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.errors import Refused
 from mcp_remediator.models import RunbookSpec, Step
+from mcp_remediator.runbook import matchers, templates
 from mcp_remediator.settings import Settings
 
 SAMPLE = templates.Inputs(labels={}, annotations={}, steps={})
@@ -113,7 +113,7 @@ def check_runbook(body: Mapping[str, Any], settings: Settings) -> list[Problem]:
     for index, trigger in enumerate(spec.triggers):
         for text in trigger.matchers:
             try:
-                matching.parse_matchers(text)
-            except matching.MatcherError as exc:
+                matchers.parse_matchers(text)
+            except matchers.MatcherError as exc:
                 problems.append(Problem("InvalidMatcher", f"triggers[{index}].matchers: {exc}"))
     return problems

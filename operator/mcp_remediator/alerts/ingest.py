@@ -3,12 +3,12 @@
 ``AlertIngestor.ingest`` takes a parsed webhook payload (version 4) and, for each alert
 and each runbook it matches (``RunbookCache``):
 
-- **firing**: creates one McpRemediation named ``matching.remediation_name`` (runbook,
+- **firing**: creates one McpRemediation named ``records.remediation_name`` (runbook,
   fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
   ``/fingerprint`` and ``/group``. A name that already exists (409, or one this process
   has already seen) is a *duplicate*: Alertmanager re-sends, HA pairs and restarts give
   exactly one record per alert occurrence. Before creating, the group's records are
-  listed from the cluster (by runbook and group label) and ``matching.evaluate`` applies
+  listed from the cluster (by runbook and group label) and ``guardrails.evaluate`` applies
   the guardrails; a hit creates the record anyway, marked with the skip annotations (the
   engine finishes such records as Skipped) and immediately patched to phase ``Skipped``
   with the created resourceVersion as precondition (a 409 means the engine was first).
@@ -36,16 +36,17 @@ import datetime
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from mcp_remediator import matching
+from mcp_remediator import records
+from mcp_remediator.alerts import guardrails
+from mcp_remediator.alerts.cache import CachedRunbook, RunbookCache
+from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
-from mcp_remediator.events import now, post_event
-from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.kube.client import ApiError, KubeApi
+from mcp_remediator.kube.events import now, post_event
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
@@ -57,10 +58,8 @@ from mcp_remediator.models import (
     LABEL_RUNBOOK,
     REMEDIATIONS,
     RUNBOOKS,
-    RunbookSpec,
 )
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_runbook, pydantic_message
 
 log = logging.getLogger(__name__)
 
@@ -88,151 +87,6 @@ PARALLEL_PAIRS = 8
 
 def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-# -- the webhook payload ---------------------------------------------------------------
-
-
-class PayloadError(ValueError):
-    """A webhook body we cannot accept (answered 400: Alertmanager does not retry it)."""
-
-
-class WebhookAlert(BaseModel):
-    """One alert of an Alertmanager notification."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    status: Literal["firing", "resolved"]
-    labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    startsAt: str
-    endsAt: str | None = None
-    generatorURL: str | None = None
-    fingerprint: str = Field(min_length=1)
-
-    @field_validator("startsAt")
-    @classmethod
-    def _rfc3339(cls, value: str) -> str:
-        matching.canonical_time(value)
-        return value
-
-
-class WebhookPayload(BaseModel):
-    """Alertmanager's webhook body, version 4."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    version: Literal["4"]
-    alerts: list[WebhookAlert]
-    groupKey: str = ""
-    truncatedAlerts: int = Field(0, ge=0)
-    status: str = ""
-    receiver: str = ""
-
-    @classmethod
-    def parse(cls, data: Any) -> WebhookPayload:
-        if not isinstance(data, dict):
-            raise PayloadError("the body must be a JSON object (Alertmanager webhook payload)")
-        if "version" not in data:
-            raise PayloadError("missing field 'version' (Alertmanager sends version \"4\")")
-        if data["version"] != "4":
-            raise PayloadError(
-                f'unsupported webhook payload version {data["version"]!r}; expected "4"'
-            )
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise PayloadError(f"invalid webhook payload: {pydantic_message(exc)}") from exc
-
-
-# -- the runbook cache -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CachedRunbook:
-    """A runbook as the receiver needs it: parsed, validated, triggers compiled."""
-
-    namespace: str
-    name: str
-    uid: str | None
-    spec: RunbookSpec
-    triggers: tuple[matching.CompiledTrigger, ...]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return any(trigger.matches(labels) for trigger in self.triggers)
-
-    def ref(self) -> dict[str, Any]:
-        """Enough of the object to post an Event about it."""
-        meta = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
-        return {"apiVersion": API_VERSION, "kind": "McpRunbook", "metadata": meta}
-
-
-def _newer(new: str, old: str | None) -> bool:
-    """Whether ``new`` is at least as recent as ``old``; resourceVersions are compared
-    as numbers when both are (as etcd's are), otherwise the newest arrival wins."""
-    if old is None or not (new.isdigit() and old.isdigit()):
-        return True
-    return int(new) >= int(old)
-
-
-class RunbookCache:
-    """Valid McpRunbooks with triggers, fed by the watch and an initial LIST.
-
-    Invalid runbooks (what ``validation.check_runbook`` rejects, or ``Valid=False`` for the
-    current generation) are kept out. A deletion leaves its resourceVersion behind, so a
-    LIST answered before the deletion cannot bring the runbook back.
-    """
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.warm = False
-        self._runbooks: dict[tuple[str, str], CachedRunbook] = {}
-        self._versions: dict[tuple[str, str], str] = {}
-        self._by_alertname: dict[str, list[CachedRunbook]] | None = None
-
-    def __len__(self) -> int:
-        return len(self._runbooks)
-
-    def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
-        version = str(meta.get("resourceVersion") or "")
-        if not _newer(version, self._versions.get(key)):
-            return
-        self._versions[key] = version
-        self._by_alertname = None
-        entry = None if event_type == "DELETED" else self._entry(key, body)
-        if entry is None:
-            self._runbooks.pop(key, None)
-        else:
-            self._runbooks[key] = entry
-
-    def _entry(self, key: tuple[str, str], body: Mapping[str, Any]) -> CachedRunbook | None:
-        meta = body.get("metadata") or {}
-        raw_spec = body.get("spec") or {}
-        invalid = bool(check_runbook(raw_spec, self.settings)) or any(
-            c.get("type") == "Valid"
-            and c.get("status") == "False"
-            and c.get("observedGeneration") == meta.get("generation")
-            for c in (body.get("status") or {}).get("conditions") or []
-        )
-        if invalid:
-            log.debug("runbook %s/%s is invalid: not matched", *key)
-            return None
-        spec = RunbookSpec.model_validate(raw_spec)
-        triggers = tuple(matching.CompiledTrigger.compile(t) for t in spec.triggers)
-        return CachedRunbook(key[0], key[1], meta.get("uid"), spec, triggers)
-
-    def match(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
-        """The runbooks whose triggers match an alert with ``labels``."""
-        if self._by_alertname is None:
-            index: dict[str, list[CachedRunbook]] = {}
-            for runbook in self._runbooks.values():
-                for name in {t.alertname for t in runbook.triggers}:
-                    index.setdefault(name, []).append(runbook)
-            self._by_alertname = index
-        candidates = self._by_alertname.get(labels.get("alertname", ""), [])
-        return [runbook for runbook in candidates if runbook.matches(labels)]
 
 
 # -- ingestion -------------------------------------------------------------------------
@@ -341,7 +195,7 @@ class AlertIngestor:
     async def _pair(
         self, alert: WebhookAlert, runbook: CachedRunbook, group_key: str
     ) -> tuple[Outcome, str]:
-        name = matching.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
+        name = records.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
         try:
             if alert.status == "firing":
                 return await self._fire(alert, runbook, name, group_key), name
@@ -374,23 +228,23 @@ class AlertIngestor:
         key = (runbook.namespace, name)
         if key in self._known:
             return "duplicates"
-        group = matching.group_key(runbook.spec.guardrails.groupBy, alert.labels)
-        runbook_label = matching.label_value(runbook.name)
+        group = records.group_key(runbook.spec.guardrails.groupBy, alert.labels)
+        runbook_label = records.label_value(runbook.name)
         async with self._lock((runbook.namespace, runbook.name, group)):
-            records = await self.kube.list(
+            existing = await self.kube.list(
                 API_VERSION,
                 REMEDIATIONS,
                 runbook.namespace,
                 label_selector=f"{LABEL_RUNBOOK}={runbook_label},{LABEL_GROUP}={group}",
             )
-            if any(r.get("metadata", {}).get("name") == name for r in records):
+            if any(r.get("metadata", {}).get("name") == name for r in existing):
                 self._remember(key)
                 return "duplicates"
             moment = self.clock()
-            verdict = matching.evaluate(
+            verdict = guardrails.evaluate(
                 runbook.name,
                 runbook.spec,
-                [matching.record_of(r, moment) for r in records],
+                [guardrails.record_of(r, moment) for r in existing],
                 moment,
             )
             if verdict is not None and not self._take_skip_slot(runbook, moment):
@@ -398,8 +252,8 @@ class AlertIngestor:
                 return "skippedUnrecorded"
             labels = {
                 LABEL_RUNBOOK: runbook_label,
-                LABEL_ALERTNAME: matching.label_value(alert.labels.get("alertname", "")),
-                LABEL_FINGERPRINT: matching.label_value(alert.fingerprint),
+                LABEL_ALERTNAME: records.label_value(alert.labels.get("alertname", "")),
+                LABEL_FINGERPRINT: records.label_value(alert.fingerprint),
                 LABEL_GROUP: group,
             }
             meta: dict[str, Any] = {"name": name, "namespace": runbook.namespace, "labels": labels}
@@ -429,7 +283,7 @@ class AlertIngestor:
         await self._mark_skipped(created, verdict)
         return "skipped"
 
-    async def _mark_skipped(self, created: dict[str, Any], verdict: matching.Verdict) -> None:
+    async def _mark_skipped(self, created: dict[str, Any], verdict: guardrails.Verdict) -> None:
         meta = created["metadata"]
         patch = {
             "metadata": {"resourceVersion": meta["resourceVersion"]},
@@ -464,7 +318,7 @@ class AlertIngestor:
         self._skip_windows[key] = (minute, hits)
         return hits <= self.settings.receiver_skip_records_per_minute
 
-    async def _unrecorded_skip(self, runbook: CachedRunbook, verdict: matching.Verdict) -> None:
+    async def _unrecorded_skip(self, runbook: CachedRunbook, verdict: guardrails.Verdict) -> None:
         self.metrics.unrecorded_skips.labels(runbook.namespace, runbook.name, verdict.reason).inc()
         self._tally(runbook, skipped=True)
         limit = self.settings.receiver_skip_records_per_minute

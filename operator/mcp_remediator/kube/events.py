@@ -9,7 +9,7 @@ import datetime
 import logging
 from typing import Any, Literal
 
-from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.kube.client import ApiError, KubeApi
 
 log = logging.getLogger(__name__)
 COMPONENT = "mcp-remediator"

@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 import httpx
 
-from mcp_remediator import refusals
 from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
 """``mcp-remediator demo``: the operations guide's incidents, remediated on a laptop.
 
-Builds the demo's world (``demo_world``: an emulated cluster of the MCP layer, a real
+Builds the demo's world (``demo.world``: an emulated cluster of the MCP layer, a real
 redis-server, redis_exporter and Prometheus, local stand-ins for the modules and the
 on-call webhook), loads the runbook catalogue the package ships (a copy of
 manifests/runbooks, with PromQL windows and verification holds shortened to the demo's
 pace), runs the real operator against it (Kopf, the engine and the alert receiver, in
-this process), and replays each incident of ``demo_incidents``: the fault, the alert
+this process), and replays each incident of ``demo.incidents``: the fault, the alert
 POSTed to the receiver with its bearer token, every remediation step as the operator
 records it, and the verdict. Prints the timeline, one block per incident, and exits 0
 only when every incident reached its verified end (or, for the Kyverno case, the
@@ -40,13 +40,11 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
-from mcp_remediator import matching
-from mcp_remediator.demo_incidents import INCIDENTS, Alert, Expect, Incident, Verdict
-from mcp_remediator.demo_processes import DemoError, free_port
-from mcp_remediator.demo_world import NAMESPACE, World
-from mcp_remediator.emulator import write_kubeconfig
+from mcp_remediator import records
+from mcp_remediator.demo.incidents import INCIDENTS, Alert, Expect, Incident, Verdict
+from mcp_remediator.demo.world import NAMESPACE, World
 from mcp_remediator.engine import escalation_name
-from mcp_remediator.kube import ConnectionConfig
+from mcp_remediator.kube.client import ConnectionConfig
 from mcp_remediator.models import (
     API_VERSION,
     FINISHED_PHASES,
@@ -54,7 +52,9 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
-from mcp_remediator.runtime import OperatorThread
+from mcp_remediator.testing.daemons import DemoError, free_port
+from mcp_remediator.testing.emulator import write_kubeconfig
+from mcp_remediator.testing.operator_thread import OperatorThread
 
 WINDOW = re.compile(r"\[\d+[smhd]\]")
 DEMO_WINDOW = "[5s]"
@@ -69,7 +69,7 @@ MARKS = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped", "DryRun": 
 
 def load_catalogue() -> list[dict[str, Any]]:
     """The McpRunbooks the package ships (a copy of manifests/runbooks)."""
-    folder = importlib.resources.files("mcp_remediator") / "data" / "runbooks"
+    folder = importlib.resources.files("mcp_remediator.demo") / "runbooks"
     runbooks = []
     for item in sorted(folder.iterdir(), key=lambda entry: entry.name):
         if item.name.endswith(".yaml"):
@@ -77,7 +77,7 @@ def load_catalogue() -> list[dict[str, Any]]:
                 if isinstance(doc, dict) and doc.get("kind") == "McpRunbook":
                     runbooks.append(doc)
     if not runbooks:
-        raise DemoError("the package ships no runbooks (mcp_remediator/data/runbooks)")
+        raise DemoError("the package ships no runbooks (mcp_remediator/demo/runbooks)")
     return runbooks
 
 
@@ -336,7 +336,7 @@ class Director:
 
 
 class IncidentStage:
-    """``demo_incidents.Stage``: what one incident does, recorded into its block."""
+    """``incidents.Stage``: what one incident does, recorded into its block."""
 
     def __init__(self, director: Director, block: Block):
         self.director = director
@@ -363,7 +363,7 @@ class IncidentStage:
         ]
         names = []
         for alert, entry in zip(alerts, entries, strict=True):
-            name = matching.remediation_name(alert.expect.runbook, entry["fingerprint"], starts_at)
+            name = records.remediation_name(alert.expect.runbook, entry["fingerprint"], starts_at)
             names.append(name)
             self._own(name, alert.expect)
             self.say("alert", f"{alert.alertname}{_selector(alert.labels)} firing")

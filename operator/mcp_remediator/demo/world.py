@@ -21,7 +21,7 @@ in-process stand-ins for the services around them.
 * a real Prometheus scraping the exporter, those metrics and itself every second.
 
 ``Faults`` is the state the incidents break and the operator's actions repair. Used by
-``demo`` and ``demo_incidents``.
+``demo.director`` and ``demo.incidents``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ import yaml
 from aiohttp import web
 from pydantic import SecretStr
 
-from mcp_remediator import crdgen
-from mcp_remediator.demo_processes import (
+from mcp_remediator.settings import Settings
+from mcp_remediator.testing.daemons import (
     Daemon,
     DemoError,
     Supervisor,
@@ -57,8 +57,8 @@ from mcp_remediator.demo_processes import (
     start_redis,
     start_redis_exporter,
 )
-from mcp_remediator.emulator import ApiServerEmulator, complete_rollouts
-from mcp_remediator.settings import Settings
+from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
+from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
 ARGOCD_NAMESPACE = "argocd"

@@ -18,12 +18,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from mcp_remediator import matching, templates
+from mcp_remediator import records
+from mcp_remediator.alerts.cache import RunbookCache
+from mcp_remediator.alerts.payload import PayloadError, WebhookAlert, WebhookPayload
 from mcp_remediator.errors import TemplateError
-from mcp_remediator.ingest import PayloadError, RunbookCache, WebhookAlert, WebhookPayload
-from mcp_remediator.lint import documents, yaml_files
+from mcp_remediator.runbook import templates
+from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
-from mcp_remediator.validation import check_runbook
+from mcp_remediator.tools.lint import documents, yaml_files
 
 
 def _render_known(value: Any, inputs: templates.Inputs, problems: list[str]) -> Any:
@@ -75,7 +77,7 @@ def simulate_alert(alert: WebhookAlert, cache: RunbookCache) -> list[dict[str, A
     """The remediations one alert would lead to, as printable dicts."""
     results: list[dict[str, Any]] = []
     for runbook in cache.match(alert.labels):
-        name = matching.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
+        name = records.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
         entry: dict[str, Any] = {"runbook": runbook.name, "remediation": name}
         if alert.status == "resolved":
             entry["outcome"] = "resolved: a Pending run would be Cancelled (AlertResolved)"
@@ -88,7 +90,7 @@ def simulate_alert(alert: WebhookAlert, cache: RunbookCache) -> list[dict[str, A
                 + (" (dry-run)" if guard.dryRun else "")
                 + (", awaiting approval" if guard.requireApproval else "")
             )
-            entry["group"] = matching.group_key(guard.groupBy, alert.labels)
+            entry["group"] = records.group_key(guard.groupBy, alert.labels)
             inputs = templates.Inputs(alert.labels, alert.annotations, {})
             problems: list[str] = []
             namespace = runbook.spec.target.namespace

@@ -30,8 +30,9 @@ from typing import Any
 from aiohttp import web
 
 from mcp_remediator import handlers
-from mcp_remediator.ingest import AlertIngestor, ApiUnavailable, Clock, PayloadError, WebhookPayload
-from mcp_remediator.kube import ApiError, KubeApi
+from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
+from mcp_remediator.alerts.payload import PayloadError, WebhookPayload
+from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
 from mcp_remediator.settings import Settings
 

@@ -1,7 +1,7 @@
 """Generates the README's action reference and settings table from the code.
 
 The README holds each table between ``<!-- BEGIN name -->`` / ``<!-- END name -->``
-markers; ``python -m mcp_remediator.docgen README.md`` (``make docs``) rewrites them and a
+markers; ``python -m mcp_remediator.tools.docgen README.md`` (``make docs``) rewrites them and a
 test fails when they are stale, so the documentation cannot drift from the registry
 and the settings model.
 """

@@ -1,0 +1,2 @@
+"""From Alertmanager to McpRemediation records: the receiver, the payload, ingestion and
+guardrails."""

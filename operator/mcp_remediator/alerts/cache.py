@@ -1,0 +1,110 @@
+"""The receiver's runbook cache: valid McpRunbooks with their triggers compiled.
+
+Fed by the Kopf watch events (``handlers``) and an initial LIST (``AlertIngestor.warm``);
+``RunbookCache.match`` answers which runbooks an alert's labels start. Used by
+``alerts.ingest`` and ``tools.simulate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_remediator.models import (
+    API_VERSION,
+    RunbookSpec,
+)
+from mcp_remediator.runbook import matchers
+from mcp_remediator.runbook.validation import check_runbook
+from mcp_remediator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedRunbook:
+    """A runbook as the receiver needs it: parsed, validated, triggers compiled."""
+
+    namespace: str
+    name: str
+    uid: str | None
+    spec: RunbookSpec
+    triggers: tuple[matchers.CompiledTrigger, ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return any(trigger.matches(labels) for trigger in self.triggers)
+
+    def ref(self) -> dict[str, Any]:
+        """Enough of the object to post an Event about it."""
+        meta = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        return {"apiVersion": API_VERSION, "kind": "McpRunbook", "metadata": meta}
+
+
+def _newer(new: str, old: str | None) -> bool:
+    """Whether ``new`` is at least as recent as ``old``; resourceVersions are compared
+    as numbers when both are (as etcd's are), otherwise the newest arrival wins."""
+    if old is None or not (new.isdigit() and old.isdigit()):
+        return True
+    return int(new) >= int(old)
+
+
+class RunbookCache:
+    """Valid McpRunbooks with triggers, fed by the watch and an initial LIST.
+
+    Invalid runbooks (what ``validation.check_runbook`` rejects, or ``Valid=False`` for the
+    current generation) are kept out. A deletion leaves its resourceVersion behind, so a
+    LIST answered before the deletion cannot bring the runbook back.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.warm = False
+        self._runbooks: dict[tuple[str, str], CachedRunbook] = {}
+        self._versions: dict[tuple[str, str], str] = {}
+        self._by_alertname: dict[str, list[CachedRunbook]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._runbooks)
+
+    def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        version = str(meta.get("resourceVersion") or "")
+        if not _newer(version, self._versions.get(key)):
+            return
+        self._versions[key] = version
+        self._by_alertname = None
+        entry = None if event_type == "DELETED" else self._entry(key, body)
+        if entry is None:
+            self._runbooks.pop(key, None)
+        else:
+            self._runbooks[key] = entry
+
+    def _entry(self, key: tuple[str, str], body: Mapping[str, Any]) -> CachedRunbook | None:
+        meta = body.get("metadata") or {}
+        raw_spec = body.get("spec") or {}
+        invalid = bool(check_runbook(raw_spec, self.settings)) or any(
+            c.get("type") == "Valid"
+            and c.get("status") == "False"
+            and c.get("observedGeneration") == meta.get("generation")
+            for c in (body.get("status") or {}).get("conditions") or []
+        )
+        if invalid:
+            log.debug("runbook %s/%s is invalid: not matched", *key)
+            return None
+        spec = RunbookSpec.model_validate(raw_spec)
+        triggers = tuple(matchers.CompiledTrigger.compile(t) for t in spec.triggers)
+        return CachedRunbook(key[0], key[1], meta.get("uid"), spec, triggers)
+
+    def match(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
+        """The runbooks whose triggers match an alert with ``labels``."""
+        if self._by_alertname is None:
+            index: dict[str, list[CachedRunbook]] = {}
+            for runbook in self._runbooks.values():
+                for name in {t.alertname for t in runbook.triggers}:
+                    index.setdefault(name, []).append(runbook)
+            self._by_alertname = index
+        candidates = self._by_alertname.get(labels.get("alertname", ""), [])
+        return [runbook for runbook in candidates if runbook.matches(labels)]

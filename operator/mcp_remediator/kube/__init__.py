@@ -1,0 +1,2 @@
+"""The only way to the Kubernetes API: the client, the refusal layer every write passes,
+and Events."""

@@ -1,0 +1,75 @@
+"""McpRemediation records: deterministic names and label values.
+
+``remediation_name`` is deterministic in (runbook, fingerprint, startsAt), so
+Alertmanager re-sends, HA pairs and operator restarts all land on one object name;
+``group_key`` hashes the ``groupBy`` label values into a label value the guardrail
+queries select on; ``label_value`` makes any string a valid label value.
+
+Pure, no I/O. Used by the receiver (``alerts``) and the engine (escalation), which both
+create records; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+
+MAX_NAME = 63
+DIGEST_LENGTH = 10
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_TIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:\d{2})$"
+)
+
+
+def canonical_time(value: str) -> str:
+    """RFC 3339 in UTC with the fraction's significant digits (nanoseconds survive).
+
+    Alertmanager replicas and re-sends format one ``startsAt`` alike in practice; this
+    makes the name independent of the zone offset and trailing zeros anyway.
+    """
+    found = _TIME.match(value.strip())
+    if found is None:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
+    day, clock, fraction, zone = found.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    moment = datetime.datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(datetime.UTC)
+    digits = (fraction or "").rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "") + "Z"
+
+
+def _digest(*parts: str, length: int = DIGEST_LENGTH) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
+
+
+def _shorten(prefix: str, room: int) -> str:
+    """``prefix`` cut to ``room`` characters, ending on a letter or digit."""
+    return prefix[:room].rstrip("-.")
+
+
+def remediation_name(runbook: str, fingerprint: str, starts_at: str) -> str:
+    """``<runbook>-<10 hex of sha256(runbook, fingerprint, startsAt)>``, at most 63 chars.
+
+    A long runbook name is cut (the digest still covers all of it), so the result is a
+    valid DNS label and fits in a label value too.
+    """
+    digest = _digest(runbook, fingerprint, canonical_time(starts_at))
+    return f"{_shorten(runbook, MAX_NAME - DIGEST_LENGTH - 1)}-{digest}"
+
+
+def label_value(value: str) -> str:
+    """``value`` itself when it is a valid label value, else a valid stand-in ending in a
+    digest of it (alert names and fingerprints are arbitrary strings in Prometheus)."""
+    if len(value) <= MAX_NAME and _LABEL_VALUE.match(value):
+        return value
+    cleaned = re.sub(r"[^-A-Za-z0-9_.]", "_", value).strip("-_.")
+    head = cleaned[: MAX_NAME - DIGEST_LENGTH - 1].rstrip("-_.")
+    return f"{head}-{_digest(value)}" if head else _digest(value)
+
+
+def group_key(group_by: Iterable[str], labels: Mapping[str, str]) -> str:
+    """16 hex identifying the throttle group: the ``groupBy`` labels and their values."""
+    names = sorted(set(group_by))
+    return _digest(*(f"{name}={labels.get(name, '')}" for name in names), length=16)

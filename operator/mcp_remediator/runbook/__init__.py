@@ -1,0 +1,1 @@
+"""The runbook language, checkable offline: matchers, templates, validation."""

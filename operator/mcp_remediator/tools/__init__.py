@@ -1,0 +1,1 @@
+"""Offline commands and generators: ``lint``, ``simulate``, ``crdgen``, ``docgen``."""
