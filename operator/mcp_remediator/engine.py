@@ -16,18 +16,20 @@ Pending → Cancelled) are written with a ``resourceVersion`` precondition.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult, ActionSpec
+from mcp_remediator import records
+from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube.client import ApiError
 from mcp_remediator.kube.events import now, post_event
+from mcp_remediator.kube.status import patch_status, retry_on_conflict
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
     ANNOTATION_SKIP_REASON,
@@ -35,7 +37,6 @@ from mcp_remediator.models import (
     FINISHED_PHASES,
     FINISHED_STEP_PHASES,
     LABEL_ESCALATED_FROM,
-    LABEL_RUNBOOK,
     REMEDIATIONS,
     RUNBOOKS,
     Condition,
@@ -45,14 +46,13 @@ from mcp_remediator.models import (
     RemediationStatus,
     RunbookSpec,
     StepStatus,
+    set_condition,
 )
 from mcp_remediator.runbook import templates
 from mcp_remediator.runbook.validation import check_steps, pydantic_message
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 5
 
 
 class PlanError(Exception):
@@ -62,10 +62,6 @@ class PlanError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-class Conflict(Exception):
-    """The object changed under us; read it again and decide again."""
 
 
 class Run:
@@ -79,7 +75,6 @@ class Run:
         self.resource_version: str | None = meta.get("resourceVersion")
         self.spec = RemediationSpec.model_validate(body.get("spec") or {})
         self.status = RemediationStatus.model_validate(body.get("status") or {})
-        self.failure_reason = "StepFailed"
 
     @property
     def plan(self) -> Plan:
@@ -87,9 +82,18 @@ class Run:
         return self.status.plan
 
 
-def escalation_name(runbook: str, failed: str) -> str:
-    digest = hashlib.sha256(f"{runbook}\0{failed}".encode()).hexdigest()[:10]
-    return f"{runbook[:52]}-{digest}"
+@dataclass(frozen=True)
+class StepOutcome:
+    """How one step ended: ``Refused`` ends the whole run as Refused; the step itself is
+    recorded ``Failed`` then."""
+
+    phase: Literal["Succeeded", "DryRun", "Failed", "Refused"]
+    reason: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.phase in ("Succeeded", "DryRun")
 
 
 # Told of every action attempt: (action, outcome, seconds); the receiver's metrics use it.
@@ -99,24 +103,23 @@ StepObserver = Callable[[str, str, float], None]
 class Engine:
     """Executes remediations with the given clients and settings."""
 
-    def __init__(self, clients: Clients, settings: Settings):
+    def __init__(
+        self, clients: Clients, settings: Settings, *, observers: Sequence[StepObserver] = ()
+    ):
         self.clients = clients
         self.settings = settings
         self.kube = clients.kube
-        self.step_observers: list[StepObserver] = []
+        self.observers = tuple(observers)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         """Advance the remediation as far as it can go now."""
-        for _ in range(MAX_CONFLICT_RETRIES):
+
+        async def attempt() -> None:
             body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
-            if body is None:
-                return
-            try:
+            if body is not None:
                 await self._advance(Run(body))
-                return
-            except Conflict:
-                log.info("remediation %s/%s changed meanwhile; reading it again", namespace, name)
-        raise ApiError(409, "Conflict", f"remediation {namespace}/{name} keeps changing")
+
+        await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
 
     # -- state transitions -------------------------------------------------------------
 
@@ -235,18 +238,18 @@ class Engine:
                 continue
             status.currentStep = step.name
             outcome = await self._run_step(run, index)
-            if outcome == "ok":
+            if outcome.ok:
                 continue
-            if outcome == "failed" and step.continueOnFailure:
+            if outcome.phase == "Failed" and step.continueOnFailure:
                 failed.append(step.name)
                 continue
             for later in status.steps[index + 1 :]:
                 later.phase, later.message = "Skipped", f"not run: step {step.name} did not succeed"
-            if outcome == "refused":
-                await self._finish(run, "Refused", run.failure_reason, result.message)
+            if outcome.phase == "Refused":
+                await self._finish(run, "Refused", outcome.reason, outcome.message)
             else:
                 await self._finish(
-                    run, "Failed", run.failure_reason, f"step {step.name}: {result.message}"
+                    run, "Failed", outcome.reason, f"step {step.name}: {outcome.message}"
                 )
             return
         if failed:
@@ -260,35 +263,47 @@ class Engine:
             verb = "recorded in dry-run" if self._dry_run(run) else "succeeded"
             await self._finish(run, "Succeeded", "Completed", f"all {len(plan.steps)} steps {verb}")
 
-    async def _run_step(self, run: Run, index: int) -> Literal["ok", "failed", "refused"]:
+    async def _run_step(self, run: Run, index: int) -> StepOutcome:
+        """Prepare the step's params, then attempt it until it succeeds or may not retry."""
+        try:
+            spec, params = self._prepare(run, index)
+        except Refused as exc:
+            return await self._end_step(run, index, StepOutcome("Refused", exc.reason, exc.message))
+        except StepFailed as exc:
+            return await self._end_step(run, index, StepOutcome("Failed", exc.reason, exc.message))
+        return await self._attempts(run, index, spec, params)
+
+    def _prepare(self, run: Run, index: int) -> tuple[ActionSpec[Any], ActionParams]:
+        """The step's action and its params, rendered from the run's inputs and validated;
+        raises ``StepFailed`` or ``Refused``."""
         step = run.plan.steps[index]
-        result = run.status.steps[index]
         spec = REGISTRY.get(step.action)
+        if spec is None:
+            raise StepFailed(f"unknown action {step.action!r}", reason="UnknownAction")
         outputs = {
             s.name: s.outputs
             for s in run.status.steps[:index]
             if s.phase in ("Succeeded", "DryRun")
         }
-        dry_run = self._dry_run(run)
-        namespace = run.plan.namespace or run.namespace
+        rendered = templates.render(step.params, self._inputs(run, outputs))
         try:
-            if spec is None:
-                raise StepFailed(f"unknown action {step.action!r}", reason="UnknownAction")
-            rendered = templates.render(step.params, self._inputs(run, outputs))
-            try:
-                params = spec.parse(rendered)
-            except ValidationError as exc:
-                raise StepFailed(
-                    f"invalid params after templating: {pydantic_message(exc)}",
-                    reason="InvalidParams",
-                ) from exc
-            if spec.validate is not None:
-                spec.validate(params, self.settings, namespace)
-        except Refused as exc:
-            return await self._end_step(run, index, "refused", exc.reason, exc.message)
-        except StepFailed as exc:
-            return await self._end_step(run, index, "failed", exc.reason, exc.message)
+            params = spec.parse(rendered)
+        except ValidationError as exc:
+            raise StepFailed(
+                f"invalid params after templating: {pydantic_message(exc)}",
+                reason="InvalidParams",
+            ) from exc
+        if spec.validate is not None:
+            spec.validate(params, self.settings, run.plan.namespace or run.namespace)
+        return spec, params
 
+    async def _attempts(
+        self, run: Run, index: int, spec: ActionSpec[Any], params: ActionParams
+    ) -> StepOutcome:
+        """Attempt the step; transient failures are retried with exponential backoff."""
+        step = run.plan.steps[index]
+        result = run.status.steps[index]
+        dry_run = self._dry_run(run)
         clients = self.clients
         if dry_run:
             clients = Clients(self.settings, clients.kube.with_dry_run(), clients.http)
@@ -303,16 +318,15 @@ class Engine:
             result.startedAt = result.startedAt or now()
             result.message = f"attempt {result.attempts} of {step.retries + 1}"
             await self._save(run)
-            loop = asyncio.get_running_loop()
             ctx = ActionContext(
                 clients=clients,
                 settings=self.settings,
-                namespace=namespace,
+                namespace=run.plan.namespace or run.namespace,
                 dry_run=dry_run,
                 remediation=f"{run.namespace}/{run.name}",
                 step=step.name,
                 attempt=result.attempts,
-                deadline=loop.time() + step.timeoutSeconds,
+                deadline=asyncio.get_running_loop().time() + step.timeoutSeconds,
                 outputs=dict(result.outputs),
                 log=logging.LoggerAdapter(log, {"remediation": run.name, "step": step.name}),
                 checkpoint_fn=checkpoint,
@@ -320,34 +334,42 @@ class Engine:
             try:
                 done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
             except Refused as exc:
-                return await self._end_step(run, index, "refused", exc.reason, exc.message)
-            except StepFailed as exc:
-                error: StepFailed = exc
-            except TimeoutError:
-                error = StepFailed(
-                    f"timed out after {step.timeoutSeconds}s", reason="Timeout", transient=True
+                return await self._end_step(
+                    run, index, StepOutcome("Refused", exc.reason, exc.message)
                 )
-            except ApiError as exc:
-                error = exc.as_step_failure("Kubernetes API")
             except Exception as exc:
-                log.exception("action %s failed unexpectedly", step.action)
-                error = StepFailed(f"internal error: {exc!r}", reason="InternalError")
+                error = self._failure(step.action, step.timeoutSeconds, exc)
             else:
-                result.phase = "DryRun" if dry_run else "Succeeded"
+                phase: Literal["Succeeded", "DryRun"] = "DryRun" if dry_run else "Succeeded"
+                result.phase = phase
                 result.outputs = {str(k): str(v) for k, v in done.outputs.items()}
                 result.message = done.message
                 result.finishedAt = now()
                 await self._save(run)
                 await self._event(run, "StepSucceeded", f"{step.name}: {done.message}")
-                return "ok"
+                return StepOutcome(phase, "", done.message)
             if not error.transient or result.attempts > step.retries:
-                return await self._end_step(run, index, "failed", error.reason, error.message)
+                return await self._end_step(
+                    run, index, StepOutcome("Failed", error.reason, error.message)
+                )
             delay = self.settings.retry_backoff_seconds * 2 ** (result.attempts - 1)
             result.message = (
                 f"attempt {result.attempts} failed: {error.message}; retrying in {delay:g}s"
             )
             await self._save(run)
             await asyncio.sleep(delay)
+
+    @staticmethod
+    def _failure(action: str, timeout: float, exc: Exception) -> StepFailed:
+        """What an exception from an attempt means for the step."""
+        if isinstance(exc, StepFailed):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return StepFailed(f"timed out after {timeout}s", reason="Timeout", transient=True)
+        if isinstance(exc, ApiError):
+            return exc.as_step_failure("Kubernetes API")
+        log.error("action %s failed unexpectedly", action, exc_info=exc)
+        return StepFailed(f"internal error: {exc!r}", reason="InternalError")
 
     async def _attempt(
         self, spec: ActionSpec[Any], params: Any, ctx: ActionContext, timeout: float
@@ -366,23 +388,21 @@ class Engine:
             outcome = "timeout"
             raise
         finally:
-            for observe in self.step_observers:
+            for observe in self.observers:
                 observe(spec.name, outcome, loop.time() - started)
 
-    async def _end_step(
-        self, run: Run, index: int, outcome: Literal["failed", "refused"], reason: str, message: str
-    ) -> Literal["failed", "refused"]:
+    async def _end_step(self, run: Run, index: int, outcome: StepOutcome) -> StepOutcome:
+        """Record a step that failed or was refused; the run decides what follows."""
         result = run.status.steps[index]
         result.phase = "Failed"
-        result.message = message
+        result.message = outcome.message
         result.startedAt = result.startedAt or now()
         result.finishedAt = now()
-        run.failure_reason = reason
         await self._save(run)
         await self._event(
             run,
-            "StepRefused" if outcome == "refused" else "StepFailed",
-            f"{result.name}: {message}",
+            "StepRefused" if outcome.phase == "Refused" else "StepFailed",
+            f"{result.name}: {outcome.message}",
             "Warning",
         )
         return outcome
@@ -411,18 +431,10 @@ class Engine:
             await self._escalate(run, status.plan.escalateTo)
 
     async def _escalate(self, run: Run, runbook: str) -> None:
-        name = escalation_name(runbook, run.name)
-        labels = dict(run.body["metadata"].get("labels") or {})
-        labels[LABEL_RUNBOOK] = runbook
-        labels[LABEL_ESCALATED_FROM] = run.name
-        spec = run.spec.model_dump(mode="json", exclude_none=True)
-        spec["runbookRef"] = {"name": runbook}
-        spec.pop("approved", None)
-        body = {
-            "kind": "McpRemediation",
-            "metadata": {"name": name, "namespace": run.namespace, "labels": labels},
-            "spec": spec,
-        }
+        name = records.escalation_name(runbook, run.name)
+        labels = {**(run.body["metadata"].get("labels") or {}), LABEL_ESCALATED_FROM: run.name}
+        spec = run.spec.model_dump(mode="json", exclude_none=True, exclude={"approved"})
+        body = records.remediation_body(name, run.namespace, runbook, spec=spec, labels=labels)
         try:
             await self.kube.create(API_VERSION, REMEDIATIONS, run.namespace, body)
         except ApiError as exc:
@@ -436,45 +448,35 @@ class Engine:
 
     # -- persistence -------------------------------------------------------------------
 
-    def _set_condition(self, run: Run, type_: str, status: str, reason: str, message: str) -> None:
-        conditions = [c for c in run.status.conditions if c.type != type_]
-        previous = next((c for c in run.status.conditions if c.type == type_), None)
-        changed = previous is None or previous.status != status
-        conditions.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message[:1000],
-                lastTransitionTime=now()
-                if changed or previous is None
-                else previous.lastTransitionTime,
-                observedGeneration=run.body["metadata"].get("generation"),
-            )
+    def _set_condition(
+        self, run: Run, type_: str, status: Literal["True", "False"], reason: str, message: str
+    ) -> None:
+        condition = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message[:1000],
+            lastTransitionTime=now(),
+            observedGeneration=run.body["metadata"].get("generation"),
         )
-        run.status.conditions = conditions
+        run.status.conditions = set_condition(run.status.conditions, condition)
 
     async def _save(self, run: Run, *, precondition: bool = False) -> None:
+        """Write the run's status; with ``precondition``, only onto the version read
+        (``Conflict`` otherwise)."""
         run.status.observedGeneration = run.body["metadata"].get("generation")
         # alertResolvedAt belongs to the receiver, which may set it while a run is under
         # way: writing back the value read earlier would erase it.
         status = run.status.model_dump(mode="json", exclude={"alertResolvedAt"})
-        patch: dict[str, Any] = {"status": status}
-        if precondition:
-            patch["metadata"] = {"resourceVersion": run.resource_version}
-        try:
-            updated = await self.kube.patch(
-                API_VERSION,
-                REMEDIATIONS,
-                run.namespace,
-                run.name,
-                patch,
-                subresource="status",
-            )
-        except ApiError as exc:
-            if exc.status == 409 and precondition:
-                raise Conflict() from exc
-            raise
+        updated = await patch_status(
+            self.kube,
+            API_VERSION,
+            REMEDIATIONS,
+            run.namespace,
+            run.name,
+            status,
+            resource_version=run.resource_version if precondition else None,
+        )
         run.resource_version = updated.get("metadata", {}).get("resourceVersion")
 
     async def _event(

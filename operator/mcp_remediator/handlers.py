@@ -1,23 +1,22 @@
 """All Kopf handlers, in one place; the only module that knows Kopf's decorators.
 
-Each handler runs its guards and calls one plain function with the clients from the
-operator's memo (``Memo``): the engine for remediations, validation for runbooks.
+Each handler runs its guards and calls one plain function with the parts in the
+operator's typed memo (``memo.Memo``, built by ``runtime``): the engine for remediations,
+validation for runbooks, the receiver's cache and gauges for what the watches see.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import kopf
 
-from mcp_remediator.clients import Clients
-from mcp_remediator.engine import Engine
-from mcp_remediator.kube.client import ApiError, ConnectionConfig
+from mcp_remediator.kube.client import ApiError
 from mcp_remediator.kube.events import now, parse_time
+from mcp_remediator.kube.status import patch_status
+from mcp_remediator.memo import Memo
 from mcp_remediator.models import (
     API_VERSION,
     FINISHED_PHASES,
@@ -25,28 +24,13 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
     VERSION,
+    Condition,
+    set_condition,
 )
 from mcp_remediator.runbook.validation import check_runbook
-from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
-
-
-@dataclass
-class Memo:
-    """What the handlers share: built once per operator run."""
-
-    settings: Settings
-    connection: ConnectionConfig
-    clients: Clients
-    engine: Engine
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _memo(memo: Any) -> Memo:
-    assert isinstance(memo, Memo), "the operator must be started with a Memo"
-    return memo
 
 
 @kopf.on.startup(registry=registry)
@@ -63,7 +47,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.login(registry=registry)
 def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
-    connection = _memo(memo).connection
+    connection = Memo.of(memo).connection
     return kopf.ConnectionInfo(
         server=connection.server,
         ca_path=connection.ca_path,
@@ -88,7 +72,7 @@ def _transient(exc: ApiError) -> kopf.TemporaryError:
 async def run_remediation(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     assert namespace is not None  # McpRemediation is namespaced
     try:
-        await _memo(memo).engine.reconcile(namespace, name)
+        await Memo.of(memo).engine.reconcile(namespace, name)
     except ApiError as exc:
         if exc.transient:
             raise _transient(exc) from exc
@@ -111,7 +95,7 @@ async def expire_remediation(
 ) -> None:
     """Delete a finished record ``ttlSecondsAfterFinished`` after it finished."""
     assert namespace is not None
-    m = _memo(memo)
+    m = Memo.of(memo)
     ttl = spec.get("ttlSecondsAfterFinished")
     ttl = m.settings.remediation_ttl_seconds if ttl is None else int(ttl)
     finished = parse_time(status.get("finishedAt")) or datetime.datetime.now(datetime.UTC)
@@ -147,71 +131,56 @@ async def validate_runbook(
     **_: Any,
 ) -> None:
     assert namespace is not None
-    m = _memo(memo)
+    m = Memo.of(memo)
     problems = check_runbook(dict(spec), m.settings)
     generation = meta.get("generation")
     if problems:
-        condition: dict[str, Any] = {
-            "type": "Valid",
-            "status": "False",
-            "reason": problems[0].reason,
-            "message": "; ".join(p.message for p in problems)[:2000],
-        }
+        reason = problems[0].reason
+        message = "; ".join(p.message for p in problems)[:2000]
     else:
-        condition = {
-            "type": "Valid",
-            "status": "True",
-            "reason": "Validated",
-            "message": f"{len(spec.get('steps', []))} steps validated",
-        }
-    previous = next((c for c in status.get("conditions", []) if c.get("type") == "Valid"), None)
-    same = previous is not None and previous.get("status") == condition["status"]
-    condition["lastTransitionTime"] = (
-        previous.get("lastTransitionTime", now()) if same and previous else now()
+        reason, message = "Validated", f"{len(spec.get('steps', []))} steps validated"
+    condition = Condition(
+        type="Valid",
+        status="False" if problems else "True",
+        reason=reason,
+        message=message,
+        lastTransitionTime=now(),
+        observedGeneration=generation,
     )
-    condition["observedGeneration"] = generation
-    others = [c for c in status.get("conditions", []) if c.get("type") != "Valid"]
-    patch = {"status": {"observedGeneration": generation, "conditions": [*others, condition]}}
+    previous = [Condition.model_validate(c) for c in status.get("conditions", [])]
+    conditions = set_condition(previous, condition)
     try:
-        await m.clients.kube.patch(
-            API_VERSION, RUNBOOKS, namespace, name, patch, subresource="status"
+        await patch_status(
+            m.clients.kube,
+            API_VERSION,
+            RUNBOOKS,
+            namespace,
+            name,
+            {
+                "observedGeneration": generation,
+                "conditions": [c.model_dump(mode="json") for c in conditions],
+            },
         )
     except ApiError as exc:
         raise _transient(exc) from exc
     if problems:
-        log.warning("McpRunbook %s/%s is invalid: %s", namespace, name, condition["message"])
+        log.warning("McpRunbook %s/%s is invalid: %s", namespace, name, message)
 
 
-# -- Alert receiver hooks --------------------------------------------------------------
-# The receiver (``receiver.serve``, a companion of Kopf) registers itself in
-# ``memo.extras`` under this key. The event handlers pass it what the watches see anyway,
-# so its runbook cache and remediation gauges cost no API call of their own.
-
-RECEIVER_KEY = "receiver"
-
-
-class ReceiverHooks(Protocol):
-    def runbook_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
-
-    def remediation_event(self, event_type: str | None, body: Mapping[str, Any]) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-def _receiver(memo: Any) -> ReceiverHooks | None:
-    hooks: ReceiverHooks | None = _memo(memo).extras.get(RECEIVER_KEY)
-    return hooks
+# -- Alert receiver ----------------------------------------------------------------------
+# The watches already see every runbook and remediation: the receiver's runbook cache and
+# remediation gauges are fed from them, at no API call of their own.
 
 
 @kopf.on.event(GROUP, VERSION, RUNBOOKS, registry=registry)
 async def feed_runbook(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    if (receiver := _receiver(memo)) is not None:
+    if (receiver := Memo.of(memo).receiver) is not None:
         receiver.runbook_event(event.get("type"), event["object"])
 
 
 @kopf.on.event(GROUP, VERSION, REMEDIATIONS, registry=registry)
 async def feed_remediation(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    if (receiver := _receiver(memo)) is not None:
+    if (receiver := Memo.of(memo).receiver) is not None:
         receiver.remediation_event(event.get("type"), event["object"])
 
 
@@ -219,5 +188,5 @@ async def feed_remediation(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 async def stop_receiver(memo: Any, **_: Any) -> None:
     # Stop taking alerts as the operator begins to stop: Alertmanager retries elsewhere, and
     # Kopf's exit does not wait on the receiver's connections and background tasks.
-    if (receiver := _receiver(memo)) is not None:
+    if (receiver := Memo.of(memo).receiver) is not None:
         await receiver.stop()

@@ -1,6 +1,6 @@
 """Typed models of the two custom resources, McpRunbook and McpRemediation.
 
-These models are the single source of the CRD schemas: ``crdgen`` renders them into
+These models are the single source of the CRD schemas: ``tools.crdgen`` renders them into
 ``crds/*.yaml`` and a test fails when the files drift. Field names are the API's own
 camelCase names, so a body parses without aliases.
 
@@ -10,6 +10,7 @@ beyond the constants.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -147,6 +148,17 @@ class Condition(_Model):
     message: str = ""
     lastTransitionTime: str | None = None
     observedGeneration: int | None = None
+
+
+def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
+    """``conditions`` with ``new`` in place of the one of its type, like apimachinery's
+    ``meta.SetStatusCondition``: the previous ``lastTransitionTime`` is kept unless the
+    status flips."""
+    previous = next((c for c in conditions if c.type == new.type), None)
+    if previous is not None and previous.status == new.status:
+        kept = previous.lastTransitionTime or new.lastTransitionTime
+        new = new.model_copy(update={"lastTransitionTime": kept})
+    return [*(c for c in conditions if c.type != new.type), new]
 
 
 class RunbookCounters(_Model):

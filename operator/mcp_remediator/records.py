@@ -1,9 +1,10 @@
-"""McpRemediation records: deterministic names and label values.
+"""McpRemediation records: deterministic names, label values and the body builder.
 
 ``remediation_name`` is deterministic in (runbook, fingerprint, startsAt), so
 Alertmanager re-sends, HA pairs and operator restarts all land on one object name;
 ``group_key`` hashes the ``groupBy`` label values into a label value the guardrail
-queries select on; ``label_value`` makes any string a valid label value.
+queries select on; ``label_value`` makes any string a valid label value;
+``remediation_body`` builds the object to create.
 
 Pure, no I/O. Used by the receiver (``alerts``) and the engine (escalation), which both
 create records; neither imports the other.
@@ -15,6 +16,9 @@ import datetime
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mcp_remediator.models import LABEL_RUNBOOK
 
 MAX_NAME = 63
 DIGEST_LENGTH = 10
@@ -73,3 +77,34 @@ def group_key(group_by: Iterable[str], labels: Mapping[str, str]) -> str:
     """16 hex identifying the throttle group: the ``groupBy`` labels and their values."""
     names = sorted(set(group_by))
     return _digest(*(f"{name}={labels.get(name, '')}" for name in names), length=16)
+
+
+def escalation_name(runbook: str, failed: str) -> str:
+    """The escalation of run ``failed`` to ``runbook``: one name, however often it fails."""
+    return f"{runbook[:52]}-{_digest(runbook, failed)}"
+
+
+def remediation_body(
+    name: str,
+    namespace: str,
+    runbook: str,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """An McpRemediation of ``runbook``, ready to create: ``spec`` gets the ``runbookRef``,
+    ``labels`` the ``mcp.dese.ai/runbook`` label. Used by the receiver (one per alert
+    occurrence) and by escalation."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**(labels or {}), LABEL_RUNBOOK: label_value(runbook)},
+    }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {
+        "kind": "McpRemediation",
+        "metadata": metadata,
+        "spec": {**(spec or {}), "runbookRef": {"name": runbook}},
+    }

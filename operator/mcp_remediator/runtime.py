@@ -1,7 +1,9 @@
-"""Runs the operator: Kopf's reactor plus the alert receiver, in one event loop.
+"""All wiring, in one place: runs Kopf's reactor and the alert receiver in one event loop.
 
-``run_operator`` is what ``mcp-remediator run`` calls; tests and the demo call it too,
-with their own stop and ready flags. Clients are built here, once, and closed on exit.
+``run_operator`` builds every part once — clients, metrics, the engine (with the metrics
+as its step observer), the receiver — into the typed ``Memo`` the handlers read, runs
+the receiver beside Kopf, and closes the clients on exit. ``mcp-remediator run`` calls
+it; the tests and the demo too (``testing.operator_thread``), with their own flags.
 """
 
 from __future__ import annotations
@@ -9,72 +11,81 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Coroutine
 
 import kopf
 
 from mcp_remediator import handlers
-from mcp_remediator.alerts import receiver
+from mcp_remediator.alerts.receiver import Receiver
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
 from mcp_remediator.kube.client import ConnectionConfig
+from mcp_remediator.memo import Memo
+from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Flag = asyncio.Event | threading.Event | asyncio.Future[None]
-# Extra coroutines started beside Kopf (the receiver); each gets the memo. They run until
-# the operator stops: one that ends earlier has failed, and stops the operator with it.
-Companion = Callable[[handlers.Memo, asyncio.Event], Coroutine[None, None, None]]
-COMPANIONS: list[Companion] = [receiver.serve]
 
 
 async def run_operator(
     settings: Settings,
     connection: ConnectionConfig,
     *,
+    receiver: bool = True,
     stop_flag: Flag | None = None,
     ready_flag: Flag | None = None,
-    companions: list[Companion] | None = None,
     kopf_settings: kopf.OperatorSettings | None = None,
 ) -> None:
-    """Run until ``stop_flag`` is set (or forever)."""
+    """Run until ``stop_flag`` is set (or forever); ``receiver=False`` runs Kopf alone.
+
+    The receiver runs beside Kopf for the operator's lifetime: if either ends, both stop,
+    and the first error is raised.
+    """
     clients = Clients.build(settings, connection)
-    memo = handlers.Memo(
-        settings=settings,
-        connection=connection,
-        clients=clients,
-        engine=Engine(clients, settings),
-    )
-    stopping = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = [
-        asyncio.create_task(companion(memo, stopping))
-        for companion in (COMPANIONS if companions is None else companions)
-    ]
-    namespaces = settings.watch_namespaces
-    operator = asyncio.create_task(
-        kopf.operator(
-            registry=handlers.registry,
-            settings=kopf_settings,
-            memo=memo,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=settings.peering is None,
-            peering_name=settings.peering,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
-    )
     try:
-        done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        if operator not in done:
-            operator.cancel()
-            await asyncio.gather(operator, return_exceptions=True)
-        for task in done:
-            task.result()
+        metrics = OperatorMetrics()
+        memo = Memo(
+            settings=settings,
+            connection=connection,
+            clients=clients,
+            engine=Engine(clients, settings, observers=[metrics.observe_step]),
+            receiver=Receiver(settings, clients.kube, metrics=metrics) if receiver else None,
+        )
+        tasks = [asyncio.create_task(_serve(memo.receiver))] if memo.receiver else []
+        namespaces = settings.watch_namespaces
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=handlers.registry,
+                settings=kopf_settings,
+                memo=memo,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                standalone=settings.peering is None,
+                peering_name=settings.peering,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        )
+        try:
+            done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if operator not in done:
+                operator.cancel()
+                await asyncio.gather(operator, return_exceptions=True)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        stopping.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await clients.aclose()
+
+
+async def _serve(receiver: Receiver) -> None:
+    """Serve alerts until cancelled; a receiver that cannot listen ends the operator."""
+    await receiver.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await receiver.stop()

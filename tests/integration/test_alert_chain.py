@@ -16,7 +16,6 @@ import redis.asyncio
 from fixtures.alert_chain import MAXMEMORY_BYTES, AlertChain
 from fixtures.cluster import Cluster, OperatorFactory
 from mcp_remediator import records
-from mcp_remediator.alerts import receiver
 from mcp_remediator.models import (
     API_VERSION,
     LABEL_ALERTNAME,
@@ -133,7 +132,7 @@ async def test_redis_alerts_from_prometheus_are_remediated_and_resolve(
         cluster.seed(HIGH_MEMORY)
         cluster.seed(LOW_HIT_RATIO)
         await operator_factory(
-            companions=[receiver.serve],
+            receiver=True,
             receiver_port=alert_chain.receiver_port,
             receiver_host="127.0.0.1",
             receiver_token=alert_chain.token,

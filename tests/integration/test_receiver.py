@@ -17,7 +17,6 @@ import pytest
 from fixtures.cluster import CRDS, Cluster, OperatorFactory, deployment
 from fixtures.daemons import free_port
 from mcp_remediator import records
-from mcp_remediator.alerts import receiver as receiver_module
 from mcp_remediator.alerts.receiver import Receiver, ReceiverConfigError
 from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.models import (
@@ -800,7 +799,7 @@ async def test_operator_serves_the_receiver_and_runs_what_it_creates(
     cluster.seed(runbook("restart-api", alertname="ApiErrors", steps=steps))
     port = free_port()
     await operator_factory(
-        companions=[receiver_module.serve],
+        receiver=True,
         receiver_port=port,
         receiver_host="127.0.0.1",
         receiver_token=TOKEN,
@@ -861,7 +860,7 @@ async def test_operator_without_a_receiver_token_stops_with_the_reason(
     settings = Settings(receiver_port=free_port(), receiver_host="127.0.0.1")
 
     def run() -> None:
-        asyncio.run(run_operator(settings, cluster.connection, companions=[receiver_module.serve]))
+        asyncio.run(run_operator(settings, cluster.connection, receiver=True))
 
     with pytest.raises(ReceiverConfigError, match="MCP_RECEIVER_TOKEN_FILE"):
         await asyncio.wait_for(asyncio.to_thread(run), 30)
@@ -876,7 +875,7 @@ async def test_alert_resolved_mid_run_survives_the_engine_finishing_the_run(
     cluster.seed(runbook("restart-api", alertname="ApiErrors", steps=steps))
     port = free_port()
     await operator_factory(
-        companions=[receiver_module.serve],
+        receiver=True,
         receiver_port=port,
         receiver_host="127.0.0.1",
         receiver_token=TOKEN,

@@ -47,6 +47,7 @@ from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
+from mcp_remediator.kube.status import Conflict, patch_status, retry_on_conflict
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
@@ -78,7 +79,6 @@ Outcome = Literal[
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 CANCELLABLE = frozenset({"Pending", "AwaitingApproval"})
 ALERT_RESOLVED = "AlertResolved"
-MAX_CONFLICT_RETRIES = 5
 KNOWN_NAMES = 100_000  # names known to exist: about 10 MB, spares the API every re-send
 # Alert × runbook pairs in progress at once, over all requests: more only queues in the
 # HTTP client's pool, whose bookkeeping grows with the queue (quadratically, in httpcore).
@@ -251,24 +251,25 @@ class AlertIngestor:
                 await self._unrecorded_skip(runbook, verdict)
                 return "skippedUnrecorded"
             labels = {
-                LABEL_RUNBOOK: runbook_label,
                 LABEL_ALERTNAME: records.label_value(alert.labels.get("alertname", "")),
                 LABEL_FINGERPRINT: records.label_value(alert.fingerprint),
                 LABEL_GROUP: group,
             }
-            meta: dict[str, Any] = {"name": name, "namespace": runbook.namespace, "labels": labels}
+            skip = None
             if verdict is not None:
-                meta["annotations"] = {
+                skip = {
                     ANNOTATION_SKIP_REASON: verdict.reason,
                     ANNOTATION_SKIP_MESSAGE: verdict.message,
                 }
-            info = alert.model_dump(mode="json", exclude_none=True)
-            info["groupKey"] = group_key
-            body = {
-                "kind": "McpRemediation",
-                "metadata": meta,
-                "spec": {"runbookRef": {"name": runbook.name}, "alert": info},
-            }
+            info = {**alert.model_dump(mode="json", exclude_none=True), "groupKey": group_key}
+            body = records.remediation_body(
+                name,
+                runbook.namespace,
+                runbook.name,
+                spec={"alert": info},
+                labels=labels,
+                annotations=skip,
+            )
             try:
                 created = await self.kube.create(API_VERSION, REMEDIATIONS, runbook.namespace, body)
             except ApiError as exc:
@@ -285,29 +286,27 @@ class AlertIngestor:
 
     async def _mark_skipped(self, created: dict[str, Any], verdict: guardrails.Verdict) -> None:
         meta = created["metadata"]
-        patch = {
-            "metadata": {"resourceVersion": meta["resourceVersion"]},
-            "status": {
-                "phase": "Skipped",
-                "reason": verdict.reason,
-                "message": verdict.message,
-                "finishedAt": now(),
-                "observedGeneration": meta.get("generation"),
-            },
+        status = {
+            "phase": "Skipped",
+            "reason": verdict.reason,
+            "message": verdict.message,
+            "finishedAt": now(),
+            "observedGeneration": meta.get("generation"),
         }
         try:
-            await self.kube.patch(
+            await patch_status(
+                self.kube,
                 API_VERSION,
                 REMEDIATIONS,
                 meta["namespace"],
                 meta["name"],
-                patch,
-                subresource="status",
+                status,
+                resource_version=meta["resourceVersion"],
             )
+        except Conflict:
+            pass  # the engine was first; the skip annotations make it finish as Skipped too
         except ApiError as exc:
-            # The skip annotations already make the engine finish the record as Skipped.
-            if exc.status != 409:
-                log.warning("could not mark %s Skipped (the engine will): %s", meta["name"], exc)
+            log.warning("could not mark %s Skipped (the engine will): %s", meta["name"], exc)
 
     def _take_skip_slot(self, runbook: CachedRunbook, moment: datetime.datetime) -> bool:
         """Count a guardrail hit in this minute's window; true while records are allowed."""
@@ -337,8 +336,10 @@ class AlertIngestor:
     # -- resolved ----------------------------------------------------------------------
 
     async def _resolve(self, runbook: CachedRunbook, name: str) -> Outcome:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, runbook.namespace, name)
+        namespace = runbook.namespace
+
+        async def attempt() -> Outcome:
+            body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
             if body is None:
                 return "resolvedWithoutRecord"
             meta, status = body["metadata"], body.get("status") or {}
@@ -347,30 +348,28 @@ class AlertIngestor:
             stamp = now()
             skip_record = ANNOTATION_SKIP_REASON in (meta.get("annotations") or {})
             if (status.get("phase") or "Pending") in CANCELLABLE and not skip_record:
-                patch: dict[str, Any] = {
-                    "metadata": {"resourceVersion": meta["resourceVersion"]},
-                    "status": {
-                        "phase": "Cancelled",
-                        "reason": ALERT_RESOLVED,
-                        "message": "the alert resolved before the run started",
-                        "finishedAt": stamp,
-                        "alertResolvedAt": stamp,
-                    },
+                cancelled = {
+                    "phase": "Cancelled",
+                    "reason": ALERT_RESOLVED,
+                    "message": "the alert resolved before the run started",
+                    "finishedAt": stamp,
+                    "alertResolvedAt": stamp,
                 }
-                outcome: Outcome = "cancelled"
-            else:
-                patch = {"status": {"alertResolvedAt": stamp}}
-                outcome = "resolved"
-            try:
-                await self.kube.patch(
-                    API_VERSION, REMEDIATIONS, runbook.namespace, name, patch, subresource="status"
+                await patch_status(
+                    self.kube,
+                    API_VERSION,
+                    REMEDIATIONS,
+                    namespace,
+                    name,
+                    cancelled,
+                    resource_version=meta["resourceVersion"],
                 )
-            except ApiError as exc:
-                if exc.status == 409:
-                    continue  # the engine moved it meanwhile: decide again
-                raise
-            return outcome
-        raise ApiError(409, "Conflict", f"remediation {runbook.namespace}/{name} keeps changing")
+                return "cancelled"
+            resolved = {"alertResolvedAt": stamp}
+            await patch_status(self.kube, API_VERSION, REMEDIATIONS, namespace, name, resolved)
+            return "resolved"
+
+        return await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
 
     # -- runbook counters --------------------------------------------------------------
 
@@ -398,28 +397,27 @@ class AlertIngestor:
                 log.debug("runbook %s/%s counters not updated: %s", namespace, name, exc)
 
     async def _add_counters(self, namespace: str, name: str, tally: _Tally) -> None:
-        for _ in range(MAX_CONFLICT_RETRIES):
+        async def attempt() -> None:
             body = await self.kube.get_or_none(API_VERSION, RUNBOOKS, namespace, name)
             if body is None:
                 return
             status = body.get("status") or {}
             counters = status.get("counters") or {}
-            patch = {
-                "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                "status": {
-                    "lastTriggeredAt": max(tally.last, status.get("lastTriggeredAt") or ""),
-                    "counters": {
-                        "triggered": int(counters.get("triggered", 0)) + tally.triggered,
-                        "skipped": int(counters.get("skipped", 0)) + tally.skipped,
-                    },
+            added = {
+                "lastTriggeredAt": max(tally.last, status.get("lastTriggeredAt") or ""),
+                "counters": {
+                    "triggered": int(counters.get("triggered", 0)) + tally.triggered,
+                    "skipped": int(counters.get("skipped", 0)) + tally.skipped,
                 },
             }
-            try:
-                await self.kube.patch(
-                    API_VERSION, RUNBOOKS, namespace, name, patch, subresource="status"
-                )
-                return
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-        raise ApiError(409, "Conflict", f"runbook {namespace}/{name} keeps changing")
+            await patch_status(
+                self.kube,
+                API_VERSION,
+                RUNBOOKS,
+                namespace,
+                name,
+                added,
+                resource_version=body["metadata"]["resourceVersion"],
+            )
+
+        await retry_on_conflict(attempt, f"runbook {namespace}/{name}")

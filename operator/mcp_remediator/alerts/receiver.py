@@ -12,9 +12,9 @@ summary of what became of every alert (see ``ingest.Summary``).
 
 Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
 
-``serve`` is the companion ``runtime.run_operator`` starts beside Kopf: it registers the
-receiver in the memo (the Kopf event handlers feed its runbook cache and remediation
-gauges) and the engine's step observer. Tests and the benchmark run ``Receiver`` alone.
+``runtime.run_operator`` builds the receiver, runs it beside Kopf and puts it in the memo,
+where the Kopf event handlers feed its runbook cache and remediation gauges. Tests and
+the benchmark run ``Receiver`` alone.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 
 from aiohttp import web
 
-from mcp_remediator import handlers
 from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
 from mcp_remediator.alerts.payload import PayloadError, WebhookPayload
 from mcp_remediator.kube.client import ApiError, KubeApi
@@ -89,7 +88,7 @@ class Receiver:
     def ready(self) -> bool:
         return self.ingestor.runbooks.warm
 
-    # -- what the Kopf handlers call (see handlers.ReceiverHooks) -------------------------
+    # -- what the Kopf event handlers call ------------------------------------------------
 
     def runbook_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         self.ingestor.runbooks.apply(event_type, body)
@@ -207,15 +206,3 @@ class Receiver:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-
-async def serve(memo: handlers.Memo, stopping: asyncio.Event) -> None:
-    """The companion: run the receiver for the operator's lifetime."""
-    receiver = Receiver(memo.settings, memo.clients.kube)
-    memo.extras[handlers.RECEIVER_KEY] = receiver
-    memo.engine.step_observers.append(receiver.metrics.observe_step)
-    await receiver.start()
-    try:
-        await stopping.wait()
-    finally:
-        await receiver.stop()

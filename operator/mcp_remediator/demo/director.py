@@ -43,7 +43,6 @@ import yaml
 from mcp_remediator import records
 from mcp_remediator.demo.incidents import INCIDENTS, Alert, Expect, Incident, Verdict
 from mcp_remediator.demo.world import NAMESPACE, World
-from mcp_remediator.engine import escalation_name
 from mcp_remediator.kube.client import ConnectionConfig
 from mcp_remediator.models import (
     API_VERSION,
@@ -52,6 +51,7 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
+from mcp_remediator.records import escalation_name
 from mcp_remediator.testing.daemons import DemoError, free_port
 from mcp_remediator.testing.emulator import write_kubeconfig
 from mcp_remediator.testing.operator_thread import OperatorThread

@@ -12,7 +12,7 @@ import threading
 import kopf
 
 from mcp_remediator.kube.client import ConnectionConfig
-from mcp_remediator.runtime import Companion, run_operator
+from mcp_remediator.runtime import run_operator
 from mcp_remediator.settings import Settings
 
 
@@ -29,11 +29,11 @@ class OperatorThread:
         settings: Settings,
         connection: ConnectionConfig,
         *,
-        companions: list[Companion] | None = None,
+        receiver: bool = True,
     ):
         self.settings = settings
         self.connection = connection
-        self.companions = companions
+        self.receiver = receiver
         self.stop_flag = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -54,7 +54,7 @@ class OperatorThread:
                     self.connection,
                     stop_flag=self.stop_flag,
                     ready_flag=self.ready,
-                    companions=self.companions,
+                    receiver=self.receiver,
                     kopf_settings=kopf_settings,
                 )
             )
