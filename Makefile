@@ -21,7 +21,7 @@ deps-system:
 	fi
 
 deps-python:
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e '.[test,demo]'
 
 lint: deps-python
 	ruff check operator tests benchmarks
