@@ -27,6 +27,7 @@ lint: deps-python
 	ruff check operator tests benchmarks
 	ruff format --check operator tests benchmarks
 	mypy
+	PYTHONPATH=operator lint-imports
 
 crds:
 	$(PYTHON) -m mcp_remediator.tools.crdgen crds
