@@ -3,7 +3,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES = redis-server redis-tools openssl prometheus prometheus-alertmanager prometheus-redis-exporter
 PYTEST_ARGS ?=
 
-.PHONY: deps deps-system deps-python test lint crds docs demo e2e bench bench-redis bench-ingest
+.PHONY: deps deps-system deps-python test lint generate crds docs demo e2e bench bench-redis bench-ingest
 
 deps: deps-system deps-python
 
@@ -21,15 +21,25 @@ deps-system:
 	fi
 
 deps-python:
-	$(PYTHON) -m pip install -q -e '.[test]'
+	$(PYTHON) -m pip install -q -e '.[test,demo]'
 
 lint: deps-python
 	ruff check operator tests benchmarks
 	ruff format --check operator tests benchmarks
 	mypy
+	PYTHONPATH=operator lint-imports
+
+# Every generated file (mcp_remediator/tools/generate.py): the CRDs, the README's tables and
+# the demo's copy of the runbook catalogue. `crds` and `docs` regenerate their part only.
+# PYTHONPATH: generate from this checkout's code, whatever checkout pip installed.
+generate:
+	PYTHONPATH=operator $(PYTHON) -m mcp_remediator.tools.generate
 
 crds:
-	$(PYTHON) -m mcp_remediator.tools.crdgen crds
+	PYTHONPATH=operator $(PYTHON) -m mcp_remediator.tools.generate crds
+
+docs:
+	PYTHONPATH=operator $(PYTHON) -m mcp_remediator.tools.generate readme
 
 # One command: install everything, lint, run every test (exit 5 = no test ran = failure).
 test: deps lint

@@ -49,7 +49,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mcp_remediator.demo.director import run_demo
+    try:
+        from mcp_remediator.demo.director import run_demo
+    except ModuleNotFoundError as exc:
+        # kmock (the emulated API server) is the `demo` extra, not a dependency of the operator.
+        if (exc.name or "").partition(".")[0] != "kmock":
+            raise
+        print(
+            "mcp-remediator demo: needs kmock, which is not installed: "
+            "pip install 'mcp-remediator[demo]'",
+            file=sys.stderr,
+        )
+        return 2
 
     try:
         return asyncio.run(

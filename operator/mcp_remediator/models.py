@@ -1,8 +1,8 @@
 """Typed models of the two custom resources, McpRunbook and McpRemediation.
 
 These models are the single source of the CRD schemas: ``tools.crdgen`` renders them into
-``crds/*.yaml`` and a test fails when the files drift. Field names are the API's own
-camelCase names, so a body parses without aliases.
+``crds/*.yaml`` (``make generate``) and a test fails when the files drift. Field names
+are the API's own camelCase names, so a body parses without aliases.
 
 Imported by everything that reads or writes the resources; imports nothing of ours
 beyond the constants.

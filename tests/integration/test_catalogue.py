@@ -5,8 +5,9 @@ fails, with a precise message, on a Kyverno write, an unknown action or a bad te
 every procedure of the guide (seed/RUNBOOKS.md) has its runbook with evidence, a fix and a
 verification; every trigger names an alert of manifests/prometheus/rules.yaml and reads
 only labels that alert carries (as its promtool tests show them); ``simulate`` sends a
-payload of each alert to the expected runbook with every template rendered; and the copy
-the installed package ships for the demo is identical.
+payload of each alert to the expected runbook with every template rendered. (That the
+copy the package ships for the demo is identical is checked with every generated file,
+tests/unit/test_generate.py.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from mcp_remediator.tools.simulate import simulate
 
 ROOT = Path(__file__).parents[2]
 CATALOGUE = ROOT / "manifests" / "runbooks"
-PACKAGED = ROOT / "operator" / "mcp_remediator" / "demo" / "runbooks"
 PROMETHEUS = ROOT / "manifests" / "prometheus"
 
 # seed/RUNBOOKS.md: each procedure, the runbook that carries it, and whether a metric can
@@ -316,13 +316,3 @@ def test_lint_fails_with_a_precise_message(tmp_path: Path, step: str, expected: 
         f"{path}:1: McpRunbook/broken: {expected}",
         "1 checked, 1 invalid",
     ]
-
-
-def test_the_package_ships_the_catalogue_unchanged() -> None:
-    shipped = {p.name: p.read_text() for p in PACKAGED.glob("*.yaml")}
-    source = {p.name: p.read_text() for p in CATALOGUE.glob("*.yaml")}
-    assert shipped == source, (
-        "operator/mcp_remediator/demo/runbooks must be a copy of manifests/runbooks (the "
-        "demo of an installed package loads it): "
-        "cp manifests/runbooks/*.yaml operator/mcp_remediator/demo/runbooks/"
-    )

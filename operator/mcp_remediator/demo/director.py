@@ -68,7 +68,7 @@ MARKS = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped", "DryRun": 
 
 
 def load_catalogue() -> list[dict[str, Any]]:
-    """The McpRunbooks the package ships (a copy of manifests/runbooks)."""
+    """The McpRunbooks the package ships (manifests/runbooks, copied by ``make generate``)."""
     folder = importlib.resources.files("mcp_remediator.demo") / "runbooks"
     runbooks = []
     for item in sorted(folder.iterdir(), key=lambda entry: entry.name):

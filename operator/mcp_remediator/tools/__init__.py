@@ -1,1 +1,2 @@
-"""Offline commands and generators: ``lint``, ``simulate``, ``crdgen``, ``docgen``."""
+"""Offline commands and generators: ``lint``, ``simulate``; ``generate`` writes every
+generated file (``crdgen``'s CRDs, ``docgen``'s README tables, the packaged catalogue)."""

@@ -1,16 +1,13 @@
 """Generates the README's action reference and settings table from the code.
 
 The README holds each table between ``<!-- BEGIN name -->`` / ``<!-- END name -->``
-markers; ``python -m mcp_remediator.tools.docgen README.md`` (``make docs``) rewrites them and a
-test fails when they are stale, so the documentation cannot drift from the registry
-and the settings model.
+markers; ``make generate`` (``tools.generate``) rewrites them and a test fails when they
+are stale, so the documentation cannot drift from the registry and the settings model.
 """
 
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
@@ -78,15 +75,3 @@ def render(text: str) -> str:
         block = match.group(1) + make() + "\n" + match.group(2)
         text = text[: match.start()] + block + text[match.end() :]
     return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else "README.md")
-    path.write_text(render(path.read_text()))
-    print(f"updated {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

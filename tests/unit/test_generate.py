@@ -1,0 +1,60 @@
+"""Generated files: every one is current, and the generator finds and fixes stale ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mcp_remediator.tools import generate
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_every_generated_file_is_current() -> None:
+    stale = generate.check(ROOT)
+    assert not stale, f"generated files are stale: {', '.join(stale)}; run `make generate`"
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The generated files and their sources, in a throwaway copy of the repository."""
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    for folder in ("crds", generate.CATALOGUE, generate.PACKAGED_CATALOGUE):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path
+
+
+def test_check_lists_stale_files_and_write_fixes_them(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packaged = checkout / generate.PACKAGED_CATALOGUE
+    crd = checkout / "crds" / "mcp.dese.ai_mcprunbooks.yaml"
+    crd.write_text(crd.read_text().replace("mcprb", "mcprbx"))
+    (packaged / "redis-down.yaml").unlink()
+    (packaged / "renamed-long-ago.yaml").write_text("kind: McpRunbook\n")
+    (checkout / generate.CATALOGUE / "notify-oncall.yaml").write_bytes(b"# edited\r\n")
+    stale = [
+        "crds/mcp.dese.ai_mcprunbooks.yaml",
+        f"{generate.PACKAGED_CATALOGUE}/notify-oncall.yaml",
+        f"{generate.PACKAGED_CATALOGUE}/redis-down.yaml",
+        f"{generate.PACKAGED_CATALOGUE}/renamed-long-ago.yaml",
+    ]
+
+    assert generate.main(["--check", "--root", str(checkout)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        *(f"stale: {path}" for path in stale),
+        "4 generated file(s) stale: run `make generate`",
+    ]
+    assert generate.check(checkout, ["readme"]) == []
+
+    assert generate.main(["--root", str(checkout)]) == 0
+
+    assert generate.check(checkout) == []
+    assert not (packaged / "renamed-long-ago.yaml").exists()
+    assert (packaged / "notify-oncall.yaml").read_bytes() == b"# edited\r\n"
+    assert crd.read_text() == (ROOT / "crds" / crd.name).read_text()
+    assert sorted(p.name for p in packaged.iterdir()) == sorted(
+        p.name for p in (checkout / generate.CATALOGUE).iterdir()
+    )
