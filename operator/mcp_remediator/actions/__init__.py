@@ -16,6 +16,7 @@ from mcp_remediator.actions import (
 )
 from mcp_remediator.actions.registry import (
     REGISTRY,
+    Access,
     ActionContext,
     ActionParams,
     ActionResult,
@@ -25,6 +26,7 @@ from mcp_remediator.actions.registry import (
 
 __all__ = [
     "REGISTRY",
+    "Access",
     "ActionContext",
     "ActionParams",
     "ActionResult",

@@ -29,7 +29,13 @@ import redis.exceptions
 from pydantic import Field
 
 from mcp_remediator.actions.common import K8sName
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
@@ -120,6 +126,17 @@ class RedisRef(ActionParams):
 REDIS_FIELD_DESCRIPTION = "Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
 
 
+# Every Redis action may read its URL from a Secret (`redis.urlSecretRef`).
+REDIS_ACCESS = [
+    Access.on_kinds(
+        ["Secret"],
+        ["get"],
+        why="read the Redis URL from `redis.urlSecretRef` (get by name only: no list or "
+        "watch, so the operator cannot enumerate Secrets).",
+    )
+]
+
+
 class RedisPingParams(ActionParams):
     redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
 
@@ -183,6 +200,7 @@ def _ms(seconds: float) -> str:
     "PING the Redis server and report the round-trip latency. Outputs `latencyMs` (median "
     "of 5), `maxLatencyMs`.",
     writes=False,
+    access=REDIS_ACCESS,
 )
 async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult:
     async with _connection(params.redis, ctx, "sending PING") as client:
@@ -284,6 +302,7 @@ async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[i
     "`sampledKeys`, `topPrefixes`, and `prefix<R>`, `prefix<R>Share`, `prefix<R>Keys`, "
     "`prefix<R>Bytes` for the 5 largest (estimated).",
     writes=False,
+    access=REDIS_ACCESS,
 )
 async def redis_inspect(params: RedisInspectParams, ctx: ActionContext) -> ActionResult:
     outputs: dict[str, str] = {}
@@ -403,6 +422,7 @@ class Progress:
     "pattern), `matched` (of those, the keys to change), `changed` (0 in a dry run), "
     "`durationMs`, `complete` (`false` when `maxKeys` stopped it).",
     writes=True,
+    access=REDIS_ACCESS,
     validate=_validate_pattern,
 )
 async def redis_expire_keys(params: RedisExpireKeysParams, ctx: ActionContext) -> ActionResult:
