@@ -123,7 +123,12 @@ class RedisRef(ActionParams):
     )
 
 
-REDIS_FIELD_DESCRIPTION = "Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+class RedisParams(ActionParams):
+    """Base of every Redis action's params: which Redis, defined once."""
+
+    redis: RedisRef | None = Field(
+        None, description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+    )
 
 
 # Every Redis action may read its URL from a Secret (`redis.urlSecretRef`).
@@ -137,12 +142,11 @@ REDIS_ACCESS = [
 ]
 
 
-class RedisPingParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+class RedisPingParams(RedisParams):
+    pass
 
 
-class RedisInspectParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+class RedisInspectParams(RedisParams):
     sections: list[Section] = Field(
         default_factory=lambda: list(SECTIONS),
         min_length=1,
@@ -152,8 +156,7 @@ class RedisInspectParams(ActionParams):
     )
 
 
-class RedisExpireKeysParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+class RedisExpireKeysParams(RedisParams):
     pattern: str = Field(
         min_length=1,
         max_length=1024,
