@@ -1,15 +1,30 @@
-"""The action registry: every action is a function plus a typed params model.
+"""The action registry: every action is a function, a typed params model and its RBAC needs.
 
-An action module declares::
+Adding an action is one file and ``make generate``. Create ``actions/<family>.py`` (or add
+to one): the package imports every module under ``actions/`` by itself, and a test fails
+for a module that registers nothing unless it is named in ``HELPER_MODULES``::
 
-    class RedisPingParams(ActionParams):
-        redis: RedisRef | None = Field(None, description="...")
+    class RedisPingParams(RedisParams):
+        pass
 
-    @action("redisPing", RedisPingParams, "PING, latency", writes=False)
+    @action(
+        "redisPing",
+        RedisPingParams,
+        "PING the Redis server and report the round-trip latency.",
+        writes=False,
+        access=[Access.on_kinds(["Secret"], ["get"], why="read the Redis URL's Secret.")],
+    )
     async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult: ...
 
-The engine looks actions up here; runbook validation, ``lint``, the CRD's action enum
-and the README's action table are all derived from this one registry.
+``access`` (required; ``[]`` for an action that only talks HTTP) says what the action
+needs from the Kubernetes API and why, beside the code that needs it. Name kinds
+(``Access.on_kinds``: group and plural come from ``kube.client.KINDS``; add a missing kind
+there) or, for what ``KINDS`` does not hold, give ``Access(group, resources, verbs, why)``.
+Then ``make generate`` renders what derives from the registry: the CRDs' action enum,
+the README's action table and the action rules of ``manifests/rbac/role.yaml``
+(``tools/rbacgen``); the engine, runbook validation and ``lint`` look actions up here, and
+the manifest tests check the ClusterRole grants exactly the declared needs plus the
+framework's.
 
 Rules every action keeps:
 - Raise ``StepFailed`` (or ``TransientFailure`` for what a retry may fix) with a one-line
