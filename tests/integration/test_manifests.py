@@ -5,8 +5,9 @@
   file and the PrometheusRule carry the same groups; ``amtool check-config`` and
   ``amtool config routes test`` on the Alertmanager route to the operator's receiver.
 - manifests/default: built with ``kubectl kustomize``; every object is well formed, the
-  ClusterRole covers what each registered action and the framework need and nothing more,
-  no role writes to Kyverno's groups, and the pod is locked down.
+  ClusterRole covers what each registered action (its ``access`` declaration) and the
+  framework need and nothing more, role.yaml is what ``tools/rbacgen`` renders, no role
+  writes to Kyverno's groups, and the pod is locked down.
 - manifests/grafana: the dashboard queries only metrics the operator defines, and each query
   parses in a real Prometheus.
 - Dockerfile: slim, non-root, runs ``mcp-remediator run``, with the uid the Deployment uses.
@@ -39,6 +40,7 @@ from mcp_remediator.kube.client import KINDS
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import GROUP, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import SECRET_SETTINGS, Settings, env_var_name
+from mcp_remediator.tools import rbacgen
 
 ROOT = Path(__file__).parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -65,7 +67,7 @@ def run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-# -- RBAC needs: (API group, resource, verb), derived from the code where it can be ------
+# -- RBAC needs: (API group, resource, verb); the actions' come from the registry --------
 
 Need = tuple[str, str, str]
 
@@ -80,27 +82,9 @@ def kind_needs(kinds: list[str], verbs: list[str]) -> set[Need]:
 
 
 MCP = f"{GROUP}/v1"
-WORKLOAD_KINDS = list(get_args(RolloutRestartParams.model_fields["kind"].annotation))
-REDIS_SECRET = kind_needs(["Secret"], ["get"])
 
-ACTION_NEEDS: dict[str, set[Need]] = {
-    "rolloutRestart": kind_needs(WORKLOAD_KINDS, ["get", "list", "patch"]),
-    "podStatus": kind_needs(["Pod"], ["list"]),
-    "redisPing": REDIS_SECRET,
-    "redisInspect": REDIS_SECRET,
-    "redisExpireKeys": REDIS_SECRET,
-    "argocdSync": kind_needs(["Application"], ["get", "patch"]),
-    "kyvernoPolicyCheck": kind_needs(
-        ["ClusterPolicy", "Policy", "PolicyReport", "ClusterPolicyReport"], ["get", "list"]
-    ),
-    "patchResource": kind_needs(Settings().patch_allowed_kinds, ["get", "patch"]),
-    # These talk HTTP to Prometheus, module endpoints or a webhook: no Kubernetes API.
-    "httpHealthCheck": set(),
-    "prometheusQuery": set(),
-    "prometheusVerify": set(),
-    "httpRequest": set(),
-    "notify": set(),
-}
+# What each action declares with ``@action(..., access=[...])``.
+ACTION_NEEDS: dict[str, set[Need]] = {name: set(spec.grants()) for name, spec in REGISTRY.items()}
 
 FRAMEWORK_NEEDS: dict[str, set[Need]] = {
     "kopf watches and finalizers": needs(MCP, [RUNBOOKS, REMEDIATIONS], ["list", "watch", "patch"])
@@ -192,12 +176,31 @@ def test_the_build_installs_exactly_the_generated_crds(built: list[dict[str, Any
 # -- RBAC ---------------------------------------------------------------------------------
 
 
-def test_every_registered_action_has_an_rbac_entry() -> None:
-    missing = sorted(set(REGISTRY) - set(ACTION_NEEDS))
-    assert not missing, (
-        f"actions without an RBAC entry: {missing}; add what they need from the Kubernetes "
-        "API to ACTION_NEEDS here and a commented rule to manifests/rbac/role.yaml"
+def test_role_yaml_is_rendered_from_the_registry() -> None:
+    path = ROOT / rbacgen.PATH
+    current = path.read_text()
+    assert current == rbacgen.render_role(current), f"{rbacgen.PATH} is stale: run `make generate`"
+
+
+def test_declared_access_covers_what_the_params_can_target() -> None:
+    """Each declaration, checked against the code's own list of targets where there is one."""
+    workload_kinds = list(get_args(RolloutRestartParams.model_fields["kind"].annotation))
+    assert kind_needs(workload_kinds, ["get", "list", "patch"]) <= ACTION_NEEDS["rolloutRestart"]
+    assert (
+        kind_needs(Settings().patch_allowed_kinds, ["get", "patch"])
+        <= ACTION_NEEDS["patchResource"]
     )
+    # These talk HTTP to Prometheus, module endpoints or a webhook: no Kubernetes API.
+    for name in ("httpHealthCheck", "httpRequest", "prometheusQuery", "prometheusVerify", "notify"):
+        assert ACTION_NEEDS[name] == set(), name
+
+
+def test_no_action_declares_a_write_on_kyverno_or_admission_webhooks() -> None:
+    for name, spec in REGISTRY.items():
+        for access in spec.access:
+            if access.group in NO_WRITE_GROUPS:
+                writes = set(access.verbs) - READ_VERBS
+                assert not writes, f"{name} declares {sorted(writes)} on {access.group}"
 
 
 @pytest.mark.parametrize(

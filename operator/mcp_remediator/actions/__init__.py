@@ -1,21 +1,17 @@
 """The action registry, populated by importing every action module.
 
 Each module under ``actions/`` registers its actions with ``@action``; this package
-imports them all so that ``REGISTRY`` is complete wherever it is used.
+imports every one of them (found with ``pkgutil``, no list to keep) so that ``REGISTRY``
+is complete wherever it is used. A module that registers nothing is a helper and is named
+in ``HELPER_MODULES``; a test checks every other module registers at least one action.
 """
 
-from mcp_remediator.actions import (
-    argocd,
-    http,
-    kyverno,
-    notify,
-    prometheus,
-    redis,
-    resources,
-    workloads,
-)
+import importlib
+import pkgutil
+
 from mcp_remediator.actions.registry import (
     REGISTRY,
+    Access,
     ActionContext,
     ActionParams,
     ActionResult,
@@ -23,19 +19,19 @@ from mcp_remediator.actions.registry import (
     action,
 )
 
+# Modules of this package that register no action: the registry itself and shared types.
+HELPER_MODULES = frozenset({"registry", "common"})
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
+    "HELPER_MODULES",
     "REGISTRY",
+    "Access",
     "ActionContext",
     "ActionParams",
     "ActionResult",
     "ActionSpec",
     "action",
-    "argocd",
-    "http",
-    "kyverno",
-    "notify",
-    "prometheus",
-    "redis",
-    "resources",
-    "workloads",
 ]

@@ -19,7 +19,13 @@ import time
 from pydantic import Field
 
 from mcp_remediator.actions.common import K8sName, Namespace
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
@@ -74,6 +80,14 @@ def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str,
     "refuses while another operation is running; waits for `Succeeded`, `Synced` and "
     "`Healthy`.",
     writes=True,
+    access=[
+        Access.on_kinds(
+            ["Application"],
+            ["get", "patch"],
+            why="(core mode) reads the Application and starts a sync by setting its "
+            "`operation`, then polls its sync and health status; api mode talks HTTP only.",
+        )
+    ],
     validate=_validate,
 )
 async def argocd_sync(params: ArgocdSyncParams, ctx: ActionContext) -> ActionResult:

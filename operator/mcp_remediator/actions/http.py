@@ -133,6 +133,7 @@ def _validate_health(params: HttpHealthCheckParams, settings: Settings, _: str |
     "Probe `/mcp/<module>/health` (base URL per module from `MCP_MODULE_BASE_URLS`) or a "
     "URL on an allowed host; fails unless it answers `expectStatus`.",
     writes=False,
+    access=[],
     validate=_validate_health,
 )
 async def http_health_check(params: HttpHealthCheckParams, ctx: ActionContext) -> ActionResult:
@@ -211,6 +212,7 @@ def _validate_request(params: HttpRequestParams, settings: Settings, _: str | No
     "a module's base URL; fails unless the answer is `expectStatus` (default: any 2xx). "
     "Nothing is sent in dry-run.",
     writes=True,
+    access=[],
     validate=_validate_request,
 )
 async def http_request(params: HttpRequestParams, ctx: ActionContext) -> ActionResult:

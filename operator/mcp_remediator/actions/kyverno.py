@@ -27,7 +27,13 @@ from typing import Any
 from pydantic import Field
 
 from mcp_remediator.actions.common import Namespace
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import StepFailed
 from mcp_remediator.kube.client import KINDS, ApiError
 from mcp_remediator.models import GROUP
@@ -169,6 +175,19 @@ async def _reports(ctx: ActionContext, namespace: str) -> list[dict[str, Any]]:
     "failing policy-report results for the target; outputs the blocking policy "
     "(`blockingPolicy`) and where to change it in Git (`gitopsPath`). Never writes.",
     writes=False,
+    access=[
+        Access.on_kinds(
+            ["ClusterPolicy", "Policy"],
+            ["get", "list"],
+            why="READ-ONLY evidence on Kyverno policies and their readiness (it lists them "
+            "once per step; nothing watches them).",
+        ),
+        Access.on_kinds(
+            ["PolicyReport", "ClusterPolicyReport"],
+            ["get", "list"],
+            why="READ-ONLY failing policy-report results for the target.",
+        ),
+    ],
 )
 async def kyverno_policy_check(
     params: KyvernoPolicyCheckParams, ctx: ActionContext

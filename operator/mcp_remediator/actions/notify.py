@@ -55,6 +55,7 @@ class NotifyParams(ActionParams):
     "Post `message` to the Slack-compatible webhook `MCP_NOTIFY_WEBHOOK_URL` (the incident "
     "note of the alert procedure). Nothing is sent in dry-run.",
     writes=True,
+    access=[],
 )
 async def notify(params: NotifyParams, ctx: ActionContext) -> ActionResult:
     text = params.message

@@ -94,6 +94,7 @@ class PrometheusQueryParams(ActionParams):
     "one `labels.<name>` per label) and the number of series (`series`). Fails when the "
     "query returns no data.",
     writes=False,
+    access=[],
 )
 async def prometheus_query(params: PrometheusQueryParams, ctx: ActionContext) -> ActionResult:
     prometheus = Prometheus(ctx.settings)
@@ -142,6 +143,7 @@ class PrometheusVerifyParams(ActionParams):
     "Poll a PromQL query until `condition` has held for `forSeconds` for every returned "
     "series; fails with `VerificationFailed` at `timeoutSeconds`.",
     writes=False,
+    access=[],
 )
 async def prometheus_verify(params: PrometheusVerifyParams, ctx: ActionContext) -> ActionResult:
     prometheus = Prometheus(ctx.settings)

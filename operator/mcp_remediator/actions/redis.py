@@ -29,7 +29,13 @@ import redis.exceptions
 from pydantic import Field
 
 from mcp_remediator.actions.common import K8sName
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
@@ -117,15 +123,30 @@ class RedisRef(ActionParams):
     )
 
 
-REDIS_FIELD_DESCRIPTION = "Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+class RedisParams(ActionParams):
+    """Base of every Redis action's params: which Redis, defined once."""
+
+    redis: RedisRef | None = Field(
+        None, description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+    )
 
 
-class RedisPingParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+# Every Redis action may read its URL from a Secret (`redis.urlSecretRef`).
+REDIS_ACCESS = [
+    Access.on_kinds(
+        ["Secret"],
+        ["get"],
+        why="read the Redis URL from `redis.urlSecretRef` (get by name only: no list or "
+        "watch, so the operator cannot enumerate Secrets).",
+    )
+]
 
 
-class RedisInspectParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+class RedisPingParams(RedisParams):
+    pass
+
+
+class RedisInspectParams(RedisParams):
     sections: list[Section] = Field(
         default_factory=lambda: list(SECTIONS),
         min_length=1,
@@ -135,8 +156,7 @@ class RedisInspectParams(ActionParams):
     )
 
 
-class RedisExpireKeysParams(ActionParams):
-    redis: RedisRef | None = Field(None, description=REDIS_FIELD_DESCRIPTION)
+class RedisExpireKeysParams(RedisParams):
     pattern: str = Field(
         min_length=1,
         max_length=1024,
@@ -183,6 +203,7 @@ def _ms(seconds: float) -> str:
     "PING the Redis server and report the round-trip latency. Outputs `latencyMs` (median "
     "of 5), `maxLatencyMs`.",
     writes=False,
+    access=REDIS_ACCESS,
 )
 async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult:
     async with _connection(params.redis, ctx, "sending PING") as client:
@@ -284,6 +305,7 @@ async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[i
     "`sampledKeys`, `topPrefixes`, and `prefix<R>`, `prefix<R>Share`, `prefix<R>Keys`, "
     "`prefix<R>Bytes` for the 5 largest (estimated).",
     writes=False,
+    access=REDIS_ACCESS,
 )
 async def redis_inspect(params: RedisInspectParams, ctx: ActionContext) -> ActionResult:
     outputs: dict[str, str] = {}
@@ -403,6 +425,7 @@ class Progress:
     "pattern), `matched` (of those, the keys to change), `changed` (0 in a dry run), "
     "`durationMs`, `complete` (`false` when `maxKeys` stopped it).",
     writes=True,
+    access=REDIS_ACCESS,
     validate=_validate_pattern,
 )
 async def redis_expire_keys(params: RedisExpireKeysParams, ctx: ActionContext) -> ActionResult:

@@ -1,15 +1,30 @@
-"""The action registry: every action is a function plus a typed params model.
+"""The action registry: every action is a function, a typed params model and its RBAC needs.
 
-An action module declares::
+Adding an action is one file and ``make generate``. Create ``actions/<family>.py`` (or add
+to one): the package imports every module under ``actions/`` by itself, and a test fails
+for a module that registers nothing unless it is named in ``HELPER_MODULES``::
 
-    class RedisPingParams(ActionParams):
-        redis: RedisRef | None = Field(None, description="...")
+    class RedisPingParams(RedisParams):
+        pass
 
-    @action("redisPing", RedisPingParams, "PING, latency", writes=False)
+    @action(
+        "redisPing",
+        RedisPingParams,
+        "PING the Redis server and report the round-trip latency.",
+        writes=False,
+        access=[Access.on_kinds(["Secret"], ["get"], why="read the Redis URL's Secret.")],
+    )
     async def redis_ping(params: RedisPingParams, ctx: ActionContext) -> ActionResult: ...
 
-The engine looks actions up here; runbook validation, ``lint``, the CRD's action enum
-and the README's action table are all derived from this one registry.
+``access`` (required; ``[]`` for an action that only talks HTTP) says what the action
+needs from the Kubernetes API and why, beside the code that needs it. Name kinds
+(``Access.on_kinds``: group and plural come from ``kube.client.KINDS``; add a missing kind
+there) or, for what ``KINDS`` does not hold, give ``Access(group, resources, verbs, why)``.
+Then ``make generate`` renders what derives from the registry: the CRDs' action enum,
+the README's action table and the action rules of ``manifests/rbac/role.yaml``
+(``tools/rbacgen``); the engine, runbook validation and ``lint`` look actions up here, and
+the manifest tests check the ClusterRole grants exactly the declared needs plus the
+framework's.
 
 Rules every action keeps:
 - Raise ``StepFailed`` (or ``TransientFailure`` for what a retry may fix) with a one-line
@@ -24,12 +39,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
+from mcp_remediator.kube.client import KINDS
+from mcp_remediator.kube.refusals import api_group
 from mcp_remediator.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,6 +111,58 @@ class ActionContext:
         await self.checkpoint_fn(dict(self.outputs))
 
 
+Verb = Literal["get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"]
+VERBS: tuple[Verb, ...] = get_args(Verb)
+# One RBAC grant: (API group, resource, verb).
+Grant = tuple[str, str, Verb]
+
+
+@dataclass(frozen=True)
+class Access:
+    """One Kubernetes RBAC need of an action, declared beside its code.
+
+    ``verbs`` on ``resources`` of the API group ``group`` (``""``: the core group), and
+    ``why`` the action needs them: ``tools/rbacgen`` renders each as a commented rule of
+    ``manifests/rbac/role.yaml``, and the manifest tests check the ClusterRole grants
+    exactly the registry's needs plus the framework's. Prefer ``Access.on_kinds``, which
+    takes the group and the plurals from ``kube.client.KINDS`` so that they cannot drift
+    from the paths the client calls.
+    """
+
+    group: str
+    resources: tuple[str, ...]
+    verbs: tuple[Verb, ...]
+    why: str
+
+    def __post_init__(self) -> None:
+        if not self.resources or not self.verbs:
+            raise ValueError(f"{self}: give at least one resource and one verb")
+        unknown = sorted(set(self.verbs) - set(VERBS))
+        if unknown:
+            raise ValueError(f"{self}: unknown verbs {unknown}; known: {list(VERBS)}")
+        if "*" in self.resources or len(set(self.resources)) != len(self.resources):
+            raise ValueError(f"{self}: name each resource once, no wildcard")
+        if len(set(self.verbs)) != len(self.verbs):
+            raise ValueError(f"{self}: a verb given twice")
+        if not self.why.strip():
+            raise ValueError(f"{self}: say why the action needs it")
+
+    @classmethod
+    def on_kinds(cls, kinds: Iterable[str], verbs: Iterable[Verb], why: str) -> Access:
+        """``verbs`` on the plurals of ``kinds``, which must share one API group."""
+        names = list(kinds)
+        unknown = [kind for kind in names if kind not in KINDS]
+        if unknown:
+            raise ValueError(f"kinds {unknown} are not in kube.client.KINDS")
+        groups = {api_group(KINDS[kind].api_version) for kind in names}
+        if len(groups) != 1:
+            raise ValueError(f"kinds {names} span API groups {sorted(groups)}: one Access each")
+        return cls(groups.pop(), tuple(KINDS[kind].plural for kind in names), tuple(verbs), why)
+
+    def grants(self) -> frozenset[Grant]:
+        return frozenset((self.group, r, v) for r in self.resources for v in self.verbs)
+
+
 P = TypeVar("P", bound=ActionParams)
 ActionFn = Callable[[P, ActionContext], Awaitable[ActionResult]]
 Validator = Callable[[P, Settings, str | None], None]
@@ -108,7 +177,12 @@ class ActionSpec(Generic[P]):
     fn: ActionFn[P]
     description: str
     writes: bool
+    access: tuple[Access, ...]
     validate: Validator[P] | None = None
+
+    def grants(self) -> frozenset[Grant]:
+        """Every (API group, resource, verb) this action needs from the Kubernetes API."""
+        return frozenset(grant for a in self.access for grant in a.grants())
 
     def parse(self, raw: Mapping[str, Any]) -> P:
         return self.params.model_validate(dict(raw))
@@ -123,9 +197,13 @@ def action(
     description: str,
     *,
     writes: bool,
+    access: Sequence[Access],
     validate: Validator[P] | None = None,
 ) -> Callable[[ActionFn[P]], ActionFn[P]]:
     """Register ``fn`` as the action ``name``.
+
+    ``access`` lists what the action needs from the Kubernetes API (``[]`` for actions
+    that only talk HTTP); ``manifests/rbac/role.yaml`` is rendered from it.
 
     ``validate(params, settings, namespace)`` raises ``Refused`` for targets that are
     refused before anything runs; ``namespace`` is the default target namespace when it
@@ -135,7 +213,7 @@ def action(
     def decorator(fn: ActionFn[P]) -> ActionFn[P]:
         if name in REGISTRY:
             raise ValueError(f"action {name!r} registered twice")
-        REGISTRY[name] = ActionSpec(name, params, fn, description, writes, validate)
+        REGISTRY[name] = ActionSpec(name, params, fn, description, writes, tuple(access), validate)
         return fn
 
     return decorator

@@ -19,7 +19,13 @@ from typing import Any
 from pydantic import Field
 
 from mcp_remediator.actions.common import K8sName, Namespace
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube import refusals
 from mcp_remediator.kube.client import KINDS, ApiError
@@ -27,6 +33,9 @@ from mcp_remediator.settings import Settings
 
 TRACKING_LABEL = "app.kubernetes.io/instance"
 TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+# The RBAC rule covers the default of MCP_PATCH_ALLOWED_KINDS only: the role cannot follow
+# a setting chosen at deploy time, so whoever allows more kinds grants them as well.
+DEFAULT_PATCH_KINDS: list[str] = Settings.model_fields["patch_allowed_kinds"].default
 
 
 class PatchResourceParams(ActionParams):
@@ -103,6 +112,16 @@ def argocd_manager(obj: dict[str, Any]) -> str | None:
     "JSON merge patch of an allowed kind (`MCP_PATCH_ALLOWED_KINDS`, ConfigMap by default); "
     "refuses objects Argo CD manages unless `allowGitOpsDrift: true`.",
     writes=True,
+    access=[
+        Access.on_kinds(
+            [kind],
+            ["get", "patch"],
+            why="JSON merge patch of the allowed kinds (MCP_PATCH_ALLOWED_KINDS, default "
+            "ConfigMap); allowing more kinds there needs a rule granting get and patch on "
+            "them too (role.yaml is generated: add that rule in a kustomize overlay).",
+        )
+        for kind in DEFAULT_PATCH_KINDS
+    ],
     validate=_validate,
 )
 async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> ActionResult:

@@ -12,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from mcp_remediator.actions.common import K8sName, Namespace
-from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
+from mcp_remediator.actions.registry import (
+    Access,
+    ActionContext,
+    ActionParams,
+    ActionResult,
+    action,
+)
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube import refusals
 from mcp_remediator.kube.client import KINDS, ApiError
@@ -25,12 +31,12 @@ from mcp_remediator.settings import Settings
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PAUSED = "DeploymentPaused"
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = get_args(WorkloadKind)
 
 
 class RolloutRestartParams(ActionParams):
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet"] = Field(
-        "Deployment", description="Workload kind."
-    )
+    kind: WorkloadKind = Field("Deployment", description="Workload kind.")
     name: K8sName | None = Field(None, description="Workload name (or `selector`).")
     selector: str | None = Field(
         None, min_length=1, description="Label selector choosing the workloads (or `name`)."
@@ -133,6 +139,14 @@ async def _targets(params: RolloutRestartParams, ctx: ActionContext, ns: str) ->
     "does; refuses paused Deployments; never restarts twice for one step; waits for the "
     "rollout.",
     writes=True,
+    access=[
+        Access.on_kinds(
+            WORKLOAD_KINDS,
+            ["get", "list", "patch"],
+            why="reads the workloads (by name or selector), sets the restartedAt pod-template "
+            "annotation with a strategic merge patch and polls the rollout.",
+        )
+    ],
     validate=_validate,
 )
 async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> ActionResult:
@@ -232,6 +246,9 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     'Evidence on pods by label selector (the guide\'s "check the Redis pods"): how many are '
     "ready, which are not, restarts and waiting reasons such as CrashLoopBackOff.",
     writes=False,
+    access=[
+        Access.on_kinds(["Pod"], ["list"], why="read-only evidence on pods by label selector.")
+    ],
 )
 async def pod_status(params: PodStatusParams, ctx: ActionContext) -> ActionResult:
     ns = params.namespace or ctx.namespace
