@@ -30,7 +30,8 @@ lint: deps-python
 	PYTHONPATH=operator lint-imports
 
 # Every generated file (mcp_remediator/tools/generate.py): the CRDs, the README's tables and
-# the demo's copy of the runbook catalogue. `crds` and `docs` regenerate their part only.
+# the demo's copy of the runbook catalogue, the RBAC role's action rules. `crds` and `docs`
+# regenerate their part only.
 # PYTHONPATH: generate from this checkout's code, whatever checkout pip installed.
 generate:
 	PYTHONPATH=operator $(PYTHON) -m mcp_remediator.tools.generate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mcp_remediator.tools import generate
+from mcp_remediator.tools import generate, rbacgen
 
 ROOT = Path(__file__).parents[2]
 
@@ -21,6 +21,8 @@ def test_every_generated_file_is_current() -> None:
 def checkout(tmp_path: Path) -> Path:
     """The generated files and their sources, in a throwaway copy of the repository."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    (tmp_path / "manifests" / "rbac").mkdir(parents=True)
+    shutil.copy(ROOT / rbacgen.PATH, tmp_path / rbacgen.PATH)
     for folder in ("crds", generate.CATALOGUE, generate.PACKAGED_CATALOGUE):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     return tmp_path
@@ -35,17 +37,21 @@ def test_check_lists_stale_files_and_write_fixes_them(
     (packaged / "redis-down.yaml").unlink()
     (packaged / "renamed-long-ago.yaml").write_text("kind: McpRunbook\n")
     (checkout / generate.CATALOGUE / "notify-oncall.yaml").write_bytes(b"# edited\r\n")
+    role = checkout / rbacgen.PATH
+    head, marker, _ = role.read_text().partition(rbacgen.MARKER)
+    role.write_text(head + marker)  # every action rule lost
     stale = [
         "crds/mcp.dese.ai_mcprunbooks.yaml",
         f"{generate.PACKAGED_CATALOGUE}/notify-oncall.yaml",
         f"{generate.PACKAGED_CATALOGUE}/redis-down.yaml",
         f"{generate.PACKAGED_CATALOGUE}/renamed-long-ago.yaml",
+        rbacgen.PATH,
     ]
 
     assert generate.main(["--check", "--root", str(checkout)]) == 1
     assert capsys.readouterr().out.splitlines() == [
         *(f"stale: {path}" for path in stale),
-        "4 generated file(s) stale: run `make generate`",
+        "5 generated file(s) stale: run `make generate`",
     ]
     assert generate.check(checkout, ["readme"]) == []
 
@@ -55,6 +61,7 @@ def test_check_lists_stale_files_and_write_fixes_them(
     assert not (packaged / "renamed-long-ago.yaml").exists()
     assert (packaged / "notify-oncall.yaml").read_bytes() == b"# edited\r\n"
     assert crd.read_text() == (ROOT / "crds" / crd.name).read_text()
+    assert role.read_text() == (ROOT / rbacgen.PATH).read_text()
     assert sorted(p.name for p in packaged.iterdir()) == sorted(
         p.name for p in (checkout / generate.CATALOGUE).iterdir()
     )

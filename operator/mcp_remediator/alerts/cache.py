@@ -53,9 +53,9 @@ def _newer(new: str, old: str | None) -> bool:
 class RunbookCache:
     """Valid McpRunbooks with triggers, fed by the watch and an initial LIST.
 
-    Invalid runbooks (what ``validation.check_runbook`` rejects, or ``Valid=False`` for the
-    current generation) are kept out. A deletion leaves its resourceVersion behind, so a
-    LIST answered before the deletion cannot bring the runbook back.
+    Invalid runbooks (what ``runbook.validation.check_runbook`` rejects, or ``Valid=False``
+    for the current generation) are kept out. A deletion leaves its resourceVersion
+    behind, so a LIST answered before the deletion cannot bring the runbook back.
     """
 
     def __init__(self, settings: Settings):

@@ -1,6 +1,6 @@
 """The operations guide's incidents, as the demo replays them.
 
-Each incident breaks something in the demo's world (``demo_world.Faults``, the real Redis,
+Each incident breaks something in the demo's world (``world.Faults``, the real Redis,
 Argo CD's view of an application), waits until Prometheus shows what the alert's rule
 would see, then posts the alert to the operator's receiver as Alertmanager would, follows
 every remediation it starts (and those they escalate to) to the end the catalogue

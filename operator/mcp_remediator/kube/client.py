@@ -6,7 +6,8 @@ through ``httpx`` so that no call blocks the event loop. Every write passes the 
 layer first (``refusals.check_write``) and, in dry-run, no write is sent at all: a bug in
 an action cannot override Kyverno or write during a dry run.
 
-Built once by ``cli``/``operator`` and handed to the engine, actions and the receiver.
+Built once by ``runtime`` (``clients.Clients``) and handed to the engine, actions and the
+receiver.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ by its own PID: ``Supervisor.stop_all`` terminates exactly the processes it star
 when the demo is interrupted. Process starts and waits run in worker threads so that the
 event loop (the emulated API, the operator) never blocks.
 
-Used by ``demo_world``.
+Used by the demo's world (``demo.world``) and the test fixtures.
 """
 
 from __future__ import annotations

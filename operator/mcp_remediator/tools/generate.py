@@ -2,13 +2,14 @@
 
 ``python -m mcp_remediator.tools.generate`` (``make generate``) rewrites every generated
 file from its source; ``--check`` changes nothing and exits 1 listing the stale ones (a
-test runs the same check). A name (``crds``, ``readme``, ``catalogue``) limits either to
+test runs the same check). A name (``crds``, ``readme``, ``catalogue``, ``rbac``) limits either to
 one generator.
 
 Each entry of ``GENERATORS`` renders, from the repository root, the expected text of the
-files it owns (repository-relative path → text). A generator whose ``folder`` is set owns
-that folder outright: any other file in it is stale and removed. Adding a generator (say,
-the RBAC Role from the action registry) is one line in ``GENERATORS``.
+files it owns (repository-relative path → text): the CRDs, the README's tables, the demo's
+copy of the runbook catalogue and the RBAC role. A generator whose ``folder`` is set owns
+that folder outright: any other file in it is stale and removed. Adding a generator is one
+line in ``GENERATORS``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_remediator.tools import crdgen, docgen
+from mcp_remediator.tools import crdgen, docgen, rbacgen
 
 CATALOGUE = "manifests/runbooks"
 PACKAGED_CATALOGUE = "operator/mcp_remediator/demo/runbooks"
@@ -44,6 +45,11 @@ def packaged_catalogue(root: Path) -> dict[str, str]:
     }
 
 
+def rbac_role(root: Path) -> dict[str, str]:
+    """The operator's ClusterRole: its hand-written head, then each action's declared access."""
+    return {rbacgen.PATH: rbacgen.render_role(_read(root / rbacgen.PATH))}
+
+
 @dataclass(frozen=True)
 class Generator:
     name: str
@@ -55,6 +61,7 @@ GENERATORS = [
     Generator("crds", crd_files),
     Generator("readme", readme_tables),
     Generator("catalogue", packaged_catalogue, folder=PACKAGED_CATALOGUE),
+    Generator("rbac", rbac_role),
 ]
 
 

@@ -5,8 +5,8 @@ custom resources, Events, CRDs), written by hand and kept exactly as they are. B
 one rule per distinct need the actions declare with ``@action(..., access=[...])``,
 merged where several actions need the same API group, resources and verbs, each under a
 comment naming the action(s) and why they need it. So adding an action never means
-editing the role: ``python -m mcp_remediator.tools.rbacgen`` (``make generate``) rewrites
-the file, and a test fails while it is stale.
+editing the role: ``make generate`` (``tools.generate``) rewrites the file, and a test
+fails while it is stale.
 
 The role cannot follow settings chosen at deploy time: ``patchResource`` declares the
 default of ``MCP_PATCH_ALLOWED_KINDS`` (ConfigMap); whoever allows more kinds grants
@@ -15,9 +15,7 @@ default of ``MCP_PATCH_ALLOWED_KINDS`` (ConfigMap); whoever allows more kinds gr
 
 from __future__ import annotations
 
-import sys
 import textwrap
-from pathlib import Path
 
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.registry import VERBS, Verb
@@ -80,19 +78,3 @@ def render_role(current: str) -> str:
     if not found:
         raise ValueError(f"{PATH}: the marker line is missing:\n{MARKER}")
     return head + MARKER + render_rules()
-
-
-# For tools/generate.py: (path from the repository root, render(current text) -> text).
-ARTIFACT = (PATH, render_role)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0] if args else PATH)
-    path.write_text(render_role(path.read_text()))
-    print(f"updated {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
