@@ -29,8 +29,8 @@ lint: deps-python
 	mypy
 	PYTHONPATH=operator lint-imports
 
-# Every generated file (mcp_remediator/tools/generate.py): the CRDs, the README's tables and
-# the demo's copy of the runbook catalogue, the RBAC role's action rules. `crds` and `docs`
+# Every generated file (mcp_remediator/tools/generate.py): the CRDs, the README's tables, the
+# demo's copy of the runbook catalogue and the RBAC role's action rules. `crds` and `docs`
 # regenerate their part only.
 # PYTHONPATH: generate from this checkout's code, whatever checkout pip installed.
 generate:

@@ -43,6 +43,7 @@ async def run_operator(
     and the first error is raised.
     """
     clients = Clients.build(settings, connection)
+    companions: list[asyncio.Task[None]] = []
     try:
         metrics = OperatorMetrics()
         memo = Memo(
@@ -52,7 +53,8 @@ async def run_operator(
             engine=Engine(clients, settings, observers=[metrics.observe_step]),
             receiver=Receiver(settings, clients.kube, metrics=metrics) if receiver else None,
         )
-        tasks = [asyncio.create_task(_serve(memo.receiver))] if memo.receiver else []
+        if memo.receiver is not None:
+            companions.append(asyncio.create_task(_serve(memo.receiver)))
         namespaces = settings.watch_namespaces
         operator = asyncio.create_task(
             kopf.operator(
@@ -67,18 +69,16 @@ async def run_operator(
                 ready_flag=ready_flag,
             )
         )
-        try:
-            done, _ = await asyncio.wait([operator, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            if operator not in done:
-                operator.cancel()
-                await asyncio.gather(operator, return_exceptions=True)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        done, _ = await asyncio.wait([operator, *companions], return_when=asyncio.FIRST_COMPLETED)
+        if operator not in done:
+            operator.cancel()
+            await asyncio.gather(operator, return_exceptions=True)
+        for task in done:
+            task.result()
     finally:
+        for task in companions:
+            task.cancel()
+        await asyncio.gather(*companions, return_exceptions=True)
         await clients.aclose()
 
 

@@ -12,10 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_remediator.models import (
-    API_VERSION,
-    RunbookSpec,
-)
+from mcp_remediator.models import API_VERSION, RunbookSpec
 from mcp_remediator.runbook import matchers
 from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings

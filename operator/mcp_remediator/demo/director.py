@@ -425,6 +425,8 @@ class IncidentStage:
         obj: dict[str, Any] = await self.director._until(
             finished, FOLLOW_SECONDS, f"remediation {name} to finish"
         )
+        # The observer polls on its own clock: print how the run ended before the verdict.
+        self.director._diff(obj)
         status = obj["status"]
         if status["phase"] != expect.phase or (
             expect.reasons and status.get("reason") not in expect.reasons
