@@ -32,6 +32,12 @@ ANNOTATION_SKIP_REASON = f"{GROUP}/skip-reason"
 ANNOTATION_SKIP_MESSAGE = f"{GROUP}/skip-message"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+SERVICE_ACCOUNT_DESCRIPTION = (
+    "ServiceAccount of this object's own namespace that every step acts as (the operator "
+    "impersonates it, so Kubernetes RBAC decides what a step may touch); empty: "
+    "MCP_DEFAULT_SERVICE_ACCOUNT."
+)
 
 RemediationPhase = Literal[
     "Pending",
@@ -127,6 +133,9 @@ class RunbookSpec(_Model):
     """McpRunbook: when to act, which steps, with which guardrails."""
 
     description: str = Field("", description="What the runbook is for.")
+    serviceAccountName: str | None = Field(
+        None, max_length=253, pattern=DNS_SUBDOMAIN, description=SERVICE_ACCOUNT_DESCRIPTION
+    )
     suspend: bool = Field(
         False, description="Matching alerts are recorded as Skipped; nothing runs."
     )
@@ -205,6 +214,13 @@ class RemediationSpec(_Model):
     steps: list[Step] = Field(
         default_factory=list, description="Inline steps (instead of runbookRef)."
     )
+    serviceAccountName: str | None = Field(
+        None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="With inline steps: " + SERVICE_ACCOUNT_DESCRIPTION + " With runbookRef "
+        "the runbook's serviceAccountName applies and this must be empty.",
+    )
     labels: dict[str, str] = Field(
         default_factory=dict, description="Template labels; overlay the alert's labels."
     )
@@ -222,6 +238,9 @@ class Plan(_Model):
     runbook: str | None = None
     runbookGeneration: int | None = None
     namespace: str | None = None
+    serviceAccountName: str | None = Field(
+        None, description="The ServiceAccount (of the remediation's namespace) steps act as."
+    )
     steps: list[Step] = Field(default_factory=list)
     dryRun: bool = False
     requireApproval: bool = False
@@ -234,6 +253,7 @@ class StepStatus(_Model):
     name: str
     action: str
     phase: StepPhase = "Pending"
+    reason: str = Field("", description="Why a step failed (e.g. Forbidden, Timeout).")
     attempts: int = 0
     startedAt: str | None = None
     finishedAt: str | None = None

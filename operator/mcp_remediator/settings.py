@@ -71,6 +71,17 @@ class Settings(BaseModel):
     argocd_token: SecretStr | None = Field(
         None, description="Argo CD API token (or `MCP_ARGOCD_TOKEN_FILE`)."
     )
+    default_service_account: str = Field(
+        "mcp-remediator-runner",
+        description="ServiceAccount (of the remediation's own namespace) a step acts as "
+        "when neither the runbook nor the remediation names one.",
+    )
+    trusted_namespaces: list[str] = Field(
+        ["mcp"],
+        description="Namespaces whose remediations may use the operator-level credentials "
+        "and endpoints (Redis URL, Prometheus, Argo CD API, notify webhook, module base "
+        "URLs) and whose runbooks match alerts of any namespace (comma-separated).",
+    )
     protected_namespaces: list[str] = Field(
         ["kube-system", "kube-public", "kyverno"],
         description="Namespaces no action may write to (comma-separated).",
@@ -116,6 +127,7 @@ class Settings(BaseModel):
     @field_validator(
         "redis_allowed_prefixes",
         "protected_namespaces",
+        "trusted_namespaces",
         "http_allowed_hosts",
         "patch_allowed_kinds",
         "watch_namespaces",
@@ -141,6 +153,10 @@ class Settings(BaseModel):
         if not value:
             raise ValueError("at least one allowed prefix is required")
         return value
+
+    def is_trusted(self, namespace: str) -> bool:
+        """Whether remediations of ``namespace`` may use operator-level credentials."""
+        return namespace in self.trusted_namespaces
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

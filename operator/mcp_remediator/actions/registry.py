@@ -91,6 +91,8 @@ class ActionContext:
         default_factory=lambda: logging.getLogger("mcp_remediator.actions")
     )
     checkpoint_fn: Checkpoint = _no_checkpoint
+    # The ServiceAccount (of ``own_namespace``) whose identity ``clients.kube`` acts with.
+    service_account: str = "mcp-remediator-runner"
 
     @property
     def own_namespace(self) -> str:
@@ -100,6 +102,12 @@ class ActionContext:
         must never choose which namespace's Secrets the operator reads.
         """
         return self.remediation.split("/", 1)[0]
+
+    @property
+    def trusted(self) -> bool:
+        """Whether this remediation may use the operator-level credentials and endpoints
+        (``MCP_TRUSTED_NAMESPACES``); elsewhere a step must name a Secret of its own."""
+        return self.settings.is_trusted(self.own_namespace)
 
     def remaining(self) -> float:
         """Seconds left before this attempt's deadline."""
