@@ -30,8 +30,8 @@ lint: deps-python
 	PYTHONPATH=operator lint-imports
 
 # Every generated file (mcp_remediator/tools/generate.py): the CRDs, the README's tables, the
-# demo's copy of the runbook catalogue and the RBAC role's action rules. `crds` and `docs`
-# regenerate their part only.
+# demo's copies of the runbook catalogue and of the operator's and runner's RBAC, and the
+# tenants' step-actions ClusterRole. `crds` and `docs` regenerate their part only.
 # PYTHONPATH: generate from this checkout's code, whatever checkout pip installed.
 generate:
 	PYTHONPATH=operator $(PYTHON) -m mcp_remediator.tools.generate

@@ -7,7 +7,13 @@ a step whose phase is finished never runs again, and a step interrupted mid-atte
 its next attempt with the outputs it checkpointed (``rolloutRestart`` uses them to never
 restart twice).
 
-The run's plan (steps, namespace, dry-run, approval, escalation) is frozen into
+Every request a step makes to the Kubernetes API impersonates the run's ServiceAccount
+(``Plan.serviceAccountName``, of the remediation's own namespace: the runbook's, or the
+inline steps' own, else ``MCP_DEFAULT_SERVICE_ACCOUNT``), so Kubernetes RBAC decides what a
+step may touch; the engine's own bookkeeping (the remediation's status, Events,
+escalations) keeps the operator's identity.
+
+The run's plan (steps, namespace, account, dry-run, approval, escalation) is frozen into
 ``status.plan`` when the run starts, so editing the runbook in Git does not change a run
 already under way. Transitions that race with the receiver (Pending → Running versus
 Pending → Cancelled) are written with a ``resourceVersion`` precondition.
@@ -27,7 +33,7 @@ from mcp_remediator import records
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
-from mcp_remediator.kube.client import ApiError
+from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
 from mcp_remediator.kube.status import patch_status, retry_on_conflict
 from mcp_remediator.models import (
@@ -75,6 +81,7 @@ class Run:
         self.resource_version: str | None = meta.get("resourceVersion")
         self.spec = RemediationSpec.model_validate(body.get("spec") or {})
         self.status = RemediationStatus.model_validate(body.get("status") or {})
+        self.account_found = False  # the plan's ServiceAccount was seen in this pass
 
     @property
     def plan(self) -> Plan:
@@ -174,6 +181,13 @@ class Engine:
         generation: int | None = None
         namespace: str | None = None
         dry_run, approval, escalate = spec.dryRun, False, None
+        account = spec.serviceAccountName
+        if spec.runbookRef is not None and spec.serviceAccountName:
+            raise PlanError(
+                "InvalidSpec",
+                "spec.serviceAccountName is for inline steps; a run of a runbook acts as the "
+                "runbook's spec.serviceAccountName",
+            )
         if spec.runbookRef is not None:
             runbook_name = spec.runbookRef.name
             body = await self.kube.get_or_none(API_VERSION, RUNBOOKS, run.namespace, runbook_name)
@@ -193,6 +207,7 @@ class Engine:
             dry_run = dry_run or runbook.guardrails.dryRun
             approval = runbook.guardrails.requireApproval
             escalate = runbook.onFailure.escalateTo
+            account = runbook.serviceAccountName
         else:
             steps = spec.steps
         if namespace is not None:
@@ -210,6 +225,7 @@ class Engine:
             runbook=runbook_name,
             runbookGeneration=generation,
             namespace=namespace or run.namespace,
+            serviceAccountName=account or self.settings.default_service_account,
             steps=list(steps),
             dryRun=dry_run,
             requireApproval=approval,
@@ -266,12 +282,41 @@ class Engine:
     async def _run_step(self, run: Run, index: int) -> StepOutcome:
         """Prepare the step's params, then attempt it until it succeeds or may not retry."""
         try:
+            await self._check_account(run)
             spec, params = self._prepare(run, index)
         except Refused as exc:
             return await self._end_step(run, index, StepOutcome("Refused", exc.reason, exc.message))
         except StepFailed as exc:
             return await self._end_step(run, index, StepOutcome("Failed", exc.reason, exc.message))
         return await self._attempts(run, index, spec, params)
+
+    def _account(self, run: Run) -> str:
+        return run.plan.serviceAccountName or self.settings.default_service_account
+
+    async def _check_account(self, run: Run) -> None:
+        """Fail the step clearly when the ServiceAccount it would act as does not exist
+        (impersonating a missing account is allowed, and would only end in 403s)."""
+        if run.account_found:
+            return
+        account = self._account(run)
+        try:
+            found = await self.kube.get_or_none("v1", "serviceaccounts", run.namespace, account)
+        except ApiError as exc:
+            raise exc.as_step_failure(f"reading ServiceAccount {run.namespace}/{account}") from exc
+        if found is None:
+            raise StepFailed(
+                f"ServiceAccount {run.namespace}/{account}, which the steps act as, does not "
+                "exist: create it (with the RBAC the steps need), or name another in the "
+                "runbook's spec.serviceAccountName",
+                reason="ServiceAccountNotFound",
+            )
+        run.account_found = True
+
+    def step_kube(self, run: Run) -> KubeApi:
+        """The Kubernetes client of the run's steps: acting as its ServiceAccount, and
+        unable to write in dry-run."""
+        kube = self.kube.impersonating(run.namespace, self._account(run))
+        return kube.with_dry_run() if self._dry_run(run) else kube
 
     def _prepare(self, run: Run, index: int) -> tuple[ActionSpec[Any], ActionParams]:
         """The step's action and its params, rendered from the run's inputs and validated;
@@ -304,9 +349,7 @@ class Engine:
         step = run.plan.steps[index]
         result = run.status.steps[index]
         dry_run = self._dry_run(run)
-        clients = self.clients
-        if dry_run:
-            clients = Clients(self.settings, clients.kube.with_dry_run(), clients.http)
+        clients = Clients(self.settings, self.step_kube(run), self.clients.http)
 
         async def checkpoint(values: Any) -> None:
             result.outputs = dict(values)
@@ -330,6 +373,7 @@ class Engine:
                 outputs=dict(result.outputs),
                 log=logging.LoggerAdapter(log, {"remediation": run.name, "step": step.name}),
                 checkpoint_fn=checkpoint,
+                service_account=self._account(run),
             )
             try:
                 done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
@@ -342,6 +386,7 @@ class Engine:
             else:
                 phase: Literal["Succeeded", "DryRun"] = "DryRun" if dry_run else "Succeeded"
                 result.phase = phase
+                result.reason = ""
                 result.outputs = {str(k): str(v) for k, v in done.outputs.items()}
                 result.message = done.message
                 result.finishedAt = now()
@@ -395,6 +440,7 @@ class Engine:
         """Record a step that failed or was refused; the run decides what follows."""
         result = run.status.steps[index]
         result.phase = "Failed"
+        result.reason = outcome.reason
         result.message = outcome.message
         result.startedAt = result.startedAt or now()
         result.finishedAt = now()

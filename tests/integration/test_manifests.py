@@ -5,10 +5,12 @@
   file and the PrometheusRule carry the same groups; ``amtool check-config`` and
   ``amtool config routes test`` on the Alertmanager route to the operator's receiver.
 - manifests/default: built with ``kubectl kustomize``; every object is well formed, the
-  ClusterRole covers what each registered action (its ``access`` declaration) and the
-  framework need and nothing more (tests/unit/test_generate.py checks role.yaml is what
-  ``tools.rbacgen`` renders), no role
-  writes to Kyverno's groups, and the pod is locked down.
+  operator's ClusterRole covers what the framework needs and nothing more (no write on
+  workloads, ConfigMaps or Applications, no Secret read: steps impersonate a runner), no
+  role writes to Kyverno's groups, and the pod is locked down.
+- manifests/runner: the catalogue's runner account in ``mcp`` is granted exactly what the
+  catalogue's steps declare (``@action(..., access=...)``), scoped to ``mcp``, Argo CD's
+  Applications by name, and read-only Kyverno evidence.
 - manifests/grafana: the dashboard queries only metrics the operator defines, and each query
   parses in a real Prometheus.
 - Dockerfile: slim, non-root, runs ``mcp-remediator run``, with the uid the Deployment uses.
@@ -98,7 +100,38 @@ FRAMEWORK_NEEDS: dict[str, set[Need]] = {
     | needs(MCP, [REMEDIATIONS], ["get", "list", "create"])
     | needs(MCP, [f"{REMEDIATIONS}/status", f"{RUNBOOKS}/status"], ["patch"]),
     "ttl of finished remediations": needs(MCP, [REMEDIATIONS], ["delete"]),
+    "acting as a runbook's service account": needs("v1", ["serviceaccounts"], ["get"])
+    | needs("v1", ["serviceaccounts"], ["impersonate"]),
 }
+RUNNER = "mcp-remediator-runner"
+CATALOGUE_NAMESPACE = "mcp"
+ARGOCD_NAMESPACE = "argocd"
+
+
+def step_needs(step: dict[str, Any]) -> set[Need]:
+    """What one catalogue step needs: its action's declared access, less the Secret read of
+    a step that names no Secret (the catalogue's namespace is trusted: it uses the
+    operator-level credentials)."""
+    found = set(REGISTRY[step["action"]].grants())
+    if not any(key.endswith("SecretRef") for key in _keys(step.get("params") or {})):
+        found.discard(("", "secrets", "get"))
+    return found
+
+
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _keys(item)
+
+
+def catalogue_steps() -> list[dict[str, Any]]:
+    steps = []
+    for path in sorted((MANIFESTS / "runbooks").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "McpRunbook":
+                steps.extend(doc["spec"]["steps"])
+    return steps
 
 
 def granted(role: dict[str, Any]) -> set[Need]:
@@ -131,6 +164,13 @@ def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 def roles(objs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     return (o for o in objs if o["kind"] in ("Role", "ClusterRole"))
+
+
+@pytest.fixture(scope="module")
+def runner() -> list[dict[str, Any]]:
+    result = run(kubectl(), "kustomize", str(MANIFESTS / "runner"))
+    assert result.returncode == 0, f"kubectl kustomize manifests/runner failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
 def test_every_object_parses_and_is_named_and_placed(built: list[dict[str, Any]]) -> None:
@@ -197,21 +237,65 @@ def test_no_action_declares_a_write_on_kyverno_or_admission_webhooks() -> None:
                 assert not writes, f"{name} declares {sorted(writes)} on {access.group}"
 
 
-@pytest.mark.parametrize(
-    "who", sorted(ACTION_NEEDS) + sorted(FRAMEWORK_NEEDS), ids=lambda who: who.replace(" ", "-")
-)
-def test_the_cluster_role_grants_what_each_action_and_the_framework_need(
+@pytest.mark.parametrize("who", sorted(FRAMEWORK_NEEDS), ids=lambda who: who.replace(" ", "-"))
+def test_the_cluster_role_grants_what_the_framework_needs(
     built: list[dict[str, Any]], who: str
 ) -> None:
-    required = ACTION_NEEDS[who] if who in ACTION_NEEDS else FRAMEWORK_NEEDS[who]
+    required = FRAMEWORK_NEEDS[who]
     have = granted(one(built, "ClusterRole", "mcp-remediator"))
     assert not sorted(required - have), f"{who} lacks {sorted(required - have)}"
 
 
 def test_the_cluster_role_grants_nothing_beyond_those_needs(built: list[dict[str, Any]]) -> None:
-    needed = set().union(*ACTION_NEEDS.values(), *FRAMEWORK_NEEDS.values())
+    needed = set().union(*FRAMEWORK_NEEDS.values())
     extra = granted(one(built, "ClusterRole", "mcp-remediator")) - needed
-    assert not extra, f"granted but needed by no action or framework part: {sorted(extra)}"
+    assert not extra, f"granted but needed by no framework part: {sorted(extra)}"
+
+
+def test_the_operator_itself_cannot_touch_what_steps_touch(built: list[dict[str, Any]]) -> None:
+    """Steps act as runner accounts: the operator's own role reaches no workload, ConfigMap,
+    Secret, Application or Kyverno object, and impersonates no user or group."""
+    have = granted(one(built, "ClusterRole", "mcp-remediator"))
+    step_resources = {r for spec in REGISTRY.values() for _, r, _ in spec.grants()}
+    assert not {g for g in have if g[1] in step_resources}
+    assert not {g for g in have if g[1] in ("users", "groups", "uids", "userextras")}
+    assert {g for g in have if g[2] == "impersonate"} == {("", "serviceaccounts", "impersonate")}
+
+
+def test_the_runner_grants_exactly_what_the_catalogue_steps_need(
+    runner: list[dict[str, Any]],
+) -> None:
+    needed = set().union(*(step_needs(step) for step in catalogue_steps()))
+    have = set().union(*(granted(role) for role in roles(runner)))
+    assert not sorted(needed - have), f"the runner lacks {sorted(needed - have)}"
+    assert not sorted(have - needed), (
+        f"granted to the runner, needed by no step: {sorted(have - needed)}"
+    )
+
+
+def test_the_runner_is_bound_in_its_namespaces_only(runner: list[dict[str, Any]]) -> None:
+    account = one(runner, "ServiceAccount", RUNNER)
+    assert account["metadata"]["namespace"] == CATALOGUE_NAMESPACE
+    subject = {"kind": "ServiceAccount", "name": RUNNER, "namespace": CATALOGUE_NAMESPACE}
+    bindings = [o for o in runner if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert {o["metadata"].get("namespace") for o in bindings} == {
+        CATALOGUE_NAMESPACE,
+        ARGOCD_NAMESPACE,
+        None,
+    }
+    for binding in bindings:
+        assert binding["subjects"] == [subject]
+    # The cluster-wide binding is read-only and reaches cluster-scoped Kyverno kinds only.
+    cluster = one(runner, "ClusterRole")
+    assert {(g, r) for g, r, _ in granted(cluster)} == {
+        ("kyverno.io", "clusterpolicies"),
+        ("wgpolicyk8s.io", "clusterpolicyreports"),
+    }
+    assert {v for _, _, v in granted(cluster)} <= READ_VERBS
+    # Argo CD: only the catalogue's Applications, by name.
+    argocd = next(o for o in roles(runner) if o["metadata"].get("namespace") == ARGOCD_NAMESPACE)
+    for rule in argocd["rules"]:
+        assert rule.get("resourceNames"), rule
 
 
 def test_the_operator_runs_with_its_cluster_role(built: list[dict[str, Any]]) -> None:
@@ -228,16 +312,18 @@ def test_the_operator_runs_with_its_cluster_role(built: list[dict[str, Any]]) ->
     one(built, "ServiceAccount", pod["serviceAccountName"])
 
 
-def test_no_role_writes_to_kyverno_or_admission_webhooks(built: list[dict[str, Any]]) -> None:
-    for role in roles(built):
+def test_no_role_writes_to_kyverno_or_admission_webhooks(
+    built: list[dict[str, Any]], runner: list[dict[str, Any]]
+) -> None:
+    for role in roles(built + runner):
         for rule in role.get("rules", []):
             if NO_WRITE_GROUPS & set(rule.get("apiGroups", [])):
                 writes = set(rule["verbs"]) - READ_VERBS
                 assert not writes, f"{role['metadata']['name']} may {writes} on {rule}"
 
 
-def test_no_role_uses_wildcards(built: list[dict[str, Any]]) -> None:
-    for role in roles(built):
+def test_no_role_uses_wildcards(built: list[dict[str, Any]], runner: list[dict[str, Any]]) -> None:
+    for role in roles(built + runner):
         for rule in role.get("rules", []):
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule.get(field, []), f"{role['metadata']['name']}: {rule}"
@@ -245,7 +331,8 @@ def test_no_role_uses_wildcards(built: list[dict[str, Any]]) -> None:
 
 
 def test_every_rbac_rule_says_who_needs_it() -> None:
-    for path in sorted((MANIFESTS / "rbac").glob("*.yaml")):
+    folders = ("rbac", "runner", "tenant")
+    for path in sorted(p for folder in folders for p in (MANIFESTS / folder).glob("*.yaml")):
         lines = path.read_text().splitlines()
         for number, line in enumerate(lines):
             if line.lstrip().startswith("- apiGroups:"):

@@ -21,9 +21,12 @@ def test_every_generated_file_is_current() -> None:
 def checkout(tmp_path: Path) -> Path:
     """The generated files and their sources, in a throwaway copy of the repository."""
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
-    (tmp_path / "manifests" / "rbac").mkdir(parents=True)
+    (tmp_path / "manifests" / "tenant").mkdir(parents=True)
     shutil.copy(ROOT / rbacgen.PATH, tmp_path / rbacgen.PATH)
-    for folder in ("crds", generate.CATALOGUE, generate.PACKAGED_CATALOGUE):
+    folders = ("crds", generate.CATALOGUE, generate.PACKAGED_CATALOGUE, generate.PACKAGED_RBAC)
+    for folder, _ in generate.RBAC_SOURCES:
+        shutil.copytree(ROOT / folder, tmp_path / folder, dirs_exist_ok=True)
+    for folder in folders:
         shutil.copytree(ROOT / folder, tmp_path / folder)
     return tmp_path
 
@@ -38,8 +41,7 @@ def test_check_lists_stale_files_and_write_fixes_them(
     (packaged / "renamed-long-ago.yaml").write_text("kind: McpRunbook\n")
     (checkout / generate.CATALOGUE / "notify-oncall.yaml").write_bytes(b"# edited\r\n")
     role = checkout / rbacgen.PATH
-    head, marker, _ = role.read_text().partition(rbacgen.MARKER)
-    role.write_text(head + marker)  # every action rule lost
+    role.write_text(rbacgen.HEADER)  # every action rule lost
     stale = [
         "crds/mcp.dese.ai_mcprunbooks.yaml",
         f"{generate.PACKAGED_CATALOGUE}/notify-oncall.yaml",

@@ -178,13 +178,13 @@ async def _reports(ctx: ActionContext, namespace: str) -> list[dict[str, Any]]:
     access=[
         Access.on_kinds(
             ["ClusterPolicy", "Policy"],
-            ["get", "list"],
+            ["list"],
             why="READ-ONLY evidence on Kyverno policies and their readiness (it lists them "
             "once per step; nothing watches them).",
         ),
         Access.on_kinds(
             ["PolicyReport", "ClusterPolicyReport"],
-            ["get", "list"],
+            ["list"],
             why="READ-ONLY failing policy-report results for the target.",
         ),
     ],

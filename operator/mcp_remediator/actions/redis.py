@@ -137,7 +137,7 @@ REDIS_ACCESS = [
         ["Secret"],
         ["get"],
         why="read the Redis URL from `redis.urlSecretRef` (get by name only: no list or "
-        "watch, so the operator cannot enumerate Secrets).",
+        "watch, so the runner account cannot enumerate Secrets).",
     )
 ]
 

@@ -20,11 +20,12 @@ for a module that registers nothing unless it is named in ``HELPER_MODULES``::
 needs from the Kubernetes API and why, beside the code that needs it. Name kinds
 (``Access.on_kinds``: group and plural come from ``kube.client.KINDS``; add a missing kind
 there) or, for what ``KINDS`` does not hold, give ``Access(group, resources, verbs, why)``.
-Then ``make generate`` renders what derives from the registry: the CRDs' action enum,
-the README's action table and the action rules of ``manifests/rbac/role.yaml``
-(``tools/rbacgen``); the engine, runbook validation and ``lint`` look actions up here, and
-the manifest tests check the ClusterRole grants exactly the declared needs plus the
-framework's.
+Steps act as their runbook's ServiceAccount (impersonated), never as the operator, so
+these are needs of the *runner* accounts: ``make generate`` renders what derives from the
+registry: the CRDs' action enum, the README's action table and the tenants' ClusterRole
+``manifests/tenant/step-actions.yaml`` (``tools/rbacgen``); the engine, runbook validation
+and ``lint`` look actions up here, and the manifest tests check the catalogue's runner
+(``manifests/runner``) grants exactly what its runbooks' actions declare.
 
 Rules every action keeps:
 - Raise ``StepFailed`` (or ``TransientFailure`` for what a retry may fix) with a one-line
@@ -131,10 +132,10 @@ class Access:
 
     ``verbs`` on ``resources`` of the API group ``group`` (``""``: the core group), and
     ``why`` the action needs them: ``tools/rbacgen`` renders each as a commented rule of
-    ``manifests/rbac/role.yaml``, and the manifest tests check the ClusterRole grants
-    exactly the registry's needs plus the framework's. Prefer ``Access.on_kinds``, which
-    takes the group and the plurals from ``kube.client.KINDS`` so that they cannot drift
-    from the paths the client calls.
+    ``manifests/tenant/step-actions.yaml``, and the manifest tests check the catalogue's
+    runner account is granted exactly what its runbooks' actions need. Prefer
+    ``Access.on_kinds``, which takes the group and the plurals from ``kube.client.KINDS``
+    so that they cannot drift from the paths the client calls.
     """
 
     group: str
@@ -211,7 +212,7 @@ def action(
     """Register ``fn`` as the action ``name``.
 
     ``access`` lists what the action needs from the Kubernetes API (``[]`` for actions
-    that only talk HTTP); ``manifests/rbac/role.yaml`` is rendered from it.
+    that only talk HTTP); ``manifests/tenant/step-actions.yaml`` is rendered from it.
 
     ``validate(params, settings, namespace)`` raises ``Refused`` for targets that are
     refused before anything runs; ``namespace`` is the default target namespace when it

@@ -117,8 +117,8 @@ def argocd_manager(obj: dict[str, Any]) -> str | None:
             [kind],
             ["get", "patch"],
             why="JSON merge patch of the allowed kinds (MCP_PATCH_ALLOWED_KINDS, default "
-            "ConfigMap); allowing more kinds there needs a rule granting get and patch on "
-            "them too (role.yaml is generated: add that rule in a kustomize overlay).",
+            "ConfigMap); allowing more kinds there also needs get and patch on them for the "
+            "runner accounts that patch them.",
         )
         for kind in DEFAULT_PATCH_KINDS
     ],

@@ -7,7 +7,10 @@ layer first (``refusals.check_write``) and, in dry-run, no write is sent at all:
 an action cannot override Kyverno or write during a dry run.
 
 Built once by ``runtime`` (``clients.Clients``) and handed to the engine, actions and the
-receiver.
+receiver. ``KubeApi.impersonating(namespace, account)`` gives the client a step uses: the
+same connection, every request sent as that ServiceAccount (``Identity``), so Kubernetes
+RBAC, not the operator's own role, decides what a step may touch; its 403 answers become
+``Forbidden`` step failures naming the account.
 """
 
 from __future__ import annotations
@@ -68,20 +71,65 @@ KINDS: dict[str, Kind] = {
 }
 
 
+FORBIDDEN = "Forbidden"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A ServiceAccount the client acts as, by impersonation.
+
+    Only ``Impersonate-User`` is sent: for a ``system:serviceaccount:`` user the API server
+    itself adds the account's groups (``system:serviceaccounts``,
+    ``system:serviceaccounts:<ns>``) and ``system:authenticated``, exactly the identity
+    the account's own token would carry. Sending them as ``Impersonate-Group`` headers
+    would need ``impersonate`` on ``groups``, which (without resourceNames for every
+    namespace) would also let the operator claim ``system:masters``.
+    """
+
+    namespace: str
+    name: str
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups the API server gives the impersonated account."""
+        return (
+            "system:serviceaccounts",
+            f"system:serviceaccounts:{self.namespace}",
+            "system:authenticated",
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"Impersonate-User": self.username}
+
+    def __str__(self) -> str:
+        return f"ServiceAccount {self.namespace}/{self.name}"
+
+
 class ApiError(Exception):
     """An error answer of the API server (or no answer at all: status 0)."""
 
-    def __init__(self, status: int, reason: str, message: str):
+    def __init__(self, status: int, reason: str, message: str, *, identity: Identity | None = None):
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.identity = identity
 
     @property
     def transient(self) -> bool:
         return self.status in (0, 409, 429) or self.status >= 500
 
     def as_step_failure(self, what: str) -> StepFailed:
+        """The step failure this answer means: a 403 is ``Forbidden`` at once (RBAC will
+        not change within a retry), naming the account, verb, resource and namespace as
+        the API server's message does."""
+        if self.status == 403:
+            who = f" (acting as {self.identity})" if self.identity else ""
+            return StepFailed(f"{what}{who}: {self.message}", reason=FORBIDDEN)
         text = f"{what}: {self.reason or self.status}: {self.message}"
         return TransientFailure(text) if self.transient else StepFailed(text)
 
@@ -215,6 +263,7 @@ class KubeApi:
         self.connection = connection
         self.settings = settings
         self.dry_run = dry_run
+        self.identity: Identity | None = None
         verify: Any = False if connection.insecure else (connection.ca_path or True)
         cert: str | tuple[str, str] | None = None
         if connection.cert_path:
@@ -234,12 +283,21 @@ class KubeApi:
             transport=transport,
         )
 
-    def with_dry_run(self) -> KubeApi:
-        """A client sharing this one's connection that refuses to send any write."""
+    def _clone(self, **changes: Any) -> KubeApi:
         clone = object.__new__(KubeApi)
         clone.__dict__.update(self.__dict__)
-        clone.dry_run = True
+        clone.__dict__.update(changes)
         return clone
+
+    def with_dry_run(self) -> KubeApi:
+        """A client sharing this one's connection that refuses to send any write."""
+        return self._clone(dry_run=True)
+
+    def impersonating(self, namespace: str, service_account: str) -> KubeApi:
+        """A client sharing this one's connection whose every request acts as the
+        ServiceAccount ``namespace/service_account`` (the operator's own token
+        authenticates; the account's RBAC authorizes)."""
+        return self._clone(identity=Identity(namespace, service_account))
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -254,13 +312,17 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         content = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type} if content is not None else None
+        headers = {"Content-Type": content_type} if content is not None else {}
+        if self.identity is not None:
+            headers.update(self.identity.headers())
         try:
             response = await self._client.request(
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+            raise ApiError(
+                0, "Unreachable", f"{method} {path}: {exc!r}", identity=self.identity
+            ) from exc
         if response.status_code >= 400:
             reason, message = str(response.status_code), response.text[:500]
             try:
@@ -269,7 +331,7 @@ class KubeApi:
                 message = status.get("message") or message
             except ValueError:
                 pass
-            raise ApiError(response.status_code, reason, message)
+            raise ApiError(response.status_code, reason, message, identity=self.identity)
         return response.json() if response.content else {}
 
     def _guard(

@@ -1,3 +1,3 @@
 """Offline commands and generators: ``lint``, ``simulate``; ``generate`` writes every
 generated file (``crdgen``'s CRDs, ``docgen``'s README tables, the packaged catalogue,
-``rbacgen``'s RBAC role)."""
+``rbacgen``'s step-actions ClusterRole for tenants)."""

@@ -2,12 +2,13 @@
 
 ``python -m mcp_remediator.tools.generate`` (``make generate``) rewrites every generated
 file from its source; ``--check`` changes nothing and exits 1 listing the stale ones (a
-test runs the same check). A name (``crds``, ``readme``, ``catalogue``, ``rbac``) limits either to
-one generator.
+test runs the same check). A name (``crds``, ``readme``, ``catalogue``, ``rbac``,
+``demo-rbac``) limits either to one generator.
 
 Each entry of ``GENERATORS`` renders, from the repository root, the expected text of the
 files it owns (repository-relative path → text): the CRDs, the README's tables, the demo's
-copy of the runbook catalogue and the RBAC role. A generator whose ``folder`` is set owns
+copy of the runbook catalogue, the tenants' step-actions ClusterRole and the demo's copy
+of the operator's and the runner's RBAC. A generator whose ``folder`` is set owns
 that folder outright: any other file in it is stale and removed. Adding a generator is one
 line in ``GENERATORS``.
 """
@@ -24,6 +25,11 @@ from mcp_remediator.tools import crdgen, docgen, rbacgen
 
 CATALOGUE = "manifests/runbooks"
 PACKAGED_CATALOGUE = "operator/mcp_remediator/demo/runbooks"
+PACKAGED_RBAC = "operator/mcp_remediator/demo/rbac"
+# The RBAC the demo applies to its emulated cluster, so that its operator runs with the
+# identity and rights an installation gives it: (folder, prefix of the packaged copy).
+RBAC_SOURCES = (("manifests/rbac", "operator-"), ("manifests/runner", "runner-"))
+OPERATOR_RBAC_FILES = ("service_account.yaml", "role.yaml", "role_binding.yaml")
 README = "README.md"
 
 
@@ -45,9 +51,22 @@ def packaged_catalogue(root: Path) -> dict[str, str]:
     }
 
 
+def packaged_rbac(root: Path) -> dict[str, str]:
+    """The operator's and the runner's RBAC, verbatim, for the demo's emulated cluster."""
+    out = {}
+    for folder, prefix in RBAC_SOURCES:
+        for source in sorted((root / folder).glob("*.yaml")):
+            if source.name == "kustomization.yaml":
+                continue
+            if prefix == "operator-" and source.name not in OPERATOR_RBAC_FILES:
+                continue
+            out[f"{PACKAGED_RBAC}/{prefix}{source.name}"] = _read(source)
+    return out
+
+
 def rbac_role(root: Path) -> dict[str, str]:
-    """The operator's ClusterRole: its hand-written head, then each action's declared access."""
-    return {rbacgen.PATH: rbacgen.render_role(_read(root / rbacgen.PATH))}
+    """The ClusterRole a team binds in its namespace: each action's declared access."""
+    return {rbacgen.PATH: rbacgen.render()}
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ GENERATORS = [
     Generator("readme", readme_tables),
     Generator("catalogue", packaged_catalogue, folder=PACKAGED_CATALOGUE),
     Generator("rbac", rbac_role),
+    Generator("demo-rbac", packaged_rbac, folder=PACKAGED_RBAC),
 ]
 
 

@@ -1,16 +1,16 @@
-"""Renders the operator's ClusterRole, ``manifests/rbac/role.yaml``, from the registry.
+"""Renders ``manifests/tenant/step-actions.yaml`` from the registry: a ClusterRole that
+grants, per action, what its steps need from the Kubernetes API.
 
-The file has two parts. Above ``MARKER``: the header and the framework's rules (its
-custom resources, Events, CRDs), written by hand and kept exactly as they are. Below it:
-one rule per distinct need the actions declare with ``@action(..., access=[...])``,
-merged where several actions need the same API group, resources and verbs, each under a
-comment naming the action(s) and why they need it. So adding an action never means
-editing the role: ``make generate`` (``tools.generate``) rewrites the file, and a test
-fails while it is stale.
+Steps never run with the operator's rights: each impersonates a ServiceAccount of its
+remediation's namespace. This ClusterRole is what a team binds, with a RoleBinding in its
+own namespace (so it grants nothing beyond that namespace), to the account its runbooks act
+as, when it wants every action available there; a team that wants less writes its own Role
+from the per-action comments. It binds nothing by itself.
 
-The role cannot follow settings chosen at deploy time: ``patchResource`` declares the
-default of ``MCP_PATCH_ALLOWED_KINDS`` (ConfigMap); whoever allows more kinds grants
-``get`` and ``patch`` on them too, e.g. in a kustomize overlay.
+One rule per distinct need the actions declare with ``@action(..., access=[...])``, merged
+where several actions need the same API group, resources and verbs, each under a comment
+naming the action(s) and why they need it. Adding an action never means editing the file:
+``make generate`` (``tools.generate``) rewrites it, and a test fails while it is stale.
 """
 
 from __future__ import annotations
@@ -20,12 +20,33 @@ import textwrap
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.registry import VERBS, Verb
 
-PATH = "manifests/rbac/role.yaml"
-MARKER = (
-    "  # ---- Below: rendered from each action's @action(..., access=[...]) by\n"
-    "  # ---- tools/rbacgen.py (`make generate`); do not edit by hand.\n"
-)
+PATH = "manifests/tenant/step-actions.yaml"
+NAME = "mcp-remediator-step-actions"
 WIDTH = 92
+
+HEADER = f"""\
+# Generated from each action's @action(..., access=[...]) by tools/rbacgen.py
+# (`make generate`); do not edit by hand.
+#
+# Everything mcp-remediator's actions may need from the Kubernetes API, per action. It
+# binds nothing by itself: a team grants its runner account these rights in its OWN
+# namespace with a RoleBinding (a ClusterRole bound by a RoleBinding grants nothing outside
+# that namespace), e.g.
+#   kubectl -n team-a create serviceaccount mcp-remediator-runner
+#   kubectl -n team-a create rolebinding mcp-remediator-runner \\
+#     --clusterrole={NAME} --serviceaccount=team-a:mcp-remediator-runner
+# or copies the rules it wants into a Role of its own (least privilege: only the actions
+# its runbooks use, with resourceNames where it can). Cluster-scoped kinds in it
+# (ClusterPolicy, ClusterPolicyReport) are granted only by a ClusterRoleBinding.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {NAME}
+  labels:
+    app.kubernetes.io/name: mcp-remediator
+    app.kubernetes.io/component: runner
+rules:
+"""
 
 Rule = tuple[str, tuple[str, ...], tuple[Verb, ...]]
 
@@ -72,9 +93,6 @@ def render_rules() -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def render_role(current: str) -> str:
-    """The whole role.yaml: ``current``'s hand-written part, then the actions' rules."""
-    head, found, _ = current.partition(MARKER)
-    if not found:
-        raise ValueError(f"{PATH}: the marker line is missing:\n{MARKER}")
-    return head + MARKER + render_rules()
+def render() -> str:
+    """The whole file."""
+    return HEADER + render_rules()
