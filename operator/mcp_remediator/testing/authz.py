@@ -149,7 +149,7 @@ def request_attributes(
 ) -> Attributes:
     """The authorization attributes of an HTTP request, as kube-apiserver parses them."""
     non_resource = Attributes(user=user, verb=method.lower(), resource_request=False, path=path)
-    parts = [part for part in path.strip("/").split("/")] if path.strip("/") else []
+    parts = path.strip("/").split("/") if path.strip("/") else []
     if len(parts) < 3 or parts[0] not in ("api", "apis"):
         return non_resource
     prefix, parts = parts[0], parts[1:]

@@ -514,7 +514,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         namespaced kind without a namespace goes to ``namespace``, else to "default"; one that
         names another namespace than ``namespace`` is refused, as ``kubectl apply -n`` does.
         New objects are stamped like ``seed()`` (status kept, reactors not run); existing ones
-        are replaced like a PUT (status kept for kinds with a status subresource).
+        are replaced like a PUT (status kept for kinds with a status subresource). A kind the
+        emulator does not serve raises ``ApiError`` (NotFound).
         """
         applied: list[JsonDict] = []
         for doc in docs:
