@@ -30,17 +30,49 @@ client depend on:
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
 
+Authentication and authorization are off until ``enable_auth()``; from then on every HTTP
+request, to any path (discovery, watches, KMock's own fallbacks, the namespaces alias), is
+authenticated, impersonated and authorized before anything else sees it, as kube-apiserver's
+filters run before routing; user reactions are the server's answer after that, so a refused
+request gets its 401/403 and never reaches a reaction (it is still recorded in
+``em.requests``). The pure logic is in ``authz.py``:
+
+* static bearer tokens (``add_token``, ``service_account_token``, ``admin_token`` in
+  ``system:masters``); no ``Authorization`` is ``system:anonymous`` (or 401 with
+  ``enable_auth(anonymous=False)``), an unknown or non-bearer credential 401 Unauthorized;
+* impersonation (``Impersonate-User``/``-Group``/``-Uid``/``-Extra-*``) checked with the
+  ``impersonate`` verb on users, serviceaccounts, groups, uids and userextras, with the groups
+  the real filter adds; Impersonate-Group without Impersonate-User is the real plain-text 500;
+* the RBAC authorizer over the stored Roles, ClusterRoles and their bindings (subresources,
+  wildcards, resourceNames, nonResourceURLs, ServiceAccount subjects), ``system:masters``
+  allowed everything; 403 bodies worded as the real server's; the bootstrap roles
+  (discovery, basic-user, public-info-viewer, cluster-admin, admin/edit/view);
+* ClusterRole aggregation: a ClusterRole with an ``aggregationRule`` gets the union of the
+  rules it selects written into its stored ``rules`` (a write watchers see) whenever any
+  ClusterRole changes, as the aggregation controller does;
+* SelfSubjectAccessReview, LocalSubjectAccessReview, SubjectAccessReview,
+  SelfSubjectRulesReview and SelfSubjectReview are answered (create only; with auth off, as
+  an AlwaysAllow server with an anonymous user would);
+* every decision goes to ``em.audit`` (``authz.AuditEntry``: who, impersonated by whom, what,
+  allowed or the answer instead).
+
 Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
-checked); no admission webhooks, RBAC, authentication, namespace lifecycle (objects may be
-created in namespaces that do not exist), garbage collection of owned objects or
-``propagationPolicy``; no server-side apply, ``deletecollection`` or list paging (``limit``
-is ignored, every list is one page); built-in kinds get no defaults and no pruning, and
-every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items all
-carry a ``name`` by that name and replaces every other list (the real one uses per-field
-merge keys); on custom resources it is refused with 415, as a real server does. All served
-versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs).
-Objects deleted while their last finalizer is removed show the emptied finalizers in the
-DELETED event.
+checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
+that do not exist), garbage collection of owned objects or ``propagationPolicy``; no
+server-side apply, ``deletecollection`` or list paging (``limit`` is ignored, every list is
+one page); built-in kinds get no defaults and no pruning, and every kind gets
+``metadata.generation``. Strategic merge patch merges lists whose items all carry a
+``name`` by that name and replaces every other list (the real one uses per-field merge keys);
+on custom resources it is refused with 415, as a real server does. All served versions of a
+CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
+deleted while their last finalizer is removed show the emptied finalizers in the DELETED
+event. Of authentication and authorization: no client certificates, JWT service account
+tokens, TokenRequest/TokenReview, webhook or Node authorizers; RBAC objects are not
+validated and writing them needs no ``escalate``/``bind`` (no escalation prevention); the
+bootstrap ``system:aggregate-to-*`` roles only name the kinds this emulator serves; RBAC
+changes do not cut open watches; a watch of one object by its URL is authorized as a
+``watch`` of that name (the real server would serve it as a ``get``). RBAC objects put into
+``em.objects`` directly are not seen until an RBAC object is written through the emulator.
 
 Objects live in KMock's ``em.objects``, keyed by ``(resource, namespace, name)`` with the
 CRD's storage version and ``None`` as the namespace of cluster-scoped objects; every write
@@ -54,6 +86,8 @@ to a resource and applies the merge patch it returns as a separate write;
 All state changes are synchronous sections under one re-entrant lock, so the sync helpers
 (``seed``, ``get``, ...) may be called from any thread, and before the server runs.
 ``get`` with four arguments reads an object; with a URL it is still KMock's HTTP shortcut.
+``apply``/``apply_file``/``apply_dir`` put manifests in (RBAC, ServiceAccounts, ...) the same
+way, without HTTP; the sync helpers are never authenticated.
 KMock's path parser misreads ``/api/v1/namespaces[/name]``, so those requests reach it
 under an alias and are put back before any reaction sees them.
 """
@@ -63,7 +97,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import contextvars
 import copy
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -71,10 +107,11 @@ import json
 import pathlib
 import random
 import re
+import secrets
 import string
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -87,6 +124,8 @@ import yaml
 # the type its HTTP shortcuts (``em.get(url)``) return.
 from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
+
+from mcp_remediator.testing import authz
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -115,6 +154,25 @@ _OMIT_EMPTY_META = ("labels", "annotations", "finalizers", "ownerReferences")
 _NAME_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MAX_REACTOR_ROUNDS = 32
+
+ADMIN_USERNAME = "kubernetes-admin"  # the user of ``admin_token`` (in group system:masters)
+# Who the HTTP request being served acts as (``None`` while auth is off), for the reviews.
+_REQUEST_USER: contextvars.ContextVar[authz.UserInfo | None] = contextvars.ContextVar(
+    "emulated_request_user", default=None
+)
+_RBAC = f"{authz.RBAC_GROUP}/v1"
+_AUTHORIZATION = f"{authz.AUTHORIZATION_GROUP}/v1"
+_AUTHENTICATION = f"{authz.AUTHENTICATION_GROUP}/v1"
+# The review resources: created (and answered), never stored; any other method is 405.
+_REVIEWS = frozenset(
+    {
+        (authz.AUTHORIZATION_GROUP, "selfsubjectaccessreviews"),
+        (authz.AUTHORIZATION_GROUP, "selfsubjectrulesreviews"),
+        (authz.AUTHORIZATION_GROUP, "subjectaccessreviews"),
+        (authz.AUTHORIZATION_GROUP, "localsubjectaccessreviews"),
+        (authz.AUTHENTICATION_GROUP, "selfsubjectreviews"),
+    }
+)
 
 # KMock's path parser cannot read /api/v1/namespaces[/name[/status|/finalize]] (it takes the
 # name for a namespace of a namespaced resource), so these paths reach it under an alias.
@@ -235,10 +293,21 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _logs: dict[kmock.resource, _EventLog] = attrs.field(factory=dict, init=False)
     _reactors: dict[kmock.resource, list[Reactor]] = attrs.field(factory=dict, init=False)
 
+    # Authentication and authorization (see enable_auth).
+    admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32), init=False)
+    audit: list[authz.AuditEntry] = attrs.field(factory=list, init=False)
+    _auth_enabled: bool = attrs.field(default=False, init=False)
+    _anonymous: bool = attrs.field(default=True, init=False)
+    _tokens: dict[str, authz.UserInfo] = attrs.field(factory=dict, init=False)
+    _account_tokens: dict[str, tuple[str, str]] = attrs.field(factory=dict, init=False)
+    _policy: authz.RbacPolicy | None = attrs.field(default=None, init=False)
+    _aggregating: bool = attrs.field(default=False, init=False)
+
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         # KMock derives no action for PUT; the other fallbacks are its own, overridden below.
         self.fallback[kmock.method.PUT] << self._serve_replace
+        self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
 
     # --- registration ---------------------------------------------------------------------
 
@@ -288,7 +357,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return [name for file in files for name in self.register_crd_file(file)]
 
     def register_builtins(self) -> None:
-        """Serve the built-in kinds and the third-party CRDs the operator touches."""
+        """Serve the built-in kinds (ServiceAccounts, RBAC and the access reviews among them)
+        and the third-party CRDs the operator touches.
+        """
         with self._state_lock:
             for api_version, plural, kind, namespaced, status, shortnames in _BUILTINS:
                 self.resources[kmock.resource(api_version, plural)] = kmock.ResourceInfo(
@@ -299,8 +370,207 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     subresources={"status"} if status else set(),
                     verbs=VERBS,
                 )
+        self._register_auth_kinds()
         for api_version, plural, kind, namespaced, status, shortnames in _THIRD_PARTY_CRDS:
             self.register_crd(_crd(api_version, plural, kind, namespaced, status, shortnames))
+
+    def _register_auth_kinds(self) -> None:
+        with self._state_lock:
+            for api_version, plural, kind, namespaced, verbs, shortnames in _AUTH_KINDS:
+                self.resources[kmock.resource(api_version, plural)] = kmock.ResourceInfo(
+                    kind=kind,
+                    singular=kind.lower(),
+                    namespaced=namespaced,
+                    shortnames=shortnames,
+                    verbs=verbs,
+                )
+
+    # --- authentication and authorization ---------------------------------------------------
+
+    def enable_auth(self, *, anonymous: bool = True) -> None:
+        """Authenticate and authorize every HTTP request from now on, as kube-apiserver does.
+
+        Serves the ServiceAccount, RBAC and review kinds and seeds the bootstrap ClusterRoles
+        and ClusterRoleBindings (``authz.bootstrap_policy``) that do not exist yet. Requests
+        without an ``Authorization`` header are ``system:anonymous``, or 401 when
+        ``anonymous`` is false (``--anonymous-auth=false``). The sync helpers stay
+        unauthenticated back doors.
+        """
+        self._register_auth_kinds()
+        with self._state_lock:
+            for obj in authz.bootstrap_policy():
+                spec = self._spec_of_kind(obj["apiVersion"], obj["kind"])
+                if self._current(spec, None, obj["metadata"]["name"]) is None:
+                    self._create(spec, None, obj, keep_status=True, react=False)
+            self._anonymous = anonymous
+            self._auth_enabled = True
+
+    def disable_auth(self) -> None:
+        """Serve every request unauthenticated again (what was seeded stays)."""
+        with self._state_lock:
+            self._auth_enabled = False
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self._auth_enabled
+
+    def add_token(
+        self,
+        token: str,
+        username: str,
+        groups: Iterable[str] = (),
+        uid: str | None = None,
+    ) -> None:
+        """Accept a static bearer token for a user (``--token-auth-file``); the user is also
+        in ``system:authenticated``.
+        """
+        user = authz.UserInfo(username, tuple(groups), uid or "")
+        with self._state_lock:
+            self._tokens[token] = authz.with_authenticated_group(user)
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token of ``system:serviceaccount:<namespace>:<name>`` (the same one on
+        every call); the ServiceAccount need not exist (when it does, its uid is the user's).
+        """
+        with self._state_lock:
+            for token, account in self._account_tokens.items():
+                if account == (namespace, name):
+                    return token
+            token = secrets.token_urlsafe(32)
+            self._account_tokens[token] = namespace, name
+            return token
+
+    def authenticate(self, token: str) -> authz.UserInfo | None:
+        """The user a bearer token stands for, or ``None`` for an unknown token."""
+        with self._state_lock:
+            user = self._tokens.get(token)
+            if user is not None:
+                return user
+            account = self._account_tokens.get(token)
+            if account is None:
+                return None
+            namespace, name = account
+            uid = ""
+            sa_key = (kmock.resource("v1", "serviceaccounts"), namespace, name)
+            if sa_key in self._objects and not self._objects[sa_key].deleted:
+                uid = str(self._objects[sa_key].raw["metadata"].get("uid", ""))
+        groups = (*authz.service_account_groups(namespace), authz.AUTHENTICATED)
+        return authz.UserInfo(authz.service_account_username(namespace, name), groups, uid)
+
+    def authorize(self, attributes: authz.Attributes) -> authz.Decision:
+        """The decision on a request's attributes, from the stored RBAC objects (everything is
+        allowed while auth is off).
+        """
+        if not self._auth_enabled:
+            return authz.Decision(True, "")
+        return authz.authorize(self._rbac_policy(), attributes)
+
+    def can(
+        self,
+        user: authz.UserInfo,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        namespace: str = "",
+        name: str = "",
+        subresource: str = "",
+    ) -> bool:
+        """Whether RBAC lets ``user`` do ``verb`` on the resource (``kubectl auth can-i``)."""
+        attributes = authz.Attributes(
+            user=user,
+            verb=verb,
+            resource_request=True,
+            api_group=group,
+            resource=resource,
+            subresource=subresource,
+            namespace=namespace,
+            name=name,
+        )
+        return authz.authorize(self._rbac_policy(), attributes).allowed
+
+    def _rbac_policy(self) -> authz.RbacPolicy:
+        """A snapshot of the RBAC objects, rebuilt after any of them changes."""
+        with self._state_lock:
+            if self._policy is None:
+                specs = [
+                    self._spec_of_names(_RBAC, plural)
+                    for plural in ("clusterroles", "roles", "clusterrolebindings", "rolebindings")
+                ]
+                self._policy = authz.RbacPolicy.of(
+                    *(list(self._objects_of(spec, None, _match_all)) for spec in specs)
+                )
+            return self._policy
+
+    # --- applying manifests (sync, like seed) -----------------------------------------------
+
+    def apply(
+        self, docs: Iterable[Mapping[str, Any] | None], *, namespace: str | None = None
+    ) -> list[JsonDict]:
+        """Create or update objects from manifests, without HTTP; return them as stored.
+
+        ``None`` documents and ``Kustomization``s are skipped, ``List``s unfolded and
+        CustomResourceDefinitions registered (they are not objects here). An object of a
+        namespaced kind without a namespace goes to ``namespace``, else to "default"; one that
+        names another namespace than ``namespace`` is refused, as ``kubectl apply -n`` does.
+        New objects are stamped like ``seed()`` (status kept, reactors not run); existing ones
+        are replaced like a PUT (status kept for kinds with a status subresource). A kind the
+        emulator does not serve raises ``ApiError`` (NotFound).
+        """
+        applied: list[JsonDict] = []
+        for doc in docs:
+            if not isinstance(doc, Mapping):
+                continue
+            kind = doc.get("kind")
+            if kind == "Kustomization":
+                continue
+            if kind == "List":
+                applied.extend(self.apply(doc.get("items") or [], namespace=namespace))
+                continue
+            if kind == "CustomResourceDefinition" and str(doc.get("apiVersion", "")).startswith(
+                "apiextensions.k8s.io/"
+            ):
+                self.register_crd(doc)
+                continue
+            applied.append(self._apply_one(doc, namespace))
+        return applied
+
+    def _apply_one(self, doc: Mapping[str, Any], namespace: str | None) -> JsonDict:
+        spec = self._spec_of_kind(str(doc.get("apiVersion", "")), str(doc.get("kind", "")))
+        meta = doc.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        target: str | None = None
+        if spec.namespaced:
+            own = meta.get("namespace")
+            if own and namespace and own != namespace:
+                raise ValueError(
+                    f"the namespace from the provided object {own!r} does not match"
+                    f" the namespace {namespace!r}"
+                )
+            target = own or namespace or "default"
+        with self._state_lock:
+            if not name or self._current(spec, target, name) is None:
+                created = self._create(spec, target, doc, keep_status=True, react=False)
+                return copy.deepcopy(self._present(spec, created))
+            proposed = copy.deepcopy(dict(doc))
+            proposed.setdefault("metadata", {}).pop("resourceVersion", None)
+            updated = self._update(spec, target, name, lambda _: proposed, "main")
+            return copy.deepcopy(self._present(spec, updated))
+
+    def apply_file(
+        self, path: str | pathlib.Path, *, namespace: str | None = None
+    ) -> list[JsonDict]:
+        """``apply`` the YAML documents of a file."""
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+        return self.apply(yaml.safe_load_all(text), namespace=namespace)
+
+    def apply_dir(
+        self, path: str | pathlib.Path, *, namespace: str | None = None
+    ) -> list[JsonDict]:
+        """``apply`` every ``*.yaml``/``*.yml`` file of a directory, in name order."""
+        folder = pathlib.Path(path)
+        files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+        return [obj for file in files for obj in self.apply_file(file, namespace=namespace)]
 
     # --- sync helpers for tests and the demo (no HTTP) --------------------------------------
 
@@ -427,8 +697,103 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
             request = self._unalias(request)
-        # Skip KubernetesEmulator._handle: its state changes happen before any reaction.
-        return await super(kmock.KubernetesEmulator, self)._handle(request)
+        user: authz.UserInfo | None = None
+        if self._auth_enabled:
+            # Before any reaction or fallback, as the real server's filters run before routing.
+            admitted = self._admit(request)
+            if isinstance(admitted, aiohttp.web.StreamResponse):
+                return admitted
+            user = admitted
+        token = _REQUEST_USER.set(user)
+        try:
+            # Skip KubernetesEmulator._handle: its state changes happen before any reaction.
+            return await super(kmock.KubernetesEmulator, self)._handle(request)
+        finally:
+            _REQUEST_USER.reset(token)
+
+    def _admit(self, request: kmock.Request) -> aiohttp.web.StreamResponse | authz.UserInfo:
+        """Authenticate, impersonate and authorize a request, and audit the outcome: the user
+        it acts as, or the answer that refuses it (401, 403, or 500 for bad impersonation).
+        """
+        raw = request._raw_request
+        # KMock's ``request.headers`` keeps one value per name; Impersonate-Group repeats.
+        headers = list((raw.headers if raw is not None else request.headers).items())
+        method, path = request.method.value, request.url.path
+        wanted_users = [v for k, v in headers if k.lower() == authz.IMPERSONATE_USER.lower()]
+
+        def audit(
+            attributes: authz.Attributes,
+            code: int | None,
+            reason: str,
+            impersonated_by: str | None = None,
+        ) -> None:
+            self.audit.append(
+                authz.AuditEntry(
+                    method=method,
+                    path=path,
+                    user=attributes.user.username,
+                    groups=attributes.user.groups,
+                    impersonated_by=impersonated_by,
+                    impersonate_user=wanted_users[0] if wanted_users else None,
+                    verb=attributes.verb,
+                    api_group=attributes.api_group,
+                    resource=attributes.resource,
+                    subresource=attributes.subresource,
+                    namespace=attributes.namespace,
+                    name=attributes.name,
+                    allowed=code is None,
+                    code=code,
+                    reason=reason,
+                    request=request,
+                )
+            )
+
+        def attributes_of(user: authz.UserInfo) -> authz.Attributes:
+            attributes = authz.request_attributes(user, method, path, request.params)
+            if request.action == kmock.action.WATCH and attributes.verb == "get":
+                # A watch of one object by its URL: the emulator streams it, so it is a watch
+                # (the real server would answer a plain get; clients watch by fieldSelector).
+                attributes = dataclasses.replace(attributes, verb="watch")
+            return attributes
+
+        authorization = [v for k, v in headers if k.lower() == "authorization"]
+        requestor: authz.UserInfo | None
+        if not authorization:
+            requestor = authz.anonymous_user() if self._anonymous else None
+        else:
+            bearer = authz.bearer_token(authorization[0])
+            requestor = None if bearer is None else self.authenticate(bearer)
+        if requestor is None:
+            audit(attributes_of(authz.UserInfo("")), 401, "Unauthorized")
+            return aiohttp.web.json_response(authz.unauthorized_status(), status=401)
+
+        try:
+            wanted = authz.impersonation_requests(headers)
+        except authz.ImpersonationError as exc:
+            text = authz.internal_error_text(request.url.raw_path_qs, str(exc))
+            audit(attributes_of(requestor), 500, text.strip())
+            return aiohttp.web.Response(
+                text=text, status=500, headers={"X-Content-Type-Options": "nosniff"}
+            )
+        policy = self._rbac_policy()
+        for item in wanted:
+            check = authz.impersonation_attributes(requestor, item)
+            decision = authz.authorize(policy, check)
+            if not decision.allowed:
+                body = authz.forbidden_status(check, decision.reason)
+                audit(attributes_of(requestor), 403, body["message"])
+                return _forbidden(body)
+        user = authz.impersonated_user(wanted) if wanted else requestor
+        impersonated_by = requestor.username if wanted else None
+
+        attributes = attributes_of(user)
+        decision = authz.authorize(policy, attributes)
+        if not decision.allowed:
+            body = authz.forbidden_status(attributes, decision.reason)
+            audit(attributes, 403, body["message"], impersonated_by)
+            return _forbidden(body)
+        audit(attributes, None, decision.reason, impersonated_by)
+        return user
 
     def _unalias(self, request: kmock.Request) -> kmock.Request:
         path = request.url.path.replace(f"/{_NAMESPACES_ALIAS}", "/namespaces", 1)
@@ -550,6 +915,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _create_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
         spec = self._resolve(request, named=False)
+        if (spec.resource.group, spec.resource.plural) in _REVIEWS:
+            return self._review(spec, request)
         if spec.namespaced and request.namespace is None:
             raise ApiError(
                 405,
@@ -568,6 +935,107 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             )
         created = self._create(spec, request.namespace, body, keep_status=False, react=True)
         return 201, self._present(spec, created)
+
+    def _review(self, spec: _Spec, request: kmock.Request) -> tuple[int, JsonDict]:
+        """Answer an access review or a SelfSubjectReview (created, never stored)."""
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            raise _bad_request("the body of a create must be a JSON object")
+        review_spec = body.get("spec") or {}
+        if not isinstance(review_spec, dict):
+            raise _invalid(spec, "", "spec: Invalid value: must be an object")
+        user = _REQUEST_USER.get() or authz.anonymous_user()
+        answer: JsonDict = {
+            "kind": spec.kind,
+            "apiVersion": spec.api_version,
+            "metadata": body.get("metadata") or {},
+        }
+        plural = spec.resource.plural
+        if plural == "selfsubjectreviews":
+            return 201, {**answer, "status": {"userInfo": user.as_json()}}
+        if plural == "selfsubjectrulesreviews":
+            namespace = str(review_spec.get("namespace") or "")
+            if self._auth_enabled:
+                resource_rules, non_resource_rules, error = authz.rules_for(
+                    self._rbac_policy(), user, namespace
+                )
+            else:  # AlwaysAllow
+                resource_rules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+                non_resource_rules = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+                error = ""
+            status: JsonDict = {
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": bool(error),
+            }
+            if error:
+                status["evaluationError"] = error
+            return 201, {**answer, "spec": review_spec, "status": status}
+
+        if plural in ("subjectaccessreviews", "localsubjectaccessreviews"):
+            if not review_spec.get("user") and not review_spec.get("groups"):
+                raise _invalid(
+                    spec,
+                    "",
+                    'spec.user: Invalid value: "": at least one of user or group must be specified',
+                )
+            extra = review_spec.get("extra") or {}
+            user = authz.UserInfo(
+                str(review_spec.get("user") or ""),
+                tuple(str(group) for group in review_spec.get("groups") or []),
+                str(review_spec.get("uid") or ""),
+                {str(key): tuple(map(str, values)) for key, values in extra.items()},
+            )
+        resource = review_spec.get("resourceAttributes")
+        non_resource = review_spec.get("nonResourceAttributes")
+        for key, value in (
+            ("resourceAttributes", resource),
+            ("nonResourceAttributes", non_resource),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise _invalid(spec, "", f"spec.{key}: Invalid value: must be an object")
+        if (resource is None) == (non_resource is None):
+            raise _invalid(
+                spec,
+                "",
+                "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes"
+                " or resourceAttributes must be specified",
+            )
+        if plural == "localsubjectaccessreviews":
+            if non_resource is not None:
+                raise _invalid(
+                    spec,
+                    "",
+                    "spec.nonResourceAttributes: Invalid value: disallowed on this kind of request",
+                )
+            if str((resource or {}).get("namespace") or "") != request.namespace:
+                raise _bad_request(
+                    f"spec.resourceAttributes.namespace must match namespace: {request.namespace}"
+                )
+        if resource is not None:
+            attributes = authz.Attributes(
+                user=user,
+                verb=str(resource.get("verb") or ""),
+                resource_request=True,
+                api_group=str(resource.get("group") or ""),
+                api_version=str(resource.get("version") or ""),
+                resource=str(resource.get("resource") or ""),
+                subresource=str(resource.get("subresource") or ""),
+                namespace=str(resource.get("namespace") or ""),
+                name=str(resource.get("name") or ""),
+            )
+        else:
+            attributes = authz.Attributes(
+                user=user,
+                verb=str((non_resource or {}).get("verb") or ""),
+                resource_request=False,
+                path=str((non_resource or {}).get("path") or ""),
+            )
+        decision = self.authorize(attributes)
+        verdict: JsonDict = {"allowed": decision.allowed}
+        if decision.reason:
+            verdict["reason"] = decision.reason
+        return 201, {**answer, "spec": review_spec, "status": verdict}
 
     def _patch_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
         spec = self._resolve(request, named=True)
@@ -682,7 +1150,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 f'{spec.qualified} "{name}" already exists',
                 _details(spec, name),
             )
-        if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        if spec.storage.group == authz.RBAC_GROUP:
+            # RBAC names are path segments (``system:discovery``), not DNS subdomains.
+            if name in (".", "..") or "/" in name or "%" in name:
+                raise _invalid(
+                    spec, name, f"metadata.name: Invalid value: {name!r}: may not contain '/'"
+                )
+        elif len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
             raise _invalid(
                 spec,
                 name,
@@ -831,6 +1305,36 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             del log.events[:excess]
         for waiter in log.waiters:
             waiter.wake()
+        if spec.storage.group == authz.RBAC_GROUP:
+            self._policy = None
+            if spec.storage.plural == "clusterroles" and not self._aggregating:
+                self._aggregate_cluster_roles()
+
+    def _aggregate_cluster_roles(self) -> None:
+        """The aggregation controller: give every ClusterRole with an ``aggregationRule`` the
+        rules of the ClusterRoles it selects, as a write of its own (watchers see it).
+        """
+        spec = self._spec_of_names(_RBAC, "clusterroles")
+        self._aggregating = True
+        try:
+            for _ in range(_MAX_REACTOR_ROUNDS):
+                roles = list(self._objects_of(spec, None, _match_all))
+                changed = False
+                for role in roles:
+                    if not role.get("aggregationRule"):
+                        continue
+                    rules = authz.aggregated_rules(role, roles)
+                    if [authz.normalized_rule(rule) for rule in role.get("rules") or []] == rules:
+                        continue
+                    name = role["metadata"]["name"]
+                    merge = functools.partial(_merge_patch, patch={"rules": rules})
+                    self._update(spec, None, name, merge, "main")
+                    changed = True
+                if not changed:
+                    return
+            raise RuntimeError("ClusterRole aggregation does not settle")
+        finally:
+            self._aggregating = False
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -868,6 +1372,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _resolve(self, request: kmock.Request, *, named: bool) -> _Spec:
         spec = self._spec_of(request.resource)
+        if (spec.resource.group, spec.resource.plural) in _REVIEWS and (
+            request.method != kmock.method.POST or request.name is not None
+        ):
+            raise _method_not_allowed()
         if request.namespace is not None and not spec.namespaced:
             raise _not_found_resource()
         if named:
@@ -1026,14 +1534,21 @@ def complete_rollouts(obj: JsonDict) -> JsonDict | None:
 
 
 def write_kubeconfig(
-    path: str | pathlib.Path, server_url: str, namespace: str = "default"
+    path: str | pathlib.Path,
+    server_url: str,
+    namespace: str = "default",
+    *,
+    token: str | None = None,
 ) -> pathlib.Path:
-    """Write a kubeconfig for a plain-http server and a user without credentials."""
+    """Write a kubeconfig for a plain-http server and a user without credentials (or with a
+    bearer token, such as ``em.admin_token`` or ``em.service_account_token(ns, name)``).
+    """
+    user: JsonDict = {} if token is None else {"token": token}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
-        "users": [{"name": "emulator", "user": {}}],
+        "users": [{"name": "emulator", "user": user}],
         "contexts": [
             {
                 "name": "emulator",
@@ -1078,6 +1593,36 @@ _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
         False,
         [],
     ),
+]
+
+_CREATE_ONLY = frozenset({"create"})
+# Served with the built-ins and by enable_auth: (apiVersion, plural, kind, namespaced, verbs,
+# short names). The reviews are only ever created (and answered), never stored.
+_AUTH_KINDS: list[tuple[str, str, str, bool, frozenset[str], list[str]]] = [
+    ("v1", "serviceaccounts", "ServiceAccount", True, VERBS, ["sa"]),
+    (_RBAC, "clusterroles", "ClusterRole", False, VERBS, []),
+    (_RBAC, "clusterrolebindings", "ClusterRoleBinding", False, VERBS, []),
+    (_RBAC, "roles", "Role", True, VERBS, []),
+    (_RBAC, "rolebindings", "RoleBinding", True, VERBS, []),
+    (
+        _AUTHORIZATION,
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        _CREATE_ONLY,
+        [],
+    ),
+    (_AUTHORIZATION, "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, _CREATE_ONLY, []),
+    (_AUTHORIZATION, "subjectaccessreviews", "SubjectAccessReview", False, _CREATE_ONLY, []),
+    (
+        _AUTHORIZATION,
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        True,
+        _CREATE_ONLY,
+        [],
+    ),
+    (_AUTHENTICATION, "selfsubjectreviews", "SelfSubjectReview", False, _CREATE_ONLY, []),
 ]
 
 # CRDs of Argo CD, Kyverno and the policy-report WG, with schemas that prune nothing.
@@ -1204,6 +1749,18 @@ def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
 
 def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message, {"causes": []})
+
+
+def _method_not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
+
+
+def _forbidden(status: JsonDict) -> aiohttp.web.StreamResponse:
+    return aiohttp.web.json_response(
+        status, status=403, headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 def _gone(cursor: int, expired_rv: int) -> JsonDict:
