@@ -1567,7 +1567,6 @@ def write_kubeconfig(
 _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ("v1", "configmaps", "ConfigMap", True, False, ["cm"]),
     ("v1", "secrets", "Secret", True, False, []),
-    ("v1", "serviceaccounts", "ServiceAccount", True, False, ["sa"]),
     ("v1", "pods", "Pod", True, True, ["po"]),
     ("v1", "services", "Service", True, True, ["svc"]),
     ("v1", "namespaces", "Namespace", False, True, ["ns"]),
