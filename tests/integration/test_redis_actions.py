@@ -3,7 +3,8 @@
 Each test puts keys into Redis, runs an action as the engine would (params parsed by the
 registry, the ``validate`` hook, then the function with an ``ActionContext``), and checks
 the outputs against Redis itself. The Secret-reference path reads the Secret through the
-real ``KubeApi`` over an ``httpx.MockTransport``.
+real ``KubeApi`` over an ``httpx.MockTransport``, or from the emulated cluster's API for
+the tenancy tests (``MCP_REDIS_URL`` serves trusted namespaces only).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 import redis.exceptions
 
+from fixtures.cluster import Cluster
 from fixtures.daemons import free_port
 from fixtures.redis_server import RedisFactory, RedisServer
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
@@ -54,6 +56,8 @@ async def run_action(
     deadline: float | None = None,
     checkpoints: list[dict[str, str]] | None = None,
     validate: bool = True,
+    remediation: str = f"{NAMESPACE}/test",
+    connection: ConnectionConfig | None = None,
 ) -> ActionResult:
     """Run an action the way the engine does: parse, validate (unless told not to), call."""
     spec = REGISTRY[name]
@@ -61,7 +65,8 @@ async def run_action(
     if validate and spec.validate is not None:
         spec.validate(parsed, settings, NAMESPACE)
     # Only the Secret-reference tests reach the API; elsewhere nothing listens there.
-    kube = KubeApi(ConnectionConfig(server="http://127.0.0.1:9"), settings, transport=transport)
+    connection = connection or ConnectionConfig(server="http://127.0.0.1:9")
+    kube = KubeApi(connection, settings, transport=transport)
     clients = Clients(settings, kube, httpx.AsyncClient())
 
     async def checkpoint(values: Mapping[str, str]) -> None:
@@ -75,7 +80,7 @@ async def run_action(
         # remediation's own namespace only, which the Secret-reference tests check.
         namespace="target-from-alert",
         dry_run=dry_run,
-        remediation=f"{NAMESPACE}/test",
+        remediation=remediation,
         step="redis",
         attempt=attempt,
         outputs=dict(outputs or {}),
@@ -512,6 +517,115 @@ async def test_progress_is_checkpointed_while_a_purge_runs(
     done = [int(checkpoint["changed"]) for checkpoint in saved]
     assert done == sorted(set(done)) and 0 < done[0] and done[-1] < 30_000
     assert all(c["cursor"] != "0" and c["pattern"] == "mcp:dashboard:*" for c in saved)
+
+
+# -- tenancy: MCP_REDIS_URL serves trusted namespaces only --------------------------------
+
+UNTRUSTED = "team-a/x"
+EVERY_ACTION: list[tuple[str, dict[str, Any]]] = [
+    ("redisPing", {}),
+    ("redisInspect", {}),
+    ("redisExpireKeys", {"pattern": "mcp:*", "ttlSeconds": 0}),
+    ("redisExpireKeys", {"pattern": "mcp:dashboard:*", "ttlSeconds": 60}),
+]
+
+
+def redis_secret(namespace: str, url: str, name: str = "redis-auth") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"url": base64.b64encode(url.encode()).decode()},
+    }
+
+
+@pytest.mark.parametrize(("action", "params"), EVERY_ACTION)
+async def test_an_untrusted_namespace_may_not_use_the_operators_redis(
+    redis_server: RedisServer, action: str, params: dict[str, Any]
+) -> None:
+    await fill(redis_server, "mcp:dashboard:", 100)
+    await fill(redis_server, "other:", 10)
+    client = redis_server.client()
+    try:
+        await client.config_resetstat()
+        connections = (await client.info("stats"))["total_connections_received"]
+
+        with pytest.raises(StepFailed) as caught:
+            await run_action(action, params, settings_for(redis_server), remediation=UNTRUSTED)
+
+        # Nothing reached Redis: no connection, no command but the test's own.
+        assert (await client.info("stats"))["total_connections_received"] == connections
+        assert set(await client.info("commandstats")) <= {
+            "cmdstat_info",
+            "cmdstat_config|resetstat",
+        }
+    finally:
+        await client.aclose()
+
+    assert caught.value.reason == "CredentialsNotAllowed"
+    assert not caught.value.transient
+    assert caught.value.message == (
+        "the operator-level Redis (MCP_REDIS_URL) is for trusted namespaces only "
+        "(MCP_TRUSTED_NAMESPACES) and team-a is not one: name a Secret of namespace team-a "
+        "in redis.urlSecretRef, or add team-a to MCP_TRUSTED_NAMESPACES"
+    )
+    # Every key as it was.
+    assert len(await ttls(redis_server, "mcp:dashboard:*")) == 100
+    assert set((await ttls(redis_server, "*")).values()) == {-1}
+
+
+async def test_an_untrusted_namespace_uses_a_secret_of_its_own(
+    redis_factory: RedisFactory, cluster: Cluster
+) -> None:
+    server = redis_factory(password=PASSWORD)
+    await fill(server, "mcp:dashboard:", 100)
+    cluster.seed(redis_secret("team-a", server.url()))
+    # The same name in the trusted namespace and in the target namespace: neither is read.
+    cluster.seed(redis_secret("mcp", f"redis://127.0.0.1:{free_port()}/0"))
+    cluster.seed(redis_secret("target-from-alert", f"redis://127.0.0.1:{free_port()}/0"))
+    # The operator default leads nowhere either.
+    settings = settings_for(None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    ref = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "url"}}}
+
+    pinged = await run_action(
+        "redisPing", ref, settings, remediation=UNTRUSTED, connection=cluster.connection
+    )
+    expired = await run_action(
+        "redisExpireKeys",
+        {**ref, "pattern": "mcp:dashboard:*", "ttlSeconds": 0},
+        settings,
+        remediation=UNTRUSTED,
+        connection=cluster.connection,
+    )
+
+    assert float(pinged.outputs["latencyMs"]) > 0
+    assert expired.outputs["changed"] == "100"
+    assert await ttls(server, "mcp:*") == {}
+    assert PASSWORD not in pinged.message + expired.message
+    with pytest.raises(StepFailed) as missing:
+        await run_action(
+            "redisPing",
+            {"redis": {"urlSecretRef": {"name": "absent", "key": "url"}}},
+            settings,
+            remediation=UNTRUSTED,
+            connection=cluster.connection,
+        )
+    assert missing.value.reason == "RedisSecretNotFound"
+    assert "Secret team-a/absent" in missing.value.message
+
+
+async def test_trusted_namespaces_use_the_operators_redis(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 10)
+    settings = settings_for(redis_server, trusted_namespaces="mcp,ops")
+
+    for remediation in ("mcp/x", "ops/x"):
+        result = await run_action(
+            "redisExpireKeys",
+            {"pattern": "mcp:dashboard:*", "ttlSeconds": 60},
+            settings,
+            remediation=remediation,
+        )
+        assert result.outputs["changed"] == "10"
 
 
 # -- failures ----------------------------------------------------------------------------

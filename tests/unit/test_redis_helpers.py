@@ -1,15 +1,12 @@
-"""Pure parts of the Redis actions: URLs, Secret references, error mapping, params, sampling.
+"""Pure parts of the Redis actions: URLs, error mapping, params, sampling.
 
-No Redis runs here; the Secret reference is read through ``KubeApi`` over an
-``httpx.MockTransport``.
+No Redis runs here. Secret references are ``actions/credentials``' (test_credentials.py).
 """
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import httpx
 import pytest
 import redis.exceptions
 from pydantic import ValidationError
@@ -17,11 +14,8 @@ from pydantic import ValidationError
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.redis import Progress, key_prefix, largest_prefixes
 from mcp_remediator.errors import StepFailed
-from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
-
-SECRET_URL = "redis://:hunter2@redis.mcp.svc:6380/3"
 
 
 def test_key_prefix_is_the_first_two_segments() -> None:
@@ -95,67 +89,6 @@ def test_bad_urls_fail_without_showing_the_url(url: str) -> None:
     assert failed.value.reason == "RedisBadUrl"
     assert failed.value.message.startswith("MCP_REDIS_URL")
     assert "pw" not in failed.value.message
-
-
-def kube_answering(status: int, body: dict[str, Any]) -> KubeApi:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body)
-
-    return KubeApi(
-        ConnectionConfig(server="http://api"), Settings(), transport=httpx.MockTransport(handler)
-    )
-
-
-def secret(value: str) -> dict[str, Any]:
-    return {"kind": "Secret", "data": {"url": base64.b64encode(value.encode()).decode()}}
-
-
-async def test_the_default_comes_from_settings_and_is_required() -> None:
-    kube = kube_answering(500, {})
-    target = await vendor.resolve_target(
-        Settings.model_validate({"redis_url": SECRET_URL}), kube, "mcp", None
-    )
-    assert (target.source, target.address) == ("MCP_REDIS_URL", "redis.mcp.svc:6380/3")
-
-    with pytest.raises(StepFailed) as failed:
-        await vendor.resolve_target(Settings(), kube, "mcp", None)
-    assert failed.value.reason == "RedisNotConfigured"
-    await kube.aclose()
-
-
-async def test_a_secret_reference_is_read_and_decoded() -> None:
-    kube = kube_answering(200, secret(SECRET_URL + "\n"))
-
-    target = await vendor.resolve_target(Settings(), kube, "mcp", ("redis-auth", "url"))
-
-    assert target.url.get_secret_value() == SECRET_URL
-    assert target.source == "Secret mcp/redis-auth key 'url'"
-    await kube.aclose()
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "reason", "transient"),
-    [
-        (200, secret("http://hunter2@redis"), "RedisBadUrl", False),
-        (200, {"data": {"url": "@@not base64@@"}}, "RedisBadUrl", False),
-        (200, {"data": {}}, "RedisSecretNotFound", False),
-        (404, {"reason": "NotFound", "message": "secrets not found"}, "RedisSecretNotFound", False),
-        (403, {"reason": "Forbidden", "message": "cannot get secrets"}, "StepFailed", False),
-        (503, {"reason": "ServiceUnavailable", "message": "etcd"}, "StepFailed", True),
-    ],
-)
-async def test_secret_reference_failures(
-    status: int, body: dict[str, Any], reason: str, transient: bool
-) -> None:
-    kube = kube_answering(status, body)
-
-    with pytest.raises(StepFailed) as failed:
-        await vendor.resolve_target(Settings(), kube, "mcp", ("redis-auth", "url"))
-
-    assert (failed.value.reason, failed.value.transient) == (reason, transient)
-    assert "Secret mcp/redis-auth" in failed.value.message
-    assert "hunter2" not in failed.value.message
-    await kube.aclose()
 
 
 async def test_an_unknown_url_option_is_a_clear_failure() -> None:

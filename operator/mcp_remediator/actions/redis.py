@@ -1,7 +1,10 @@
 """``redisPing``, ``redisInspect``, ``redisExpireKeys``: the guide's Redis checks and fixes.
 
 Registered in the action registry (imported by ``actions/__init__``) and run by the
-engine; each opens one connection per attempt through ``vendors.redis``.
+engine; each opens one connection per attempt through ``vendors.redis``, to
+``MCP_REDIS_URL`` for trusted namespaces (``MCP_TRUSTED_NAMESPACES``), else to the URL in
+the Secret the step names in ``redis.urlSecretRef`` (``actions/credentials``): an untrusted
+namespace without one fails ``CredentialsNotAllowed`` before any connection opens.
 
 ``redisExpireKeys`` is the guide's "clear the dashboard cache" without ``KEYS`` or
 ``FLUSHALL``. The keyspace is walked with SCAN + MATCH inside a server-side Lua script:
@@ -28,15 +31,15 @@ import redis.asyncio
 import redis.exceptions
 from pydantic import Field
 
-from mcp_remediator.actions.common import K8sName
+from mcp_remediator.actions import credentials
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import (
-    Access,
     ActionContext,
     ActionParams,
     ActionResult,
     action,
 )
-from mcp_remediator.errors import TransientFailure
+from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
@@ -106,19 +109,9 @@ Section = Literal["memory", "stats", "keyspace"]
 SECTIONS: tuple[Section, ...] = ("memory", "stats", "keyspace")
 
 
-class SecretKeyRef(ActionParams):
-    name: K8sName = Field(description="Name of the Secret, in the step's namespace.")
-    key: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
-        description="Key of the Secret's data that holds the URL.",
-    )
-
-
 class RedisRef(ActionParams):
     urlSecretRef: SecretKeyRef = Field(
-        description="Secret key (in the remediation's namespace) holding a `redis://` or "
+        description="Secret key (in the remediation's own namespace) holding a `redis://` or "
         "`rediss://` URL (password, db)."
     )
 
@@ -127,19 +120,15 @@ class RedisParams(ActionParams):
     """Base of every Redis action's params: which Redis, defined once."""
 
     redis: RedisRef | None = Field(
-        None, description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+        None,
+        description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`, "
+        "for trusted namespaces only (`MCP_TRUSTED_NAMESPACES`; elsewhere the step fails "
+        "`CredentialsNotAllowed`).",
     )
 
 
 # Every Redis action may read its URL from a Secret (`redis.urlSecretRef`).
-REDIS_ACCESS = [
-    Access.on_kinds(
-        ["Secret"],
-        ["get"],
-        why="read the Redis URL from `redis.urlSecretRef` (get by name only: no list or "
-        "watch, so the operator cannot enumerate Secrets).",
-    )
-]
+REDIS_ACCESS = [credentials.SECRET_ACCESS]
 
 
 class RedisPingParams(RedisParams):
@@ -180,9 +169,12 @@ def _validate_pattern(params: RedisExpireKeysParams, settings: Settings, _: str 
 async def _connection(
     ref: RedisRef | None, ctx: ActionContext, doing: str
 ) -> AsyncIterator[redis.asyncio.Redis]:
-    """A connection to the step's Redis; redis-py errors become step failures."""
-    secret = None if ref is None else (ref.urlSecretRef.name, ref.urlSecretRef.key)
-    target = await vendor.resolve_target(ctx.settings, ctx.clients.kube, ctx.own_namespace, secret)
+    """A connection to the step's Redis; redis-py errors become step failures.
+
+    The URL is resolved first (``credentials.endpoint``): an untrusted namespace without
+    ``redis.urlSecretRef`` fails ``CredentialsNotAllowed`` before any connection opens.
+    """
+    target = await _target(ref, ctx)
     try:
         async with vendor.connect(target, ctx.settings) as client:
             yield client
@@ -191,6 +183,28 @@ async def _connection(
         raise vendor.step_failure(
             exc, target, doing, timeout=ctx.settings.redis_timeout_seconds
         ) from None
+
+
+async def _target(ref: RedisRef | None, ctx: ActionContext) -> vendor.RedisTarget:
+    """The server to use: ``redis.urlSecretRef`` of the remediation's namespace, else
+    ``MCP_REDIS_URL`` (trusted namespaces only)."""
+    default = credentials.OperatorEndpoint(
+        "the operator-level Redis", "MCP_REDIS_URL", ctx.settings.redis_url
+    )
+    found = await credentials.endpoint(
+        ctx,
+        default,
+        url_ref=None if ref is None else ref.urlSecretRef,
+        url_param="redis.urlSecretRef",
+        not_found="RedisSecretNotFound",
+        unreadable="RedisBadUrl",
+    )
+    if found.url is None:
+        raise StepFailed(
+            "no Redis configured: set MCP_REDIS_URL or give the step redis.urlSecretRef",
+            reason="RedisNotConfigured",
+        )
+    return vendor.parse_target(found.url.value.get_secret_value(), found.url.source)
 
 
 def _ms(seconds: float) -> str:
