@@ -52,24 +52,40 @@ class Settings(BaseModel):
         "that only metrics and an Event count them.",
     )
     redis_url: SecretStr | None = Field(
-        None, description="Default Redis for Redis actions (`redis://`, `rediss://`)."
+        None,
+        description="Default Redis for Redis actions (`redis://`, `rediss://`); trusted "
+        "namespaces only, elsewhere a step names a Secret (`redis.urlSecretRef`).",
     )
     redis_allowed_prefixes: list[str] = Field(
-        ["mcp:"], description="Key prefixes Redis actions may touch (comma-separated)."
+        ["mcp:"],
+        description="Key prefixes Redis actions may touch (comma-separated); `redisInspect` "
+        "samples only keys under them.",
     )
     redis_timeout_seconds: float = Field(5.0, description="Redis connect and read timeout.")
-    prometheus_url: str | None = Field(None, description="Prometheus base URL.")
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus base URL; trusted namespaces only, elsewhere a step names a "
+        "Secret (`prometheus.urlSecretRef`).",
+    )
     prometheus_token: SecretStr | None = Field(
-        None, description="Bearer token for Prometheus (or `MCP_PROMETHEUS_TOKEN_FILE`)."
+        None,
+        description="Bearer token for `MCP_PROMETHEUS_URL` (or `MCP_PROMETHEUS_TOKEN_FILE`); "
+        "never sent to a URL from a Secret.",
     )
     prometheus_timeout_seconds: float = Field(10.0, description="Prometheus query timeout.")
     argocd_mode: Literal["core", "api"] = Field(
         "core", description="`core`: write Application objects; `api`: Argo CD's REST API."
     )
     argocd_namespace: str = Field("argocd", description="Namespace of Argo CD Applications.")
-    argocd_server: str | None = Field(None, description="Argo CD API URL (api mode).")
+    argocd_server: str | None = Field(
+        None,
+        description="Argo CD API URL (api mode); trusted namespaces only, elsewhere a step "
+        "names Secrets (`argocd.urlSecretRef`, `argocd.tokenSecretRef`).",
+    )
     argocd_token: SecretStr | None = Field(
-        None, description="Argo CD API token (or `MCP_ARGOCD_TOKEN_FILE`)."
+        None,
+        description="Argo CD API token for `MCP_ARGOCD_SERVER` (or `MCP_ARGOCD_TOKEN_FILE`); "
+        "never sent to a server from a Secret.",
     )
     default_service_account: str = Field(
         "mcp-remediator-runner",
@@ -80,7 +96,9 @@ class Settings(BaseModel):
         ["mcp"],
         description="Namespaces whose remediations may use the operator-level credentials "
         "and endpoints (Redis URL, Prometheus, Argo CD API, notify webhook, module base "
-        "URLs) and whose runbooks match alerts of any namespace (comma-separated).",
+        "URLs) and whose runbooks match alerts of any namespace (comma-separated); "
+        "elsewhere a step names a Secret of its own namespace or fails "
+        "`CredentialsNotAllowed`.",
     )
     protected_namespaces: list[str] = Field(
         ["kube-system", "kube-public", "kyverno"],
@@ -99,10 +117,13 @@ class Settings(BaseModel):
     module_base_urls: dict[str, str] = Field(
         {},
         description="Base URL per MCP module for `/mcp/<module>/health`, as "
-        "`finbot=http://finbot:8080,mubot=...`.",
+        "`finbot=http://finbot:8080,mubot=...`; trusted namespaces only, elsewhere a step "
+        "names a Secret (`baseUrlSecretRef`) and these hosts are not allowed hosts.",
     )
     notify_webhook_url: SecretStr | None = Field(
-        None, description="Slack-compatible webhook (or `MCP_NOTIFY_WEBHOOK_URL_FILE`)."
+        None,
+        description="Slack-compatible webhook (or `MCP_NOTIFY_WEBHOOK_URL_FILE`); trusted "
+        "namespaces only, elsewhere a step names a Secret (`webhook.urlSecretRef`).",
     )
     patch_allowed_kinds: list[str] = Field(
         ["ConfigMap"], description="Kinds `patchResource` may patch (comma-separated)."

@@ -1,9 +1,11 @@
 """``argocdSync`` in core mode (Application objects in the emulated API, with a stand-in
-for Argo CD's controller) and in api mode (Argo CD's REST API on a local HTTP mock)."""
+for Argo CD's controller) and in api mode (Argo CD's REST API on a local HTTP mock), whose
+operator-level server and token serve trusted namespaces only."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -297,3 +299,76 @@ async def test_api_mode_without_a_token_is_a_configuration_error(
     with pytest.raises(StepFailed, match="no Argo CD token is configured"):
         await env.run("argocdSync", {"application": "dese-api"})
     assert http_mock.requests == []
+
+
+# -- tenancy: the Argo CD API server and token serve trusted namespaces only -------------
+
+UNTRUSTED = "team-a/x"
+
+
+def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}, "data": encoded}  # fmt: skip
+
+
+async def test_an_untrusted_namespace_may_not_use_the_operators_argo_cd_api(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    server = ArgoCdServer(http_mock, API_TOKEN, application())
+    env = await api_env(actions_env, http_mock)
+
+    for dry_run in (False, True):
+        with pytest.raises(StepFailed) as caught:
+            await env.run("argocdSync", {"application": "dese-api"}, remediation=UNTRUSTED,
+                          dry_run=dry_run)  # fmt: skip
+        assert caught.value.reason == "CredentialsNotAllowed"
+        assert not caught.value.transient
+        assert caught.value.message == (
+            "the operator-level Argo CD API (MCP_ARGOCD_SERVER, MCP_ARGOCD_TOKEN) is for "
+            "trusted namespaces only (MCP_TRUSTED_NAMESPACES) and team-a is not one: name a "
+            "Secret of namespace team-a in argocd.urlSecretRef, or add team-a to "
+            "MCP_TRUSTED_NAMESPACES"
+        )
+    assert http_mock.requests == [] and server.operations == []
+    # The trusted namespace (mcp, the default) still uses them.
+    result = await env.run("argocdSync", {"application": "dese-api"})
+    assert result.outputs["operationPhase"] == "Succeeded"
+
+
+async def test_an_untrusted_namespace_syncs_through_its_own_argo_cd_secrets(
+    http_mock: HttpMock, cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    server = ArgoCdServer(http_mock, "team-a-token", application())
+    cluster.seed(secret("team-a", "argocd", server=http_mock.url, token="team-a-token"))
+    env = await actions_env(
+        cluster.connection,
+        argocd_mode="api",
+        argocd_server="http://127.0.0.1:9",
+        argocd_token=API_TOKEN,
+    )
+    ref = {"urlSecretRef": {"name": "argocd", "key": "server"},
+           "tokenSecretRef": {"name": "argocd", "key": "token"}}  # fmt: skip
+
+    result = await env.run(
+        "argocdSync", {"application": "dese-api", "argocd": ref}, remediation=UNTRUSTED
+    )
+
+    assert result.outputs["healthStatus"] == "Healthy"
+    assert len(server.operations) == 1
+    assert {r.headers["Authorization"] for r in http_mock.requests} == {"Bearer team-a-token"}
+    [post] = http_mock.seen("POST", "/api/v1/applications/dese-api/sync")
+    assert {"name": "mcp-remediation", "value": UNTRUSTED} in post.json()["infos"]
+
+
+async def test_core_mode_needs_no_operator_credentials(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    cluster.seed(application())
+    controller = ArgoCdController(cluster.api)
+    env = await actions_env(cluster.connection)
+
+    result = await env.run("argocdSync", {"application": "dese-api"}, remediation=UNTRUSTED)
+
+    assert result.outputs["operationPhase"] == "Succeeded"
+    assert len(controller.operations) == 1

@@ -1,14 +1,21 @@
 """``httpHealthCheck``, ``httpRequest`` and ``notify`` against local HTTP servers; the
-allowed-hosts guard (SSRF) and the secrecy of the webhook URL."""
+allowed-hosts guard (SSRF), the secrecy of the webhook URL, and the module base URLs and
+webhook of the operator for trusted namespaces only (Secrets in the emulated cluster
+elsewhere)."""
 
 from __future__ import annotations
 
+import base64
 import logging
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from fixtures.actions import ActionsEnvFactory
+from fixtures.cluster import Cluster
 from fixtures.http_mock import HttpMock
+from mcp_remediator.actions import REGISTRY
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube.refusals import HOST_NOT_ALLOWED
 from mcp_remediator.models import Step
@@ -222,3 +229,142 @@ async def test_notify_sends_nothing_in_dry_run(
     result = await env.run("notify", {"message": "would be posted"}, dry_run=True)
     assert result.message == "would notify: would be posted"
     assert http_mock.requests == []
+
+
+# -- tenancy: module base URLs and the webhook serve trusted namespaces only --------------
+
+UNTRUSTED = "team-a/x"
+
+
+def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}, "data": encoded}  # fmt: skip
+
+
+def not_allowed_message(what: str, param: str) -> str:
+    return (
+        f"{what} is for trusted namespaces only (MCP_TRUSTED_NAMESPACES) and team-a is not "
+        f"one: name a Secret of namespace team-a in {param}, or add team-a to "
+        "MCP_TRUSTED_NAMESPACES"
+    )
+
+
+MODULE_STEPS = [
+    ("httpHealthCheck", {"module": "finbot"}),
+    ("httpRequest", {"method": "POST", "module": "finbot", "path": "/mcp/finbot/health"}),
+]
+
+
+@pytest.mark.parametrize(("action", "params"), MODULE_STEPS)
+async def test_module_base_urls_serve_trusted_namespaces_only(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory, action: str, params: dict[str, Any]
+) -> None:
+    http_mock.on("GET", "/mcp/finbot/health", (200, {"status": "ok"}))
+    http_mock.on("POST", "/mcp/finbot/health", (200, {"status": "ok"}))
+    env = await actions_env(module_base_urls={"finbot": http_mock.url})
+
+    with pytest.raises(StepFailed) as caught:
+        await env.run(action, params, remediation=UNTRUSTED)
+    # Nor does an unknown module tell an untrusted namespace which modules exist.
+    with pytest.raises(StepFailed) as unknown:
+        await env.run(action, {**params, "module": "mubot"}, remediation=UNTRUSTED)
+    # A plain URL on a host allowed only as a module base URL is the same endpoint.
+    url = {"url": f"{http_mock.url}/mcp/finbot/health"}
+    plain = {**{k: v for k, v in params.items() if k not in ("module", "path")}, **url}
+    with pytest.raises(StepFailed) as by_url:
+        await env.run(action, plain, remediation=UNTRUSTED)
+
+    assert caught.value.reason == unknown.value.reason == by_url.value.reason
+    assert caught.value.reason == "CredentialsNotAllowed" and not caught.value.transient
+    assert caught.value.message == not_allowed_message(
+        "the operator-level base URL of module finbot (MCP_MODULE_BASE_URLS)", "baseUrlSecretRef"
+    )
+    assert by_url.value.message.startswith(f"host {http_mock.host}, allowed as a module base URL")
+    assert http_mock.requests == []
+    # The trusted namespace (mcp, the default) still uses them.
+    assert (await env.run(action, params)).outputs["status"] == "200"
+    assert (await env.run(action, plain)).outputs["status"] == "200"
+    assert len(http_mock.requests) == 2
+
+
+@pytest.mark.parametrize(("action", "params"), MODULE_STEPS)
+async def test_an_untrusted_namespace_names_its_modules_base_url_in_a_secret(
+    http_mock: HttpMock,
+    cluster: Cluster,
+    actions_env: ActionsEnvFactory,
+    action: str,
+    params: dict[str, Any],
+) -> None:
+    http_mock.on("GET", "/mcp/finbot/health", (200, {"status": "ok"}))
+    http_mock.on("POST", "/mcp/finbot/health", (200, {"status": "ok"}))
+    cluster.seed(secret("team-a", "finbot", url=f"{http_mock.url}/"))
+    env = await actions_env(
+        cluster.connection,
+        module_base_urls={"finbot": "http://finbot.mcp:8080"},
+        http_allowed_hosts=[http_mock.host],
+    )
+    ref = {"baseUrlSecretRef": {"name": "finbot", "key": "url"}}
+
+    result = await env.run(action, {**params, **ref}, remediation=UNTRUSTED)
+
+    assert result.outputs["url"] == f"{http_mock.url}/mcp/finbot/health"
+    assert len(http_mock.requests) == 1
+    # The Secret's URL still has to be on an allowed host.
+    restricted = await actions_env(cluster.connection, http_allowed_hosts=["elsewhere"])
+    with pytest.raises(Refused) as refused:
+        await restricted.run(action, {**params, **ref}, remediation=UNTRUSTED)
+    assert refused.value.reason == HOST_NOT_ALLOWED
+    assert len(http_mock.requests) == 1
+    with pytest.raises(ValidationError, match="baseUrlSecretRef goes with module"):
+        REGISTRY[action].parse({"url": "http://x/", **ref})
+
+
+async def test_an_untrusted_namespace_may_not_use_the_operators_webhook(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    http_mock.on("POST", "/hooks/XXXXSECRETXXXX", (200, "ok"))
+    env = await actions_env(notify_webhook_url=f"{http_mock.url}/hooks/XXXXSECRETXXXX")
+
+    for dry_run in (False, True):
+        with pytest.raises(StepFailed) as caught:
+            await env.run("notify", {"message": "hi"}, remediation=UNTRUSTED, dry_run=dry_run)
+        assert caught.value.reason == "CredentialsNotAllowed"
+        assert caught.value.message == not_allowed_message(
+            "the operator-level notification webhook (MCP_NOTIFY_WEBHOOK_URL)",
+            "webhook.urlSecretRef",
+        )
+    assert http_mock.requests == []
+    assert (await env.run("notify", {"message": "hi"})).outputs["status"] == "200"
+    assert len(http_mock.requests) == 1
+
+
+async def test_an_untrusted_namespace_notifies_through_its_own_webhook(
+    http_mock: HttpMock,
+    cluster: Cluster,
+    actions_env: ActionsEnvFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    http_mock.on("POST", "/hooks/TEAMSECRET", (200, "ok"))
+    cluster.seed(secret("team-a", "oncall", url=f"{http_mock.url}/hooks/TEAMSECRET"))
+    env = await actions_env(
+        cluster.connection, notify_webhook_url=f"{http_mock.url}/hooks/OPERATORSECRET"
+    )
+    caplog.set_level(logging.DEBUG)
+    webhook = {"webhook": {"urlSecretRef": {"name": "oncall", "key": "url"}}}
+
+    result = await env.run("notify", {"message": "team-a: restarted", **webhook},
+                           remediation=UNTRUSTED)  # fmt: skip
+
+    [post] = http_mock.seen("POST", "/hooks/TEAMSECRET")
+    assert post.json() == {"text": "team-a: restarted"}
+    assert [r.path for r in http_mock.requests] == ["/hooks/TEAMSECRET"]
+    assert "TEAMSECRET" not in result.message + str(result.outputs) + caplog.text
+    with pytest.raises(StepFailed) as missing:
+        await env.run(
+            "notify",
+            {"message": "x", "webhook": {"urlSecretRef": {"name": "absent", "key": "url"}}},
+            remediation=UNTRUSTED,
+        )
+    assert missing.value.reason == "SecretNotFound"
+    assert missing.value.message == "Secret team-a/absent (webhook.urlSecretRef) not found"

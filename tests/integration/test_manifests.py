@@ -224,9 +224,10 @@ def test_declared_access_covers_what_the_params_can_target() -> None:
         kind_needs(Settings().patch_allowed_kinds, ["get", "patch"])
         <= ACTION_NEEDS["patchResource"]
     )
-    # These talk HTTP to Prometheus, module endpoints or a webhook: no Kubernetes API.
+    # These talk HTTP to Prometheus, module endpoints or a webhook: of the Kubernetes API
+    # they only read the Secret a step names (`*SecretRef`), by name.
     for name in ("httpHealthCheck", "httpRequest", "prometheusQuery", "prometheusVerify", "notify"):
-        assert ACTION_NEEDS[name] == set(), name
+        assert ACTION_NEEDS[name] == {("", "secrets", "get")}, name
 
 
 def test_no_action_declares_a_write_on_kyverno_or_admission_webhooks() -> None:

@@ -1,15 +1,19 @@
 """``prometheusQuery`` and ``prometheusVerify`` against a real Prometheus scraping a target
-the test controls; the bearer token against an HTTP mock; every failure mode."""
+the test controls; the bearer token against an HTTP mock; every failure mode; the
+operator-level Prometheus for trusted namespaces only, Secrets (in the emulated cluster)
+elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from typing import Any
 
 import pytest
 
 from fixtures.actions import ActionsEnvFactory
+from fixtures.cluster import Cluster
 from fixtures.http_mock import HttpMock
 from fixtures.prometheus import PrometheusFixture
 from mcp_remediator.errors import StepFailed, VerificationFailed
@@ -205,3 +209,80 @@ async def test_a_failing_or_slow_prometheus_is_transient(
         release.set()
     assert slow_answer.value.transient
     assert slow_answer.value.message == f"Prometheus at {http_mock.host} did not answer within 0.2s"
+
+
+# -- tenancy: MCP_PROMETHEUS_URL and its token serve trusted namespaces only -------------
+
+VECTOR = {"status": "success",
+          "data": {"resultType": "vector",
+                   "result": [{"metric": {"job": "x"}, "value": [1, "1"]}]}}  # fmt: skip
+BOTH = [
+    ("prometheusQuery", {"query": "up"}),
+    ("prometheusVerify", {"query": "up", "condition": "== 1", "forSeconds": 0}),
+]
+
+
+def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace}, "data": encoded}  # fmt: skip
+
+
+@pytest.mark.parametrize(("action", "params"), BOTH)
+async def test_an_untrusted_namespace_may_not_use_the_operators_prometheus(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory, action: str, params: dict[str, Any]
+) -> None:
+    http_mock.on("GET", "/api/v1/query", (200, VECTOR))
+    env = await actions_env(prometheus_url=http_mock.url, prometheus_token="prom-token")
+
+    with pytest.raises(StepFailed) as caught:
+        await env.run(action, params, remediation="team-a/x")
+
+    assert caught.value.reason == "CredentialsNotAllowed"
+    assert not caught.value.transient
+    assert caught.value.message == (
+        "the operator-level Prometheus (MCP_PROMETHEUS_URL, MCP_PROMETHEUS_TOKEN) is for "
+        "trusted namespaces only (MCP_TRUSTED_NAMESPACES) and team-a is not one: name a "
+        "Secret of namespace team-a in prometheus.urlSecretRef, or add team-a to "
+        "MCP_TRUSTED_NAMESPACES"
+    )
+    assert http_mock.requests == []
+    # The trusted namespace (the default remediation, mcp/test-run) still uses it.
+    trusted = await env.run(action, params)
+    assert trusted.outputs["value"] == "1"
+    assert http_mock.requests[-1].headers["Authorization"] == "Bearer prom-token"
+
+
+@pytest.mark.parametrize(("action", "params"), BOTH)
+async def test_an_untrusted_namespace_uses_prometheus_from_its_own_secrets(
+    http_mock: HttpMock,
+    cluster: Cluster,
+    actions_env: ActionsEnvFactory,
+    action: str,
+    params: dict[str, Any],
+) -> None:
+    def answer(request: Any) -> tuple[int, Any]:
+        if request.headers.get("Authorization") != "Bearer team-token":
+            return 401, "unauthorized"
+        return 200, VECTOR
+
+    http_mock.on("GET", "/api/v1/query", answer)
+    cluster.seed(secret("team-a", "prom", url=http_mock.url, token="team-token"))
+    env = await actions_env(
+        cluster.connection, prometheus_url="http://127.0.0.1:9", prometheus_token="prom-token"
+    )
+    ref = {"urlSecretRef": {"name": "prom", "key": "url"},
+           "tokenSecretRef": {"name": "prom", "key": "token"}}  # fmt: skip
+
+    result = await env.run(action, {**params, "prometheus": ref}, remediation="team-a/x")
+
+    assert result.outputs["value"] == "1"
+    assert [r.headers["Authorization"] for r in http_mock.requests] == ["Bearer team-token"]
+
+    # Without tokenSecretRef no token is sent: never the operator's.
+    without_token = {"urlSecretRef": {"name": "prom", "key": "url"}}
+    with pytest.raises(StepFailed) as caught:
+        await env.run(action, {**params, "prometheus": without_token}, remediation="team-a/x")
+    assert caught.value.reason == "PrometheusUnauthorized"
+    assert "check prometheus.tokenSecretRef" in caught.value.message
+    assert "Authorization" not in http_mock.requests[-1].headers

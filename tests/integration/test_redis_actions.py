@@ -3,7 +3,8 @@
 Each test puts keys into Redis, runs an action as the engine would (params parsed by the
 registry, the ``validate`` hook, then the function with an ``ActionContext``), and checks
 the outputs against Redis itself. The Secret-reference path reads the Secret through the
-real ``KubeApi`` over an ``httpx.MockTransport``.
+real ``KubeApi`` over an ``httpx.MockTransport``, or from the emulated cluster's API for
+the tenancy tests (``MCP_REDIS_URL`` serves trusted namespaces only).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import secrets
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +23,7 @@ import httpx
 import pytest
 import redis.exceptions
 
+from fixtures.cluster import Cluster
 from fixtures.daemons import free_port
 from fixtures.redis_server import RedisFactory, RedisServer
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
@@ -54,6 +58,8 @@ async def run_action(
     deadline: float | None = None,
     checkpoints: list[dict[str, str]] | None = None,
     validate: bool = True,
+    remediation: str = f"{NAMESPACE}/test",
+    connection: ConnectionConfig | None = None,
 ) -> ActionResult:
     """Run an action the way the engine does: parse, validate (unless told not to), call."""
     spec = REGISTRY[name]
@@ -61,7 +67,8 @@ async def run_action(
     if validate and spec.validate is not None:
         spec.validate(parsed, settings, NAMESPACE)
     # Only the Secret-reference tests reach the API; elsewhere nothing listens there.
-    kube = KubeApi(ConnectionConfig(server="http://127.0.0.1:9"), settings, transport=transport)
+    connection = connection or ConnectionConfig(server="http://127.0.0.1:9")
+    kube = KubeApi(connection, settings, transport=transport)
     clients = Clients(settings, kube, httpx.AsyncClient())
 
     async def checkpoint(values: Mapping[str, str]) -> None:
@@ -75,7 +82,7 @@ async def run_action(
         # remediation's own namespace only, which the Secret-reference tests check.
         namespace="target-from-alert",
         dry_run=dry_run,
-        remediation=f"{NAMESPACE}/test",
+        remediation=remediation,
         step="redis",
         attempt=attempt,
         outputs=dict(outputs or {}),
@@ -236,7 +243,7 @@ async def test_inspect_reports_memory_stats_and_keyspace(redis_server: RedisServ
     await fill(redis_server, "other:small:", 200)
     for n in range(50):
         await client.expire(f"other:small:{n}", 3600)
-    # Two keys whose prefix is a one-off (it could be a token): never reported.
+    # Keys outside the allowed prefixes: never sampled, never reported.
     await client.set("session:tok-4711:data", "v")
     await client.set("tok-0815", "v")
     for n in range(30):
@@ -255,19 +262,94 @@ async def test_inspect_reports_memory_stats_and_keyspace(redis_server: RedisServ
     assert float(out["memoryRatio"]) == pytest.approx(used / (100 * 1024 * 1024), abs=1e-4)
     assert (out["hits"], out["misses"], out["hitRatio"]) == ("30", "10", "0.7500")
     assert (out["keys"], out["db0Keys"], out["db0Expires"]) == ("502", "502", "50")
-    assert out["sampledKeys"] == "502"
-    assert out["topPrefixes"] == "mcp:dashboard:,other:small:"
-    assert (out["prefix1"], out["prefix1Keys"], out["prefix1Share"]) == (
-        "mcp:dashboard:",
+    # Only mcp: keys are sampled; the scan under mcp: ran to its end, so counts are exact.
+    assert out["sampledKeys"] == "300"
+    assert out["topShapes"] == "mcp:dashboard:*"
+    assert (out["shape1"], out["shape1Keys"], out["shape1Share"]) == (
+        "mcp:dashboard:*",
         "300",
         "0.5976",
     )
-    assert int(out["prefix1Bytes"]) > 300 * 1024 > int(out["prefix2Bytes"])
-    assert (out["prefix2"], out["prefix2Keys"]) == ("other:small:", "200")
-    assert "prefix3" not in out
-    assert not any("tok-" in value for value in out.values())
+    assert int(out["shape1Bytes"]) > 300 * 1024
+    assert "shape2" not in out
+    assert not any("tok-" in value or "other" in value for value in out.values())
     assert "hit ratio 0.75" in result.message
-    assert "largest prefix mcp:dashboard:" in result.message
+    assert "largest key shape mcp:dashboard:* (about 60% of the keys)" in result.message
+
+
+async def test_inspect_reports_no_identifier_and_nothing_outside_the_prefixes(
+    redis_server: RedisServer,
+) -> None:
+    client = redis_server.client()
+    sessions = [str(uuid.uuid4()) for _ in range(40)]
+    users = [str(12345 + n) for n in range(30)]
+    tokens = [secrets.token_hex(8) for _ in range(20)]
+    names = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"]
+    for session in sessions:
+        await client.set(f"mcp:session:{session}", "v")
+        await client.set(f"mcp:session:{session}:data", "v")
+    for user in users:
+        await client.set(f"mcp:user:{user}:cart", "v")
+    for token in tokens:
+        await client.set(f"mcp:token:{token}", "v")
+    for name in names:
+        await client.set(f"mcp:profile:{name}:prefs", "v")
+    for n in range(5):
+        await client.set(f"mcp:mail:user{n}@example.com", "v")
+    await client.set("mcp:token:abcdef0123456789", "v")
+    await client.set("other:secret", "s3cr3t")
+    await client.set("other:secret:2", "s3cr3t")
+    # Every command with its arguments, to check how the keyspace was walked.
+    await client.config_set("slowlog-log-slower-than", "0")
+    await client.config_set("slowlog-max-len", "100000")
+    await client.slowlog_reset()
+
+    result = await run_action(
+        "redisInspect", {"sections": ["keyspace"]}, settings_for(redis_server)
+    )
+
+    out = result.outputs
+    assert out["topShapes"].split(",") == [
+        "mcp:session:*",
+        "mcp:session:*:data",
+        "mcp:user:*:cart",
+        "mcp:token:*",
+        "mcp:profile:*:prefs",
+    ]
+    assert (out["shape1Keys"], out["shape3Keys"], out["shape4Keys"]) == ("40", "30", "21")
+    assert out["sampledKeys"] == str(40 * 2 + 30 + 21 + 9 + 5)
+    reported = result.message + " ".join(f"{k}={v}" for k, v in out.items())
+    identifiers = [*sessions, *users, *tokens, *names, "abcdef0123456789", "example.com"]
+    for value in [*identifiers, "other", "secret", "s3cr3t"]:
+        assert value not in reported, value
+    log = await client.slowlog_get(100000)
+    await client.aclose()
+    commands = [[bytes(a) for a in entry["command"].split()] for entry in log]
+    scans = [c for c in commands if c[0].upper() == b"SCAN"]
+    assert scans and all(c[2:4] == [b"MATCH", b"mcp:*"] for c in scans)
+    assert not any(c[0].upper() in (b"KEYS", b"RANDOMKEY") for c in commands)
+    assert not any(b"other:secret" in part for c in commands for part in c)
+
+
+async def test_inspect_samples_each_allowed_prefix_with_its_own_match(
+    redis_server: RedisServer,
+) -> None:
+    await fill(redis_server, "cache:page:", 50)
+    await fill(redis_server, "mcp:dashboard:", 40)
+    await fill(redis_server, "mcp:cache:v", 30)  # under mcp: as well: sampled once
+    await fill(redis_server, "private:", 60)
+    settings = settings_for(redis_server, redis_allowed_prefixes="mcp:,cache:,mcp:cache:")
+
+    result = await run_action("redisInspect", {"sections": ["keyspace"]}, settings)
+
+    out = result.outputs
+    assert out["sampledKeys"] == "120"
+    assert {out[f"shape{r}"]: out[f"shape{r}Keys"] for r in (1, 2, 3)} == {
+        "cache:page:*": "50",
+        "mcp:dashboard:*": "40",
+        "mcp:cache:*": "30",
+    }
+    assert "private" not in str(out)
 
 
 async def test_inspect_only_the_asked_sections(redis_server: RedisServer) -> None:
@@ -279,7 +361,7 @@ async def test_inspect_only_the_asked_sections(redis_server: RedisServer) -> Non
     assert "no maxmemory" in result.message
 
 
-async def test_inspect_estimates_prefixes_from_a_sample(redis_server: RedisServer) -> None:
+async def test_inspect_estimates_shapes_from_a_sample(redis_server: RedisServer) -> None:
     await fill(redis_server, "mcp:dashboard:", 6000)
     await fill(redis_server, "mcp:session:", 2000)
 
@@ -288,11 +370,30 @@ async def test_inspect_estimates_prefixes_from_a_sample(redis_server: RedisServe
     )
     out = result.outputs
 
-    assert out["sampledKeys"] == str(redis_actions.SAMPLE_KEYS)
-    assert out["prefix1"] == "mcp:dashboard:"
-    # A fair sample of 1,000 out of 8,000 keys: the estimate is near the true 6,000.
-    assert 5000 <= int(out["prefix1Keys"]) <= 7000
-    assert int(out["prefix1Keys"]) + int(out["prefix2Keys"]) == pytest.approx(8000, abs=2)
+    # Sampling stops after the SCAN call that reached SAMPLE_KEYS names.
+    sampled = int(out["sampledKeys"])
+    assert redis_actions.SAMPLE_KEYS <= sampled < redis_actions.SAMPLE_KEYS + 200
+    assert out["shape1"] == "mcp:dashboard:*"
+    # A fair sample of about 1,000 out of 8,000 keys: the estimate is near the true 6,000.
+    assert 5000 <= int(out["shape1Keys"]) <= 7000
+    assert int(out["shape1Keys"]) + int(out["shape2Keys"]) == pytest.approx(8000, abs=2)
+
+
+async def test_inspect_scales_a_sparse_prefix_by_the_keys_examined(
+    redis_server: RedisServer,
+) -> None:
+    await fill(redis_server, "other:", 30_000)
+    await fill(redis_server, "mcp:dashboard:", 10_000)
+
+    result = await run_action(
+        "redisInspect", {"sections": ["keyspace"]}, settings_for(redis_server)
+    )
+
+    out = result.outputs
+    assert int(out["sampledKeys"]) < 10_000  # cut short: an estimate
+    assert out["topShapes"] == "mcp:dashboard:*"
+    assert 8000 <= int(out["shape1Keys"]) <= 12_000
+    assert float(out["shape1Share"]) == pytest.approx(0.25, abs=0.05)
 
 
 # -- redisExpireKeys ---------------------------------------------------------------------
@@ -512,6 +613,115 @@ async def test_progress_is_checkpointed_while_a_purge_runs(
     done = [int(checkpoint["changed"]) for checkpoint in saved]
     assert done == sorted(set(done)) and 0 < done[0] and done[-1] < 30_000
     assert all(c["cursor"] != "0" and c["pattern"] == "mcp:dashboard:*" for c in saved)
+
+
+# -- tenancy: MCP_REDIS_URL serves trusted namespaces only --------------------------------
+
+UNTRUSTED = "team-a/x"
+EVERY_ACTION: list[tuple[str, dict[str, Any]]] = [
+    ("redisPing", {}),
+    ("redisInspect", {}),
+    ("redisExpireKeys", {"pattern": "mcp:*", "ttlSeconds": 0}),
+    ("redisExpireKeys", {"pattern": "mcp:dashboard:*", "ttlSeconds": 60}),
+]
+
+
+def redis_secret(namespace: str, url: str, name: str = "redis-auth") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"url": base64.b64encode(url.encode()).decode()},
+    }
+
+
+@pytest.mark.parametrize(("action", "params"), EVERY_ACTION)
+async def test_an_untrusted_namespace_may_not_use_the_operators_redis(
+    redis_server: RedisServer, action: str, params: dict[str, Any]
+) -> None:
+    await fill(redis_server, "mcp:dashboard:", 100)
+    await fill(redis_server, "other:", 10)
+    client = redis_server.client()
+    try:
+        await client.config_resetstat()
+        connections = (await client.info("stats"))["total_connections_received"]
+
+        with pytest.raises(StepFailed) as caught:
+            await run_action(action, params, settings_for(redis_server), remediation=UNTRUSTED)
+
+        # Nothing reached Redis: no connection, no command but the test's own.
+        assert (await client.info("stats"))["total_connections_received"] == connections
+        assert set(await client.info("commandstats")) <= {
+            "cmdstat_info",
+            "cmdstat_config|resetstat",
+        }
+    finally:
+        await client.aclose()
+
+    assert caught.value.reason == "CredentialsNotAllowed"
+    assert not caught.value.transient
+    assert caught.value.message == (
+        "the operator-level Redis (MCP_REDIS_URL) is for trusted namespaces only "
+        "(MCP_TRUSTED_NAMESPACES) and team-a is not one: name a Secret of namespace team-a "
+        "in redis.urlSecretRef, or add team-a to MCP_TRUSTED_NAMESPACES"
+    )
+    # Every key as it was.
+    assert len(await ttls(redis_server, "mcp:dashboard:*")) == 100
+    assert set((await ttls(redis_server, "*")).values()) == {-1}
+
+
+async def test_an_untrusted_namespace_uses_a_secret_of_its_own(
+    redis_factory: RedisFactory, cluster: Cluster
+) -> None:
+    server = redis_factory(password=PASSWORD)
+    await fill(server, "mcp:dashboard:", 100)
+    cluster.seed(redis_secret("team-a", server.url()))
+    # The same name in the trusted namespace and in the target namespace: neither is read.
+    cluster.seed(redis_secret("mcp", f"redis://127.0.0.1:{free_port()}/0"))
+    cluster.seed(redis_secret("target-from-alert", f"redis://127.0.0.1:{free_port()}/0"))
+    # The operator default leads nowhere either.
+    settings = settings_for(None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    ref = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "url"}}}
+
+    pinged = await run_action(
+        "redisPing", ref, settings, remediation=UNTRUSTED, connection=cluster.connection
+    )
+    expired = await run_action(
+        "redisExpireKeys",
+        {**ref, "pattern": "mcp:dashboard:*", "ttlSeconds": 0},
+        settings,
+        remediation=UNTRUSTED,
+        connection=cluster.connection,
+    )
+
+    assert float(pinged.outputs["latencyMs"]) > 0
+    assert expired.outputs["changed"] == "100"
+    assert await ttls(server, "mcp:*") == {}
+    assert PASSWORD not in pinged.message + expired.message
+    with pytest.raises(StepFailed) as missing:
+        await run_action(
+            "redisPing",
+            {"redis": {"urlSecretRef": {"name": "absent", "key": "url"}}},
+            settings,
+            remediation=UNTRUSTED,
+            connection=cluster.connection,
+        )
+    assert missing.value.reason == "RedisSecretNotFound"
+    assert "Secret team-a/absent" in missing.value.message
+
+
+async def test_trusted_namespaces_use_the_operators_redis(redis_server: RedisServer) -> None:
+    await fill(redis_server, "mcp:dashboard:", 10)
+    settings = settings_for(redis_server, trusted_namespaces="mcp,ops")
+
+    for remediation in ("mcp/x", "ops/x"):
+        result = await run_action(
+            "redisExpireKeys",
+            {"pattern": "mcp:dashboard:*", "ttlSeconds": 60},
+            settings,
+            remediation=remediation,
+        )
+        assert result.outputs["changed"] == "10"
 
 
 # -- failures ----------------------------------------------------------------------------

@@ -1,57 +1,103 @@
-"""Pure parts of the Redis actions: URLs, Secret references, error mapping, params, sampling.
+"""Pure parts of the Redis actions: URLs, error mapping, params, key shapes.
 
-No Redis runs here; the Secret reference is read through ``KubeApi`` over an
-``httpx.MockTransport``.
+No Redis runs here. Secret references are ``actions/credentials``' (test_credentials.py).
 """
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-import httpx
 import pytest
 import redis.exceptions
 from pydantic import ValidationError
 
 from mcp_remediator.actions import REGISTRY
-from mcp_remediator.actions.redis import Progress, key_prefix, largest_prefixes
+from mcp_remediator.actions.redis import (
+    Progress,
+    key_shapes,
+    match_pattern,
+    sampled_prefixes,
+)
 from mcp_remediator.errors import StepFailed
-from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
 
-SECRET_URL = "redis://:hunter2@redis.mcp.svc:6380/3"
+PREFIXES = ["mcp:"]
 
 
-def test_key_prefix_is_the_first_two_segments() -> None:
-    assert key_prefix(b"mcp:dashboard:123") == "mcp:dashboard:"
-    assert key_prefix(b"mcp:dashboard:finbot:7") == "mcp:dashboard:"
-    assert key_prefix(b"user:42") == "user:"
-    assert key_prefix(b"plain") == ""
-    assert key_prefix(b"bin:\xff:1") == "bin:\\xff:"
+def shapes_of(keys: list[bytes], prefixes: list[str] = PREFIXES) -> dict[str, int]:
+    found = key_shapes(keys, [1.0] * len(keys), None, prefixes, top=100)
+    return {s.shape: s.sampled for s in found}
 
 
-def test_largest_prefixes_rank_by_memory_and_hide_one_off_prefixes() -> None:
-    keys = [b"a:x:%d" % n for n in range(6)] + [b"b:y:%d" % n for n in range(3)]
-    keys += [b"session:token-1:data"]
+@pytest.mark.parametrize(
+    ("key", "shape"),
+    [
+        (b"mcp:dashboard:123", "mcp:dashboard:*"),
+        (b"mcp:session:3f2a9c1e-7b4d-4e0a-9c1f-2b6d8e4a1c3f", "mcp:session:*"),
+        (b"mcp:user:12345:cart", "mcp:user:*:cart"),
+        (b"mcp:token:abcdef0123456789", "mcp:token:*"),
+        (b"mcp:token:deadbeefcafe", "mcp:token:*"),  # hex that happens to be letters
+        (b"mcp:user:alice@example.com:cart", "mcp:user:*:cart"),
+        (b"mcp:user:Alice:prefs", "mcp:user:*:prefs"),
+        (b"mcp:tok:eyJhbGciOiJIUzI1NiJ9", "mcp:tok:*"),
+        (b"mcp:rate_limit:per-user", "mcp:rate_limit:per-user"),
+        (b"mcp:x:aaaaaaaaaaaaaaaaaaaaaaaaaa", "mcp:x:*"),  # too long for a word
+        (b"mcp:bin:\xff\xfe:1", "mcp:bin:*:*"),
+        (b"mcp:{user42}:cart", "mcp:*:cart"),
+        (b"mcp:a:b:c:d:e:f:g:h", "mcp:a:b:c:d:e:f:*"),
+        (b"mcp:", "mcp:"),
+    ],
+)
+def test_a_shape_keeps_only_the_prefix_and_structural_words(key: bytes, shape: str) -> None:
+    assert shapes_of([key, key]) == {shape: 2}
+
+
+def test_keys_outside_the_allowed_prefixes_are_never_reported() -> None:
+    keys = [b"other:secret", b"other:secret", b"session:tok-4711:a", b"session:tok-4711:b"]
+    assert shapes_of(keys + [b"mcp:cache:1", b"mcp:cache:2"]) == {"mcp:cache:*": 2}
+    # The longest allowed prefix is the one kept verbatim.
+    assert shapes_of([b"app:Cache9:1", b"app:Cache9:2"], ["mcp:", "app:Cache9:"]) == {
+        "app:Cache9:*": 2
+    }
+
+
+def test_a_position_with_many_different_words_is_data() -> None:
+    users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"]
+    keys = [f"mcp:user:{name}:cart".encode() for name in users]
+    keys += [b"mcp:dashboard:1", b"mcp:dashboard:2"]
+
+    shapes = shapes_of(keys)
+
+    assert shapes == {"mcp:user:*:cart": 9, "mcp:dashboard:*": 2}
+    # Eight different words at a position are still structure.
+    assert shapes_of([f"mcp:{n}:x".encode() for n in users[:8]] * 2) == {
+        f"mcp:{n}:x": 2 for n in users[:8]
+    }
+
+
+def test_shapes_rank_by_memory_scale_by_weight_and_hide_one_offs() -> None:
+    keys = [b"mcp:a:%d" % n for n in range(6)] + [b"mcp:b:%d" % n for n in range(3)]
+    keys += [b"mcp:once"]
     sizes = [10] * 6 + [100] * 3 + [50]
+    weights = [10.0] * len(keys)
 
-    found = largest_prefixes(keys, sizes, dbsize=100)
+    found = key_shapes(keys, weights, sizes, PREFIXES)
 
-    assert [p.prefix for p in found] == ["b:y:", "a:x:"]
+    assert [s.shape for s in found] == ["mcp:b:*", "mcp:a:*"]
     assert (found[0].sampled, found[0].estimated_keys, found[0].estimated_bytes) == (3, 30, 3000)
-    assert found[1].share == pytest.approx(0.6)
-    assert not any("token" in p.prefix for p in found)
+    assert (found[1].estimated_keys, found[1].estimated_bytes) == (60, 600)
+    by_count = key_shapes(keys, weights, None, PREFIXES, top=1)
+    assert [(s.shape, s.estimated_keys, s.estimated_bytes) for s in by_count] == [
+        ("mcp:a:*", 60, None)
+    ]
+    assert key_shapes([], [], None, PREFIXES) == []
 
 
-def test_largest_prefixes_by_count_without_sizes() -> None:
-    keys = [b"a:x:%d" % n for n in range(2)] + [b"b:y:%d" % n for n in range(5)]
-
-    found = largest_prefixes(keys, None, dbsize=7, top=1)
-
-    assert [(p.prefix, p.estimated_keys, p.estimated_bytes) for p in found] == [("b:y:", 5, None)]
-    assert largest_prefixes([], None, dbsize=0) == []
+def test_scan_patterns_escape_the_prefix_and_cover_each_key_once() -> None:
+    assert match_pattern("mcp:") == "mcp:*"
+    assert match_pattern("a*b?[c]\\:") == "a\\*b\\?\\[c\\]\\\\:*"
+    assert sampled_prefixes(["mcp:cache:", "mcp:", "app:", "mcp:"]) == ["app:", "mcp:"]
 
 
 @pytest.mark.parametrize(
@@ -95,67 +141,6 @@ def test_bad_urls_fail_without_showing_the_url(url: str) -> None:
     assert failed.value.reason == "RedisBadUrl"
     assert failed.value.message.startswith("MCP_REDIS_URL")
     assert "pw" not in failed.value.message
-
-
-def kube_answering(status: int, body: dict[str, Any]) -> KubeApi:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body)
-
-    return KubeApi(
-        ConnectionConfig(server="http://api"), Settings(), transport=httpx.MockTransport(handler)
-    )
-
-
-def secret(value: str) -> dict[str, Any]:
-    return {"kind": "Secret", "data": {"url": base64.b64encode(value.encode()).decode()}}
-
-
-async def test_the_default_comes_from_settings_and_is_required() -> None:
-    kube = kube_answering(500, {})
-    target = await vendor.resolve_target(
-        Settings.model_validate({"redis_url": SECRET_URL}), kube, "mcp", None
-    )
-    assert (target.source, target.address) == ("MCP_REDIS_URL", "redis.mcp.svc:6380/3")
-
-    with pytest.raises(StepFailed) as failed:
-        await vendor.resolve_target(Settings(), kube, "mcp", None)
-    assert failed.value.reason == "RedisNotConfigured"
-    await kube.aclose()
-
-
-async def test_a_secret_reference_is_read_and_decoded() -> None:
-    kube = kube_answering(200, secret(SECRET_URL + "\n"))
-
-    target = await vendor.resolve_target(Settings(), kube, "mcp", ("redis-auth", "url"))
-
-    assert target.url.get_secret_value() == SECRET_URL
-    assert target.source == "Secret mcp/redis-auth key 'url'"
-    await kube.aclose()
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "reason", "transient"),
-    [
-        (200, secret("http://hunter2@redis"), "RedisBadUrl", False),
-        (200, {"data": {"url": "@@not base64@@"}}, "RedisBadUrl", False),
-        (200, {"data": {}}, "RedisSecretNotFound", False),
-        (404, {"reason": "NotFound", "message": "secrets not found"}, "RedisSecretNotFound", False),
-        (403, {"reason": "Forbidden", "message": "cannot get secrets"}, "StepFailed", False),
-        (503, {"reason": "ServiceUnavailable", "message": "etcd"}, "StepFailed", True),
-    ],
-)
-async def test_secret_reference_failures(
-    status: int, body: dict[str, Any], reason: str, transient: bool
-) -> None:
-    kube = kube_answering(status, body)
-
-    with pytest.raises(StepFailed) as failed:
-        await vendor.resolve_target(Settings(), kube, "mcp", ("redis-auth", "url"))
-
-    assert (failed.value.reason, failed.value.transient) == (reason, transient)
-    assert "Secret mcp/redis-auth" in failed.value.message
-    assert "hunter2" not in failed.value.message
-    await kube.aclose()
 
 
 async def test_an_unknown_url_option_is_a_clear_failure() -> None:

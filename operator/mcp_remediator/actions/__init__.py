@@ -19,8 +19,9 @@ from mcp_remediator.actions.registry import (
     action,
 )
 
-# Modules of this package that register no action: the registry itself and shared types.
-HELPER_MODULES = frozenset({"registry", "common"})
+# Modules of this package that register no action: the registry itself, shared types and
+# the credentials helper.
+HELPER_MODULES = frozenset({"registry", "common", "credentials"})
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

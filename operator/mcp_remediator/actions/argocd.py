@@ -9,6 +9,11 @@ sync happen once per step: a retried attempt, or a restarted operator, finds its
 operation on the app (set, or recorded in ``status.operationState``) and follows it
 instead of starting another one. Any other operation in flight fails the attempt with
 ``OperationInProgress``, a transient failure the engine retries with backoff.
+
+Credentials: core mode acts through the Kubernetes API (whose RBAC decides), so it needs
+none. Api mode uses ``MCP_ARGOCD_SERVER`` and ``MCP_ARGOCD_TOKEN`` for trusted namespaces
+only (``MCP_TRUSTED_NAMESPACES``); elsewhere the step names Secrets of its own namespace
+in ``argocd`` or fails ``CredentialsNotAllowed`` before any request (``actions/credentials``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import time
 
 from pydantic import Field
 
+from mcp_remediator.actions import credentials
 from mcp_remediator.actions.common import K8sName, Namespace
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import (
     Access,
     ActionContext,
@@ -30,6 +37,17 @@ from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import argocd
+
+
+class ArgocdRef(ActionParams):
+    urlSecretRef: SecretKeyRef = Field(
+        description="Secret key (in the remediation's own namespace) holding the Argo CD API "
+        "server URL."
+    )
+    tokenSecretRef: SecretKeyRef = Field(
+        description="Secret key holding the Argo CD API token (the operator's own token is "
+        "never sent to a server from a Secret)."
+    )
 
 
 class ArgocdSyncParams(ActionParams):
@@ -48,6 +66,13 @@ class ArgocdSyncParams(ActionParams):
     timeoutSeconds: int = Field(
         300, ge=1, le=86_400, description="How long to wait for Synced and Healthy."
     )
+    argocd: ArgocdRef | None = Field(
+        None,
+        description="Api mode: which Argo CD API, `{urlSecretRef: {name, key}, tokenSecretRef: "
+        "{name, key}}`; omitted: `MCP_ARGOCD_SERVER` and `MCP_ARGOCD_TOKEN`, for trusted "
+        "namespaces only (`MCP_TRUSTED_NAMESPACES`; elsewhere the step fails "
+        "`CredentialsNotAllowed`). Not used in core mode.",
+    )
 
 
 def _validate(params: ArgocdSyncParams, settings: Settings, namespace: str | None) -> None:
@@ -59,6 +84,37 @@ def _validate(params: ArgocdSyncParams, settings: Settings, namespace: str | Non
             namespace=params.argocdNamespace or settings.argocd_namespace,
             name=params.application,
         )
+
+
+async def _client(params: ArgocdSyncParams, ctx: ActionContext) -> argocd.ArgoCd:
+    """The Argo CD client; in api mode with the server and token ``credentials`` allow."""
+    if ctx.settings.argocd_mode != "api":
+        return argocd.client(ctx.settings, ctx.clients.kube, ctx.clients.http)
+    ref = params.argocd
+    default = credentials.OperatorEndpoint(
+        "the operator-level Argo CD API",
+        "MCP_ARGOCD_SERVER",
+        ctx.settings.argocd_server,
+        "MCP_ARGOCD_TOKEN",
+        ctx.settings.argocd_token,
+    )
+    found = await credentials.endpoint(
+        ctx,
+        default,
+        url_ref=None if ref is None else ref.urlSecretRef,
+        url_param="argocd.urlSecretRef",
+        token_ref=None if ref is None else ref.tokenSecretRef,
+        token_param="argocd.tokenSecretRef",
+    )
+    return argocd.client(
+        ctx.settings,
+        ctx.clients.kube,
+        ctx.clients.http,
+        None if found.url is None else found.url.value,
+        None if found.token is None else found.token.value,
+        server_source="MCP_ARGOCD_SERVER" if found.url is None else found.url.source,
+        token_source="MCP_ARGOCD_TOKEN_FILE" if found.token is None else found.token.source,
+    )
 
 
 def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str, str]:
@@ -86,14 +142,15 @@ def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str,
             ["get", "patch"],
             why="(core mode) reads the Application and starts a sync by setting its "
             "`operation`, then polls its sync and health status; api mode talks HTTP only.",
-        )
+        ),
+        credentials.SECRET_ACCESS,
     ],
     validate=_validate,
 )
 async def argocd_sync(params: ArgocdSyncParams, ctx: ActionContext) -> ActionResult:
     namespace = params.argocdNamespace or ctx.settings.argocd_namespace
     _validate(params, ctx.settings, namespace)
-    client = argocd.client(ctx.settings, ctx.clients.kube, ctx.clients.http)
+    client = await _client(params, ctx)
     name = params.application
     info = [
         {"name": "mcp-remediation", "value": ctx.remediation},

@@ -10,6 +10,12 @@ Every URL passes ``refusals.check_url`` first (``Refused`` with ``HostNotAllowed
 literal and again after templating; redirects are not followed, so an allowed host cannot
 bounce a request elsewhere.
 
+``MCP_MODULE_BASE_URLS`` serves trusted namespaces only (``MCP_TRUSTED_NAMESPACES``,
+``actions/credentials``): elsewhere a ``module`` step names its base URL in a Secret of
+its own namespace (``baseUrlSecretRef``) or fails ``CredentialsNotAllowed``, and a ``url``
+whose host is allowed only as a module base URL fails the same way (the allow-list of
+untrusted namespaces is ``MCP_HTTP_ALLOWED_HOSTS``).
+
 Messages show URLs without credentials or query strings, which may carry tokens.
 """
 
@@ -21,6 +27,8 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, JsonValue, model_validator
 
+from mcp_remediator.actions import credentials
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
 from mcp_remediator.kube import refusals
@@ -29,6 +37,11 @@ from mcp_remediator.settings import Settings
 HEALTH_FAILED = "HealthCheckFailed"
 REQUEST_FAILED = "HttpRequestFailed"
 MODULE_PATTERN = r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"
+BASE_URL_SECRET_REF = (
+    "Secret key (in the remediation's own namespace) holding the module's base URL, instead "
+    "of `MCP_MODULE_BASE_URLS` (which serves trusted namespaces only); its host must be in "
+    "`MCP_HTTP_ALLOWED_HOSTS`. Only with `module`."
+)
 
 
 def shown(url: str) -> str:
@@ -91,8 +104,10 @@ class HttpHealthCheckParams(ActionParams):
         None,
         pattern=MODULE_PATTERN,
         description="MCP module (`finbot`, `mubot`, `aiops`, `observability`): probes "
-        "`<base URL>/mcp/<module>/health` with the base URL from `MCP_MODULE_BASE_URLS`.",
+        "`<base URL>/mcp/<module>/health` with the base URL from `MCP_MODULE_BASE_URLS` "
+        "(trusted namespaces only) or `baseUrlSecretRef`.",
     )
+    baseUrlSecretRef: SecretKeyRef | None = Field(None, description=BASE_URL_SECRET_REF)
     expectStatus: int = Field(200, ge=100, le=599, description="The healthy HTTP status.")
     timeoutSeconds: float = Field(10.0, gt=0, le=300, description="Timeout of the probe.")
 
@@ -100,26 +115,36 @@ class HttpHealthCheckParams(ActionParams):
     def _url_or_module(self) -> HttpHealthCheckParams:
         if (self.url is None) == (self.module is None):
             raise ValueError("give exactly one of url or module")
+        if self.baseUrlSecretRef is not None and self.module is None:
+            raise ValueError("baseUrlSecretRef goes with module")
         return self
 
 
-def health_url(params: HttpHealthCheckParams, settings: Settings) -> str:
+async def health_url(params: HttpHealthCheckParams, ctx: ActionContext) -> str:
     if params.url is not None:
         return params.url
     assert params.module is not None
-    base = module_base_url(params.module, settings)
+    base = await module_base_url(params.module, params.baseUrlSecretRef, ctx)
     return f"{base.rstrip('/')}/mcp/{params.module}/health"
 
 
-def module_base_url(module: str, settings: Settings) -> str:
-    base = settings.module_base_urls.get(module)
-    if base is None:
+async def module_base_url(module: str, ref: SecretKeyRef | None, ctx: ActionContext) -> str:
+    """The base URL of ``module``: from ``ref`` (a Secret of the remediation's namespace),
+    else from ``MCP_MODULE_BASE_URLS`` for trusted namespaces only."""
+    settings = ctx.settings
+    default = credentials.OperatorEndpoint(
+        f"the operator-level base URL of module {module}",
+        "MCP_MODULE_BASE_URLS",
+        settings.module_base_urls.get(module),
+    )
+    found = await credentials.endpoint(ctx, default, url_ref=ref, url_param="baseUrlSecretRef")
+    if found.url is None:
         known = ", ".join(sorted(settings.module_base_urls)) or "none"
         raise StepFailed(
             f"module {module} has no base URL in MCP_MODULE_BASE_URLS (known: {known})",
             reason="UnknownModule",
         )
-    return base
+    return found.url.value.get_secret_value()
 
 
 def _validate_health(params: HttpHealthCheckParams, settings: Settings, _: str | None) -> None:
@@ -130,15 +155,16 @@ def _validate_health(params: HttpHealthCheckParams, settings: Settings, _: str |
 @action(
     "httpHealthCheck",
     HttpHealthCheckParams,
-    "Probe `/mcp/<module>/health` (base URL per module from `MCP_MODULE_BASE_URLS`) or a "
-    "URL on an allowed host; fails unless it answers `expectStatus`.",
+    "Probe `/mcp/<module>/health` (base URL per module from `MCP_MODULE_BASE_URLS`, for "
+    "trusted namespaces only, or from `baseUrlSecretRef`) or a URL on an allowed host; "
+    "fails unless it answers `expectStatus`.",
     writes=False,
-    access=[],
+    access=[credentials.SECRET_ACCESS],
     validate=_validate_health,
 )
 async def http_health_check(params: HttpHealthCheckParams, ctx: ActionContext) -> ActionResult:
-    url = health_url(params, ctx.settings)
-    refusals.check_url(ctx.settings, url)
+    url = await health_url(params, ctx)
+    credentials.check_url(ctx, url)
     response, millis = await _send(
         ctx, "GET", url, timeout=params.timeoutSeconds, reason=HEALTH_FAILED
     )
@@ -169,8 +195,10 @@ class HttpRequestParams(ActionParams):
     module: str | None = Field(
         None,
         pattern=MODULE_PATTERN,
-        description="MCP module whose base URL (`MCP_MODULE_BASE_URLS`) `path` is appended to.",
+        description="MCP module whose base URL (`MCP_MODULE_BASE_URLS`, trusted namespaces "
+        "only, or `baseUrlSecretRef`) `path` is appended to.",
     )
+    baseUrlSecretRef: SecretKeyRef | None = Field(None, description=BASE_URL_SECRET_REF)
     path: str | None = Field(
         None,
         pattern=r"^/",
@@ -190,14 +218,17 @@ class HttpRequestParams(ActionParams):
             raise ValueError("give exactly one of url or module (with path)")
         if (self.module is None) != (self.path is None):
             raise ValueError("module and path go together")
+        if self.baseUrlSecretRef is not None and self.module is None:
+            raise ValueError("baseUrlSecretRef goes with module")
         return self
 
 
-def request_url(params: HttpRequestParams, settings: Settings) -> str:
+async def request_url(params: HttpRequestParams, ctx: ActionContext) -> str:
     if params.url is not None:
         return params.url
     assert params.module is not None and params.path is not None
-    return f"{module_base_url(params.module, settings).rstrip('/')}{params.path}"
+    base = await module_base_url(params.module, params.baseUrlSecretRef, ctx)
+    return f"{base.rstrip('/')}{params.path}"
 
 
 def _validate_request(params: HttpRequestParams, settings: Settings, _: str | None) -> None:
@@ -209,15 +240,16 @@ def _validate_request(params: HttpRequestParams, settings: Settings, _: str | No
     "httpRequest",
     HttpRequestParams,
     "Send one HTTP request (e.g. publish a test event) to an allowed host, or to `path` under "
-    "a module's base URL; fails unless the answer is `expectStatus` (default: any 2xx). "
+    "a module's base URL (`MCP_MODULE_BASE_URLS`, trusted namespaces only, or "
+    "`baseUrlSecretRef`); fails unless the answer is `expectStatus` (default: any 2xx). "
     "Nothing is sent in dry-run.",
     writes=True,
-    access=[],
+    access=[credentials.SECRET_ACCESS],
     validate=_validate_request,
 )
 async def http_request(params: HttpRequestParams, ctx: ActionContext) -> ActionResult:
-    url = request_url(params, ctx.settings)
-    refusals.check_url(ctx.settings, url)
+    url = await request_url(params, ctx)
+    credentials.check_url(ctx, url)
     what = f"{params.method} {shown(url)}"
     if ctx.dry_run:
         return ActionResult(f"would send {what}", {"url": shown(url)})

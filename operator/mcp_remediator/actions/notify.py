@@ -2,8 +2,11 @@
 
 The guide's alert procedure ends with a note on the incident; this action posts it. The
 message is templated by the engine like every string param (alert labels, earlier steps'
-outputs); the webhook URL comes from ``MCP_NOTIFY_WEBHOOK_URL[_FILE]`` only, never from a
-runbook. That URL is itself the credential (Slack puts the token in the path), so it never
+outputs); the webhook URL is never written in a runbook: it comes from
+``MCP_NOTIFY_WEBHOOK_URL[_FILE]`` for trusted namespaces (``MCP_TRUSTED_NAMESPACES``), else
+from a Secret of the remediation's own namespace named in ``webhook.urlSecretRef``
+(``actions/credentials``; without one the step fails ``CredentialsNotAllowed``, in dry-run
+too). That URL is itself the credential (Slack puts the token in the path), so it never
 appears in a message, an output or a log line: failures name only the webhook's host,
 and httpx's own request log line (INFO, with the full URL) is redacted while we post.
 
@@ -19,6 +22,8 @@ import time
 import httpx
 from pydantic import Field
 
+from mcp_remediator.actions import credentials
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
 
@@ -42,42 +47,66 @@ class _RedactUrl(logging.Filter):
         return True
 
 
+class WebhookRef(ActionParams):
+    urlSecretRef: SecretKeyRef = Field(
+        description="Secret key (in the remediation's own namespace) holding the "
+        "Slack-compatible webhook URL."
+    )
+
+
 class NotifyParams(ActionParams):
     message: str = Field(
         min_length=1,
         description="The text to post (templated: `{{ labels.alertname }}`, step outputs...).",
+    )
+    webhook: WebhookRef | None = Field(
+        None,
+        description="Which webhook: `{urlSecretRef: {name, key}}`; omitted: "
+        "`MCP_NOTIFY_WEBHOOK_URL`, for trusted namespaces only (`MCP_TRUSTED_NAMESPACES`; "
+        "elsewhere the step fails `CredentialsNotAllowed`).",
     )
 
 
 @action(
     "notify",
     NotifyParams,
-    "Post `message` to the Slack-compatible webhook `MCP_NOTIFY_WEBHOOK_URL` (the incident "
-    "note of the alert procedure). Nothing is sent in dry-run.",
+    "Post `message` to a Slack-compatible webhook: `webhook.urlSecretRef`, else "
+    "`MCP_NOTIFY_WEBHOOK_URL` (trusted namespaces only). The incident note of the alert "
+    "procedure. Nothing is sent in dry-run.",
     writes=True,
-    access=[],
+    access=[credentials.SECRET_ACCESS],
 )
 async def notify(params: NotifyParams, ctx: ActionContext) -> ActionResult:
     text = params.message
     if len(text) > MAX_MESSAGE:
         text = text[: MAX_MESSAGE - 1] + "…"
     outputs = {"characters": str(len(text))}
+    # Before the dry-run answer: a dry run shows a step that could not post.
+    found = await credentials.endpoint(
+        ctx,
+        credentials.OperatorEndpoint(
+            "the operator-level notification webhook",
+            "MCP_NOTIFY_WEBHOOK_URL",
+            ctx.settings.notify_webhook_url,
+        ),
+        url_ref=None if params.webhook is None else params.webhook.urlSecretRef,
+        url_param="webhook.urlSecretRef",
+    )
     if ctx.dry_run:
         return ActionResult(f"would notify: {text[:200]}", outputs)
-    secret = ctx.settings.notify_webhook_url
-    if secret is None:
+    if found.url is None:
         raise StepFailed(
             "no notification webhook configured (MCP_NOTIFY_WEBHOOK_URL_FILE or "
             "MCP_NOTIFY_WEBHOOK_URL)",
             reason="NotConfigured",
         )
-    url = secret.get_secret_value()
+    url = found.url.value.get_secret_value()
     try:
-        host = httpx.URL(url).host or "?"
+        host = httpx.URL(url).host or ""
     except httpx.InvalidURL:
-        raise StepFailed(
-            "MCP_NOTIFY_WEBHOOK_URL is not a valid URL", reason="NotConfigured"
-        ) from None
+        host = ""
+    if not host:
+        raise StepFailed(f"{found.url.source} is not a valid URL", reason="NotConfigured")
     started = time.monotonic()
     httpx_log = logging.getLogger("httpx")
     redact = _RedactUrl(url, host)

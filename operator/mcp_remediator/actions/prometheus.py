@@ -9,7 +9,10 @@ has held for ``forSeconds`` without a break, and fails with ``VerificationFailed
 that does not happen within ``timeoutSeconds``. The condition holds when the query
 returns at least one series and every series satisfies it: "no data" proves nothing.
 
-Both are read-only and run in dry-run too. Queries go through ``vendors.prometheus``.
+Both are read-only and run in dry-run too. Queries go through ``vendors.prometheus``, to
+``MCP_PROMETHEUS_URL`` with ``MCP_PROMETHEUS_TOKEN`` for trusted namespaces
+(``MCP_TRUSTED_NAMESPACES``), else to the URL and token of the Secrets the step names in
+``prometheus`` (``actions/credentials``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 
 from pydantic import Field, field_validator, model_validator
 
+from mcp_remediator.actions import credentials
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed, VerificationFailed
 from mcp_remediator.vendors.prometheus import Prometheus, Sample
@@ -79,7 +84,69 @@ def describe(samples: list[Sample], limit: int = 3) -> str:
     return ", ".join(shown) or "no data"
 
 
-class PrometheusQueryParams(ActionParams):
+class PrometheusRef(ActionParams):
+    urlSecretRef: SecretKeyRef = Field(
+        description="Secret key (in the remediation's own namespace) holding Prometheus's base URL."
+    )
+    tokenSecretRef: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the bearer token; omitted: no token (the operator's "
+        "own token is never sent to a URL from a Secret).",
+    )
+
+
+class PrometheusParams(ActionParams):
+    """Base of both Prometheus actions' params: which Prometheus, defined once."""
+
+    prometheus: PrometheusRef | None = Field(
+        None,
+        description="Which Prometheus: `{urlSecretRef: {name, key}, tokenSecretRef?: {name, "
+        "key}}`; omitted: `MCP_PROMETHEUS_URL` and `MCP_PROMETHEUS_TOKEN`, for trusted "
+        "namespaces only (`MCP_TRUSTED_NAMESPACES`; elsewhere the step fails "
+        "`CredentialsNotAllowed`).",
+    )
+
+
+PROMETHEUS_ACCESS = [credentials.SECRET_ACCESS]
+
+
+async def connect(ref: PrometheusRef | None, ctx: ActionContext) -> Prometheus:
+    """The step's Prometheus; ``CredentialsNotAllowed`` before any query when an untrusted
+    namespace names no Secret."""
+    default = credentials.OperatorEndpoint(
+        "the operator-level Prometheus",
+        "MCP_PROMETHEUS_URL",
+        ctx.settings.prometheus_url,
+        "MCP_PROMETHEUS_TOKEN",
+        ctx.settings.prometheus_token,
+    )
+    found = await credentials.endpoint(
+        ctx,
+        default,
+        url_ref=None if ref is None else ref.urlSecretRef,
+        url_param="prometheus.urlSecretRef",
+        token_ref=None if ref is None else ref.tokenSecretRef,
+        token_param="prometheus.tokenSecretRef",
+    )
+    if found.url is None:
+        return Prometheus(ctx.settings, None)  # fails: MCP_PROMETHEUS_URL is not set
+    if found.token is not None:
+        token, token_source = found.token.value, found.token.source
+    else:
+        token = None
+        token_source = (
+            "MCP_PROMETHEUS_TOKEN_FILE" if found.operator_level else "prometheus.tokenSecretRef"
+        )
+    return Prometheus(
+        ctx.settings,
+        found.url.value,
+        token,
+        url_source=found.url.source,
+        token_source=token_source,
+    )
+
+
+class PrometheusQueryParams(PrometheusParams):
     query: str = Field(
         min_length=1,
         description="PromQL instant query, e.g. "
@@ -94,10 +161,10 @@ class PrometheusQueryParams(ActionParams):
     "one `labels.<name>` per label) and the number of series (`series`). Fails when the "
     "query returns no data.",
     writes=False,
-    access=[],
+    access=PROMETHEUS_ACCESS,
 )
 async def prometheus_query(params: PrometheusQueryParams, ctx: ActionContext) -> ActionResult:
-    prometheus = Prometheus(ctx.settings)
+    prometheus = await connect(params.prometheus, ctx)
     samples = await prometheus.query(params.query)
     if not samples:
         raise StepFailed(f"query returned no data: {params.query}", reason=NO_DATA)
@@ -112,7 +179,7 @@ async def prometheus_query(params: PrometheusQueryParams, ctx: ActionContext) ->
     return ActionResult(f"{len(samples)} series; top: {describe(ordered, 1)}", outputs)
 
 
-class PrometheusVerifyParams(ActionParams):
+class PrometheusVerifyParams(PrometheusParams):
     query: str = Field(min_length=1, description="PromQL instant query to check.")
     condition: str = Field(
         description="What every returned series must satisfy: `> 0`, `>= 0.8`, `== 1`, ..."
@@ -143,10 +210,10 @@ class PrometheusVerifyParams(ActionParams):
     "Poll a PromQL query until `condition` has held for `forSeconds` for every returned "
     "series; fails with `VerificationFailed` at `timeoutSeconds`.",
     writes=False,
-    access=[],
+    access=PROMETHEUS_ACCESS,
 )
 async def prometheus_verify(params: PrometheusVerifyParams, ctx: ActionContext) -> ActionResult:
-    prometheus = Prometheus(ctx.settings)
+    prometheus = await connect(params.prometheus, ctx)
     condition = parse_condition(params.condition)
     start = time.monotonic()
     # The step's own timeout may be shorter: fail with the verdict rather than be cancelled.

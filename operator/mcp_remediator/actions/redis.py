@@ -1,7 +1,16 @@
 """``redisPing``, ``redisInspect``, ``redisExpireKeys``: the guide's Redis checks and fixes.
 
 Registered in the action registry (imported by ``actions/__init__``) and run by the
-engine; each opens one connection per attempt through ``vendors.redis``.
+engine; each opens one connection per attempt through ``vendors.redis``, to
+``MCP_REDIS_URL`` for trusted namespaces (``MCP_TRUSTED_NAMESPACES``), else to the URL in
+the Secret the step names in ``redis.urlSecretRef`` (``actions/credentials``): an untrusted
+namespace without one fails ``CredentialsNotAllowed`` before any connection opens.
+
+``redisInspect`` never reports a key name. It samples only under the allowed prefixes
+(SCAN with ``MATCH <prefix>*``, so other names never leave the server) and reports key
+*shapes* (``key_shapes``): the prefix, then each ``:`` segment kept only when it is plainly
+a structural word and else ``*`` (``mcp:user:12345:cart`` → ``mcp:user:*:cart``), with
+estimated key counts and bytes per shape.
 
 ``redisExpireKeys`` is the guide's "clear the dashboard cache" without ``KEYS`` or
 ``FLUSHALL``. The keyspace is walked with SCAN + MATCH inside a server-side Lua script:
@@ -16,10 +25,11 @@ by the step's timeout or an operator restart resumes where the last one stopped.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,15 +38,15 @@ import redis.asyncio
 import redis.exceptions
 from pydantic import Field
 
-from mcp_remediator.actions.common import K8sName
+from mcp_remediator.actions import credentials
+from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import (
-    Access,
     ActionContext,
     ActionParams,
     ActionResult,
     action,
 )
-from mcp_remediator.errors import TransientFailure
+from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
 from mcp_remediator.settings import Settings
 from mcp_remediator.vendors import redis as vendor
@@ -54,8 +64,19 @@ CHECKPOINT_SECONDS = 5.0
 # next attempt resumes instead of the engine cancelling a slice half-way.
 STOP_BEFORE_DEADLINE_SECONDS = 1.0
 PINGS = 5
+# redisInspect: key names sampled per allowed prefix, SCAN COUNT of its calls and their
+# bound per prefix (about 100,000 keys examined), and how it reports shapes (key_shapes).
 SAMPLE_KEYS = 1000
-TOP_PREFIXES = 5
+INSPECT_SCAN_COUNT = 500
+INSPECT_MAX_SCANS = 200
+TOP_SHAPES = 5
+MIN_SHAPE_KEYS = 2
+MAX_SHAPE_SEGMENTS = 6
+MAX_WORD_LENGTH = 20
+MAX_WORDS_PER_LEVEL = 8
+PLACEHOLDER = "*"
+_WORD = re.compile(r"[a-z]+(?:[_-][a-z]+)*")
+_HEX_LETTERS = re.compile(r"[a-f]{6,}")
 
 # ARGV: cursor, pattern, scan count, mode (expire|unlink|count), ttl (passed on to EXPIRE
 # as the string it arrives as, saving a conversion per key), only keys without
@@ -106,19 +127,9 @@ Section = Literal["memory", "stats", "keyspace"]
 SECTIONS: tuple[Section, ...] = ("memory", "stats", "keyspace")
 
 
-class SecretKeyRef(ActionParams):
-    name: K8sName = Field(description="Name of the Secret, in the step's namespace.")
-    key: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[-._a-zA-Z0-9]+$",
-        description="Key of the Secret's data that holds the URL.",
-    )
-
-
 class RedisRef(ActionParams):
     urlSecretRef: SecretKeyRef = Field(
-        description="Secret key (in the remediation's namespace) holding a `redis://` or "
+        description="Secret key (in the remediation's own namespace) holding a `redis://` or "
         "`rediss://` URL (password, db)."
     )
 
@@ -127,19 +138,15 @@ class RedisParams(ActionParams):
     """Base of every Redis action's params: which Redis, defined once."""
 
     redis: RedisRef | None = Field(
-        None, description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`."
+        None,
+        description="Which Redis: `{urlSecretRef: {name, key}}`; omitted: `MCP_REDIS_URL`, "
+        "for trusted namespaces only (`MCP_TRUSTED_NAMESPACES`; elsewhere the step fails "
+        "`CredentialsNotAllowed`).",
     )
 
 
 # Every Redis action may read its URL from a Secret (`redis.urlSecretRef`).
-REDIS_ACCESS = [
-    Access.on_kinds(
-        ["Secret"],
-        ["get"],
-        why="read the Redis URL from `redis.urlSecretRef` (get by name only: no list or "
-        "watch, so the runner account cannot enumerate Secrets).",
-    )
-]
+REDIS_ACCESS = [credentials.SECRET_ACCESS]
 
 
 class RedisPingParams(RedisParams):
@@ -151,8 +158,8 @@ class RedisInspectParams(RedisParams):
         default_factory=lambda: list(SECTIONS),
         min_length=1,
         description="What to report: `memory` (used/max, ratio, policy), `stats` (hits, "
-        "misses, hit ratio, evictions), `keyspace` (keys per db, largest key prefixes by "
-        "sampling).",
+        "misses, hit ratio, evictions), `keyspace` (keys per db, largest key shapes under "
+        "the allowed prefixes by sampling).",
     )
 
 
@@ -180,9 +187,12 @@ def _validate_pattern(params: RedisExpireKeysParams, settings: Settings, _: str 
 async def _connection(
     ref: RedisRef | None, ctx: ActionContext, doing: str
 ) -> AsyncIterator[redis.asyncio.Redis]:
-    """A connection to the step's Redis; redis-py errors become step failures."""
-    secret = None if ref is None else (ref.urlSecretRef.name, ref.urlSecretRef.key)
-    target = await vendor.resolve_target(ctx.settings, ctx.clients.kube, ctx.own_namespace, secret)
+    """A connection to the step's Redis; redis-py errors become step failures.
+
+    The URL is resolved first (``credentials.endpoint``): an untrusted namespace without
+    ``redis.urlSecretRef`` fails ``CredentialsNotAllowed`` before any connection opens.
+    """
+    target = await _target(ref, ctx)
     try:
         async with vendor.connect(target, ctx.settings) as client:
             yield client
@@ -191,6 +201,28 @@ async def _connection(
         raise vendor.step_failure(
             exc, target, doing, timeout=ctx.settings.redis_timeout_seconds
         ) from None
+
+
+async def _target(ref: RedisRef | None, ctx: ActionContext) -> vendor.RedisTarget:
+    """The server to use: ``redis.urlSecretRef`` of the remediation's namespace, else
+    ``MCP_REDIS_URL`` (trusted namespaces only)."""
+    default = credentials.OperatorEndpoint(
+        "the operator-level Redis", "MCP_REDIS_URL", ctx.settings.redis_url
+    )
+    found = await credentials.endpoint(
+        ctx,
+        default,
+        url_ref=None if ref is None else ref.urlSecretRef,
+        url_param="redis.urlSecretRef",
+        not_found="RedisSecretNotFound",
+        unreadable="RedisBadUrl",
+    )
+    if found.url is None:
+        raise StepFailed(
+            "no Redis configured: set MCP_REDIS_URL or give the step redis.urlSecretRef",
+            reason="RedisNotConfigured",
+        )
+    return vendor.parse_target(found.url.value.get_secret_value(), found.url.source)
 
 
 def _ms(seconds: float) -> str:
@@ -220,70 +252,160 @@ def _ratio(part: float, whole: float) -> str:
     return f"{part / whole:.4f}"
 
 
-def key_prefix(key: bytes) -> str:
-    """The keyspace a key belongs to: up to its second ``:`` (``mcp:dashboard:``)."""
-    text = key.decode("utf-8", "backslashreplace")
-    head, sep, rest = text.partition(":")
-    if not sep:
-        return ""
-    second, sep, _ = rest.partition(":")
-    return f"{head}:{second}:" if sep else f"{head}:"
+def key_segments(key: bytes, prefixes: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The allowed prefix ``key`` begins with (the longest) and the rest of its segments,
+    each kept when it is a structural word (``is_word``) and else ``*``; None for a key
+    outside the allowed prefixes. Segments past ``MAX_SHAPE_SEGMENTS`` become one ``*``."""
+    text = key.decode("utf-8", "replace")  # U+FFFD is no word: undecodable bytes become *
+    prefix = max((p for p in prefixes if text.startswith(p)), key=len, default=None)
+    if prefix is None:
+        return None
+    segments = text[len(prefix) :].split(":")
+    tokens = [s if s == "" or is_word(s) else PLACEHOLDER for s in segments[:MAX_SHAPE_SEGMENTS]]
+    if len(segments) > MAX_SHAPE_SEGMENTS:
+        tokens.append(PLACEHOLDER)
+    return prefix, tokens
+
+
+def is_word(segment: str) -> bool:
+    """A plainly structural segment: lowercase letters, possibly joined by ``_`` or ``-``,
+    at most ``MAX_WORD_LENGTH`` long, and not six or more hex letters (``deadbeef``).
+    Anything else (digits, capitals, ``@``, ``.``, ``=``, UUIDs, tokens) may carry an id."""
+    return (
+        len(segment) <= MAX_WORD_LENGTH
+        and _WORD.fullmatch(segment) is not None
+        and _HEX_LETTERS.fullmatch(segment.replace("-", "").replace("_", "")) is None
+    )
+
+
+def _collapse_fan_out(parsed: list[tuple[str, list[str]]]) -> None:
+    """Replace by ``*`` the words of a position where more than ``MAX_WORDS_PER_LEVEL``
+    different ones follow the same parent shape: that position holds data (user names,
+    tenants), not structure, however word-like its values look."""
+    depth = 0
+    while True:
+        words: dict[tuple[str, tuple[str, ...]], set[str]] = {}
+        deeper = False
+        for prefix, tokens in parsed:
+            if len(tokens) > depth:
+                deeper = True
+                if tokens[depth] != PLACEHOLDER:
+                    words.setdefault((prefix, tuple(tokens[:depth])), set()).add(tokens[depth])
+        if not deeper:
+            return
+        crowded = {parent for parent, seen in words.items() if len(seen) > MAX_WORDS_PER_LEVEL}
+        for prefix, tokens in parsed:
+            if len(tokens) > depth and (prefix, tuple(tokens[:depth])) in crowded:
+                tokens[depth] = PLACEHOLDER
+        depth += 1
 
 
 @dataclass(frozen=True)
-class PrefixStats:
-    prefix: str
+class ShapeStats:
+    """A key shape of a sample and what it holds, scaled up to the whole database."""
+
+    shape: str
     sampled: int
-    share: float
     estimated_keys: int
     estimated_bytes: int | None
 
 
-def largest_prefixes(
-    keys: list[bytes], sizes: list[int] | None, dbsize: int, top: int = TOP_PREFIXES
-) -> list[PrefixStats]:
-    """The prefixes holding the most memory (or keys, without ``sizes``) in a sample.
+def key_shapes(
+    keys: Sequence[bytes],
+    weights: Sequence[float],
+    sizes: Sequence[int] | None,
+    prefixes: Sequence[str],
+    top: int = TOP_SHAPES,
+) -> list[ShapeStats]:
+    """The key shapes holding the most memory (or keys, without ``sizes``) in a sample.
 
-    Estimates scale the sample up to ``dbsize``. A prefix seen only once is left out: it
-    may be a single key's name (an id or token), which is not for step outputs.
+    ``weights[i]``: how many keys of the database ``keys[i]`` stands for. A shape is the
+    allowed prefix, then each further ``:`` segment kept only when it is a structural word
+    and else ``*`` (``mcp:user:12345:cart`` → ``mcp:user:*:cart``); see ``is_word`` and
+    ``_collapse_fan_out``. Keys outside ``prefixes`` are ignored; a shape of fewer than
+    ``MIN_SHAPE_KEYS`` sampled keys is left out. A shape is also a SCAN MATCH glob of
+    its keys, for ``redisExpireKeys``.
     """
-    if not keys:
-        return []
-    counts: Counter[str] = Counter()
-    size_sums: Counter[str] = Counter()
+    parsed: list[tuple[str, list[str]]] = []
+    indexes: list[int] = []
     for index, key in enumerate(keys):
-        prefix = key_prefix(key)
-        counts[prefix] += 1
+        found = key_segments(key, prefixes)
+        if found is not None:
+            parsed.append(found)
+            indexes.append(index)
+    _collapse_fan_out(parsed)
+    counts: Counter[str] = Counter()
+    estimated: dict[str, float] = {}
+    size_sums: dict[str, float] = {}
+    for index, (prefix, tokens) in zip(indexes, parsed, strict=True):
+        shape = prefix + ":".join(tokens)
+        counts[shape] += 1
+        estimated[shape] = estimated.get(shape, 0.0) + weights[index]
         if sizes is not None:
-            size_sums[prefix] += sizes[index]
-    scale = dbsize / len(keys) if dbsize > len(keys) else 1.0
-    found = [
-        PrefixStats(
-            prefix=prefix,
+            size_sums[shape] = size_sums.get(shape, 0.0) + sizes[index] * weights[index]
+    found_shapes = [
+        ShapeStats(
+            shape=shape,
             sampled=count,
-            share=count / len(keys),
-            estimated_keys=round(count * scale),
-            estimated_bytes=None if sizes is None else round(size_sums[prefix] * scale),
+            estimated_keys=round(estimated[shape]),
+            estimated_bytes=None if sizes is None else round(size_sums[shape]),
         )
-        for prefix, count in counts.items()
-        if count > 1
+        for shape, count in counts.items()
+        if count >= MIN_SHAPE_KEYS
     ]
-    found.sort(key=lambda p: (-(p.estimated_bytes or 0), -p.sampled, p.prefix))
-    return found[:top]
+    found_shapes.sort(key=lambda s: (-(s.estimated_bytes or 0), -s.estimated_keys, s.shape))
+    return found_shapes[:top]
 
 
-async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[int] | None]:
-    """Up to ``SAMPLE_KEYS`` key names by SCAN (hash order, so a fair sample) and sizes."""
+def match_pattern(prefix: str) -> str:
+    """The SCAN MATCH glob of the keys under ``prefix``, its glob characters escaped."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", prefix) + "*"
+
+
+def sampled_prefixes(prefixes: Sequence[str]) -> list[str]:
+    """The allowed prefixes that no other one covers (``mcp:`` covers ``mcp:cache:``), so
+    that each key is sampled once."""
+    unique = sorted(set(prefixes))
+    return [p for p in unique if not any(q != p and p.startswith(q) for q in unique)]
+
+
+async def _sample_prefix(
+    client: redis.asyncio.Redis, prefix: str, dbsize: int
+) -> tuple[list[bytes], float]:
+    """About ``SAMPLE_KEYS`` key names under ``prefix`` by SCAN with MATCH (hash order, so
+    a fair sample), and how many keys of the database each one stands for.
+
+    The server filters by MATCH: names outside the prefix never reach the operator. Each
+    SCAN call examines about COUNT keys of the whole keyspace, matching or not, which is
+    how a scan cut short (enough keys, or ``INSPECT_MAX_SCANS``) scales up.
+    """
     keys: list[bytes] = []
-    cursor = 0
-    while len(keys) < SAMPLE_KEYS:
-        cursor, batch = await client.scan(cursor, count=SAMPLE_KEYS)
+    cursor, scans = 0, 0
+    pattern = match_pattern(prefix)
+    while True:
+        cursor, batch = await client.scan(cursor, match=pattern, count=INSPECT_SCAN_COUNT)
+        scans += 1
         keys.extend(key if isinstance(key, bytes) else key.encode() for key in batch)
-        if cursor == 0:
+        if cursor == 0 or len(keys) >= SAMPLE_KEYS or scans >= INSPECT_MAX_SCANS:
             break
-    keys = keys[:SAMPLE_KEYS]
+    if cursor == 0:
+        return keys, 1.0
+    examined = max(len(keys), scans * INSPECT_SCAN_COUNT)
+    return keys, max(1.0, dbsize / examined)
+
+
+async def _sample_keys(
+    client: redis.asyncio.Redis, prefixes: Sequence[str], dbsize: int
+) -> tuple[list[bytes], list[float], list[int] | None]:
+    """Sampled key names under the allowed prefixes, their weights, and their sizes."""
+    keys: list[bytes] = []
+    weights: list[float] = []
+    for prefix in sampled_prefixes(prefixes):
+        found, weight = await _sample_prefix(client, prefix, dbsize)
+        keys.extend(found)
+        weights.extend([weight] * len(found))
     if not keys:
-        return keys, None
+        return keys, weights, None
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.memory_usage(key, samples=0)
@@ -291,19 +413,25 @@ async def _sample_keys(client: redis.asyncio.Redis) -> tuple[list[bytes], list[i
         sizes = await pipe.execute(raise_on_error=True)
     except redis.exceptions.ResponseError:
         # MEMORY may be denied by ACL or disabled by a managed Redis: rank by key count.
-        return keys, None
-    return keys, [int(size or 0) for size in sizes]
+        return keys, weights, None
+    return keys, weights, [int(size or 0) for size in sizes]
 
 
 @action(
     "redisInspect",
     RedisInspectParams,
     "Report used/max memory and ratio, `maxmemory-policy`, hits/misses and hit ratio, "
-    "keys per db, and the largest key prefixes found by sampling. Outputs `usedMemory`, "
+    "keys per db, and the largest key shapes found by sampling. Outputs `usedMemory`, "
     "`maxMemory`, `memoryRatio` (with a maxmemory), `maxmemoryPolicy`, `hits`, `misses`, "
     "`hitRatio`, `evictedKeys`, `expiredKeys`, `keys`, `db<N>Keys`, `db<N>Expires`, "
-    "`sampledKeys`, `topPrefixes`, and `prefix<R>`, `prefix<R>Share`, `prefix<R>Keys`, "
-    "`prefix<R>Bytes` for the 5 largest (estimated).",
+    "`sampledKeys`, `topShapes`, and `shape<R>`, `shape<R>Share`, `shape<R>Keys`, "
+    "`shape<R>Bytes` for the 5 largest (estimated). Key names never leave it: it samples "
+    "only under the allowed prefixes (`MCP_REDIS_ALLOWED_PREFIXES`; SCAN with `MATCH "
+    "<prefix>*`, never KEYS) and reports key shapes, in which every segment after the "
+    "prefix that is not a short lowercase word (letters, `_`, `-`; no digits, no run of 6+ "
+    "hex letters) is replaced by `*`, as is a position with more than 8 different words "
+    "(`mcp:user:12345:cart` → `mcp:user:*:cart`, `mcp:session:<uuid>` → `mcp:session:*`); "
+    "a shape of fewer than 2 sampled keys is left out.",
     writes=False,
     access=REDIS_ACCESS,
 )
@@ -318,8 +446,10 @@ async def redis_inspect(params: RedisInspectParams, ctx: ActionContext) -> Actio
         if "keyspace" in params.sections:
             keyspace = await client.info("keyspace")
             dbsize = int(await client.dbsize())
-            keys, sizes = await _sample_keys(client)
-            summary.append(_keyspace(keyspace, dbsize, keys, sizes, outputs))
+            prefixes = ctx.settings.redis_allowed_prefixes
+            keys, weights, sizes = await _sample_keys(client, prefixes, dbsize)
+            shapes = key_shapes(keys, weights, sizes, prefixes)
+            summary.append(_keyspace(keyspace, dbsize, len(keys), shapes, outputs))
     return ActionResult("; ".join(summary), outputs)
 
 
@@ -347,8 +477,8 @@ def _stats(info: dict[str, Any], outputs: dict[str, str]) -> str:
 def _keyspace(
     info: dict[str, Any],
     dbsize: int,
-    keys: list[bytes],
-    sizes: list[int] | None,
+    sampled: int,
+    shapes: list[ShapeStats],
     outputs: dict[str, str],
 ) -> str:
     total = 0
@@ -358,19 +488,19 @@ def _keyspace(
             outputs[f"{db}Keys"] = str(stats.get("keys", 0))
             outputs[f"{db}Expires"] = str(stats.get("expires", 0))
     outputs["keys"] = str(total)
-    outputs["sampledKeys"] = str(len(keys))
-    prefixes = largest_prefixes(keys, sizes, dbsize)
-    outputs["topPrefixes"] = ",".join(p.prefix for p in prefixes)
-    for rank, found in enumerate(prefixes, start=1):
-        outputs[f"prefix{rank}"] = found.prefix
-        outputs[f"prefix{rank}Share"] = f"{found.share:.4f}"
-        outputs[f"prefix{rank}Keys"] = str(found.estimated_keys)
+    outputs["sampledKeys"] = str(sampled)
+    outputs["topShapes"] = ",".join(s.shape for s in shapes)
+    for rank, found in enumerate(shapes, start=1):
+        outputs[f"shape{rank}"] = found.shape
+        outputs[f"shape{rank}Share"] = _ratio(found.estimated_keys, max(dbsize, 1))
+        outputs[f"shape{rank}Keys"] = str(found.estimated_keys)
         if found.estimated_bytes is not None:
-            outputs[f"prefix{rank}Bytes"] = str(found.estimated_bytes)
+            outputs[f"shape{rank}Bytes"] = str(found.estimated_bytes)
     text = f"{total} keys"
-    if prefixes:
-        top = prefixes[0]
-        text += f", largest prefix {top.prefix or '(none)'} ({top.share:.0%} of a sample)"
+    if shapes:
+        top = shapes[0]
+        share = top.estimated_keys / max(dbsize, 1)
+        text += f", largest key shape {top.shape} (about {share:.0%} of the keys)"
     return text
 
 

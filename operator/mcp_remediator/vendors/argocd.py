@@ -9,9 +9,12 @@ Two ways in, one interface (``ArgoCd``), chosen by ``MCP_ARGOCD_MODE``:
   initiated it, info entries), clear ``status.operationState`` and write both with the
   read ``resourceVersion`` as a precondition (Argo CD's own optimistic update), so that two
   writers can never both start an operation.
-* api (``ApiArgoCd``): ``POST /api/v1/applications/{name}/sync`` with the bearer token from
-  settings, and ``GET /api/v1/applications/{name}`` to follow it; the server answers with
-  the same Application JSON, so one reader (``read_state``) serves both.
+* api (``ApiArgoCd``): ``POST /api/v1/applications/{name}/sync`` with a bearer token, and
+  ``GET /api/v1/applications/{name}`` to follow it; the server answers with the same
+  Application JSON, so one reader (``read_state``) serves both. Server and token are the
+  ones the action resolved: ``MCP_ARGOCD_SERVER`` and ``MCP_ARGOCD_TOKEN[_FILE]`` for
+  trusted namespaces, else Secrets of the remediation's own namespace
+  (``actions/credentials``).
 
 Called by ``actions/argocd.py``. Tokens never appear in messages: errors name the server
 by host only.
@@ -24,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube.client import KINDS, ApiError, KubeApi
@@ -230,23 +234,41 @@ class CoreArgoCd:
 
 
 class ApiArgoCd:
-    """API mode: Argo CD's REST API with a bearer token."""
+    """API mode: Argo CD's REST API with a bearer token.
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings):
-        if not settings.argocd_server:
+    ``server`` and ``token`` come with where they came from (``server_source``,
+    ``token_source``: a setting or a Secret), which messages name instead of the values.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        server: SecretStr | None,
+        token: SecretStr | None,
+        *,
+        server_source: str = "MCP_ARGOCD_SERVER",
+        token_source: str = "MCP_ARGOCD_TOKEN_FILE",
+    ):
+        if server is None or not server.get_secret_value():
             raise StepFailed(
-                "MCP_ARGOCD_MODE is api but MCP_ARGOCD_SERVER is not set", reason="NotConfigured"
+                f"MCP_ARGOCD_MODE is api but {server_source} is not set", reason="NotConfigured"
             )
-        if settings.argocd_token is None:
+        if token is None:
             raise StepFailed(
                 "MCP_ARGOCD_MODE is api but no Argo CD token is configured "
                 "(MCP_ARGOCD_TOKEN_FILE or MCP_ARGOCD_TOKEN)",
                 reason="NotConfigured",
             )
         self.http = http
-        self.base = settings.argocd_server.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {settings.argocd_token.get_secret_value()}"}
-        self.where = f"Argo CD at {urlsplit(self.base).netloc}"
+        self.base = server.get_secret_value().rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        self.token_source = token_source
+        try:
+            host = urlsplit(self.base).netloc.rpartition("@")[2]
+        except ValueError:
+            host = ""
+        self.where = f"Argo CD at {host or server_source}"
         self.default_namespace = settings.argocd_namespace
 
     def _url(self, name: str, suffix: str = "") -> str:
@@ -278,7 +300,7 @@ class ApiArgoCd:
         if status in (401, 403):
             return StepFailed(
                 f"{what}: {self.where} answered {status} ({message}); check the token's "
-                "account and its RBAC (MCP_ARGOCD_TOKEN_FILE)",
+                f"account and its RBAC ({self.token_source})",
                 reason="ArgoCdUnauthorized",
             )
         if status == 429 or status >= 500:
@@ -324,8 +346,19 @@ class ApiArgoCd:
         raise self._error(what, status, body)
 
 
-def client(settings: Settings, kube: KubeApi, http: httpx.AsyncClient) -> ArgoCd:
-    """The Argo CD client of the configured mode."""
+def client(
+    settings: Settings,
+    kube: KubeApi,
+    http: httpx.AsyncClient,
+    server: SecretStr | None = None,
+    token: SecretStr | None = None,
+    *,
+    server_source: str = "MCP_ARGOCD_SERVER",
+    token_source: str = "MCP_ARGOCD_TOKEN_FILE",
+) -> ArgoCd:
+    """The Argo CD client of the configured mode; ``server`` and ``token`` serve api mode."""
     if settings.argocd_mode == "api":
-        return ApiArgoCd(http, settings)
+        return ApiArgoCd(
+            http, settings, server, token, server_source=server_source, token_source=token_source
+        )
     return CoreArgoCd(kube)

@@ -2,7 +2,9 @@
 
 The library is synchronous (``requests``), so every query runs in a worker thread
 (``asyncio.to_thread``) and never blocks the event loop. It is built per query with the
-bearer token from ``MCP_PROMETHEUS_TOKEN[_FILE]`` and ``MCP_PROMETHEUS_TIMEOUT_SECONDS``,
+URL and bearer token the action resolved (``MCP_PROMETHEUS_URL`` and
+``MCP_PROMETHEUS_TOKEN[_FILE]`` for trusted namespaces, else Secrets of the remediation's
+own namespace: ``actions/credentials``) and ``MCP_PROMETHEUS_TIMEOUT_SECONDS``,
 and with its own retries switched off: the engine owns the retry policy, and a query
 that must be retried should be retried where it shows in the step's status.
 
@@ -28,6 +30,7 @@ import requests
 import urllib3.exceptions
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
+from pydantic import SecretStr
 from urllib3.util.retry import Retry
 
 from mcp_remediator.errors import StepFailed, TransientFailure
@@ -100,18 +103,35 @@ def _answer(text: str) -> tuple[int, str]:
 
 
 class Prometheus:
-    """Instant queries against ``MCP_PROMETHEUS_URL``."""
+    """Instant queries against one Prometheus.
 
-    def __init__(self, settings: Settings):
-        if not settings.prometheus_url:
-            raise StepFailed("MCP_PROMETHEUS_URL is not set", reason="NotConfigured")
-        self.url = settings.prometheus_url.rstrip("/")
+    ``url`` and ``token`` come with where they came from (``url_source``,
+    ``token_source``: a setting or a Secret), which messages name instead of the values.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        url: SecretStr | None,
+        token: SecretStr | None = None,
+        *,
+        url_source: str = "MCP_PROMETHEUS_URL",
+        token_source: str = "MCP_PROMETHEUS_TOKEN_FILE",
+    ):
+        if url is None or not url.get_secret_value():
+            raise StepFailed(f"{url_source} is not set", reason="NotConfigured")
+        self.url = url.get_secret_value().rstrip("/")
         self.timeout = settings.prometheus_timeout_seconds
         self.headers: dict[str, str] = {}
-        if settings.prometheus_token is not None:
-            token = settings.prometheus_token.get_secret_value()
-            self.headers["Authorization"] = f"Bearer {token}"
-        self.where = f"Prometheus at {urlsplit(self.url).netloc or self.url}"
+        self.token_source = token_source
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        try:
+            host = urlsplit(self.url).netloc
+        except ValueError:
+            host = ""
+        # The URL may carry credentials; name the host, or else the URL's source.
+        self.where = f"Prometheus at {host.rpartition('@')[2] or url_source}"
 
     async def query(self, promql: str) -> list[Sample]:
         """Run an instant query; the samples of its answer."""
@@ -154,7 +174,7 @@ class Prometheus:
             return StepFailed(f"Prometheus rejected the query: {error}", reason=BAD_QUERY)
         if status in (401, 403):
             return StepFailed(
-                f"{self.where} answered {status}: check MCP_PROMETHEUS_TOKEN_FILE",
+                f"{self.where} answered {status}: check {self.token_source}",
                 reason="PrometheusUnauthorized",
             )
         return TransientFailure(f"{self.where} answered {status}: {error}", reason=UNAVAILABLE)

@@ -1,9 +1,9 @@
 """Redis connections for the Redis actions: where the URL comes from, how errors read.
 
-``actions/redis.py`` calls ``resolve_target`` (the operator default ``MCP_REDIS_URL``, or a
-Secret reference read through the Kubernetes client in the remediation's own namespace), then
-``connect`` for one connection per step attempt, and ``step_failure`` to turn redis-py's
-exceptions into step failures that name the cause.
+``actions/redis.py`` resolves the URL (the operator default ``MCP_REDIS_URL`` for trusted
+namespaces, or a Secret of the remediation's own namespace: ``actions/credentials``), then
+calls ``parse_target`` on it, ``connect`` for one connection per step attempt, and
+``step_failure`` to turn redis-py's exceptions into step failures that name the cause.
 
 The URL carries the password, so it stays a ``SecretStr`` and is only unwrapped to open
 the connection: messages name the server by host, port and db, and where the URL came
@@ -13,8 +13,6 @@ engine owns the retry policy; a hidden retry would also run a purge slice twice.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +27,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from mcp_remediator.errors import StepFailed, TransientFailure
-from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.settings import Settings
 
 SCHEMES = ("redis", "rediss")
@@ -76,39 +73,6 @@ def parse_target(url: str, source: str) -> RedisTarget:
         db=int(db_text),
         tls=parts.scheme == "rediss",
     )
-
-
-async def resolve_target(
-    settings: Settings, kube: KubeApi, namespace: str, secret: tuple[str, str] | None
-) -> RedisTarget:
-    """The server to use: the Secret ``(name, key)`` in ``namespace``, else ``MCP_REDIS_URL``."""
-    if secret is None:
-        if settings.redis_url is None:
-            raise StepFailed(
-                "no Redis configured: set MCP_REDIS_URL or give the step redis.urlSecretRef",
-                reason="RedisNotConfigured",
-            )
-        return parse_target(settings.redis_url.get_secret_value(), "MCP_REDIS_URL")
-    name, key = secret
-    where = f"Secret {namespace}/{name}"
-    try:
-        obj = await kube.get("v1", "secrets", namespace, name)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise StepFailed(
-                f"{where} (redis.urlSecretRef) not found", reason="RedisSecretNotFound"
-            ) from None
-        raise exc.as_step_failure(f"reading {where}") from None
-    encoded = (obj.get("data") or {}).get(key)
-    if encoded is None:
-        raise StepFailed(f"{where} has no key {key!r}", reason="RedisSecretNotFound")
-    try:
-        url = base64.b64decode(encoded, validate=True).decode("utf-8").strip()
-    except (binascii.Error, UnicodeDecodeError):
-        raise StepFailed(
-            f"{where} key {key!r} is not base64-encoded UTF-8", reason="RedisBadUrl"
-        ) from None
-    return parse_target(url, f"{where} key {key!r}")
 
 
 @asynccontextmanager
