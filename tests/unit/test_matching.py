@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from mcp_remediator import records
-from mcp_remediator.alerts import guardrails
-from mcp_remediator.alerts.guardrails import Record, Verdict, evaluate
 from mcp_remediator.models import ANNOTATION_SKIP_REASON, RunbookSpec, Trigger
-from mcp_remediator.runbook import matchers
+from mcp_remediator.runbook import guardrails, matchers
+from mcp_remediator.runbook.guardrails import Record, Verdict, evaluate
 from mcp_remediator.runbook.matchers import CompiledTrigger, MatcherError
 from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings

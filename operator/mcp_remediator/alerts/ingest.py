@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from mcp_remediator import records
-from mcp_remediator.alerts import guardrails
 from mcp_remediator.alerts.cache import CachedRunbook, RunbookCache
 from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
@@ -60,6 +59,7 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
+from mcp_remediator.runbook import guardrails
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 ``evaluate`` decides from the remediation records of one runbook and group (as listed
 from the cluster, so the verdict survives restarts and replicas) whether a new run may
-start, or which reason the Skipped record carries. Called by ``alerts.ingest``.
+start, or which reason the Skipped record carries. Called by ``alerts.ingest``; pure, so
+that the engine can judge the runs the receiver did not create by the same rules.
 """
 
 from __future__ import annotations
