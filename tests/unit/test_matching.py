@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mcp_remediator import records
+from mcp_remediator.alerts.cache import RunbookCache
 from mcp_remediator.models import ANNOTATION_SKIP_REASON, RunbookSpec, Trigger
 from mcp_remediator.runbook import guardrails, matchers
 from mcp_remediator.runbook.guardrails import Record, Verdict, evaluate
@@ -97,6 +98,49 @@ def test_trigger_needs_the_alertname_and_every_matcher() -> None:
     assert not trigger.matches({**LABELS, "env": "dev"})
     assert not trigger.matches({**LABELS, "alertname": "RedisDown"})
     assert not trigger.matches({k: v for k, v in LABELS.items() if k != "alertname"})
+
+
+# -- routing by namespace --------------------------------------------------------------
+
+
+def cached_runbooks(settings: Settings, *where: tuple[str, str]) -> RunbookCache:
+    cache = RunbookCache(settings)
+    for version, (namespace, name) in enumerate(where, start=1):
+        body = {
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(version)},
+            "spec": {
+                "triggers": [{"alertname": "RedisDown"}],
+                "steps": [{"name": "s", "action": "rolloutRestart", "params": {"name": "x"}}],
+            },
+        }
+        cache.apply("ADDED", body)
+    return cache
+
+
+def matched(cache: RunbookCache, **labels: str) -> list[str]:
+    found = cache.match({"alertname": "RedisDown", **labels})
+    return sorted(f"{r.namespace}/{r.name}" for r in found)
+
+
+def test_a_tenant_runbook_takes_only_alerts_of_its_own_namespace() -> None:
+    cache = cached_runbooks(Settings(), ("mcp", "platform"), ("team-a", "tenant"))
+
+    assert matched(cache, namespace="mcp") == ["mcp/platform"]
+    assert matched(cache, namespace="team-a") == ["mcp/platform", "team-a/tenant"]
+    assert matched(cache, namespace="team-b") == ["mcp/platform"]
+    assert matched(cache) == ["mcp/platform"]  # no namespace label: trusted runbooks only
+    assert [r.name for r in cache.routed_out({"alertname": "RedisDown"})] == ["tenant"]
+    assert cache.routed_out({"alertname": "RedisDown", "namespace": "team-a"}) == []
+    assert cache.routed_out({"alertname": "Other", "namespace": "mcp"}) == []
+
+
+def test_trusted_namespaces_come_from_the_settings() -> None:
+    settings = Settings(trusted_namespaces=["platform", "team-a"])
+    cache = cached_runbooks(settings, ("mcp", "old"), ("team-a", "tenant"))
+
+    assert matched(cache, namespace="mcp") == ["mcp/old", "team-a/tenant"]
+    assert matched(cache, namespace="team-b") == ["team-a/tenant"]
+    assert matched(cache, namespace="team-a") == ["team-a/tenant"]
 
 
 # -- names -----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """From an Alertmanager notification to McpRemediation records: the receiver's logic.
 
 ``AlertIngestor.ingest`` takes a parsed webhook payload (version 4) and, for each alert
-and each runbook it matches (``RunbookCache``):
+and each runbook it matches (``RunbookCache``, whose matching also routes by namespace: a
+runbook outside the trusted namespaces takes only alerts of its own namespace; an alert no
+runbook takes is counted ``unmatched``):
 
 - **firing**: creates one McpRemediation named ``records.remediation_name`` (runbook,
   fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
