@@ -8,7 +8,8 @@ rules (``runbook.guardrails``: suspend, maxConcurrent, cooldownSeconds, maxPerHo
 the same records:
 
 - its group is the runbook's ``groupBy`` over the run's labels (``spec.alert.labels``
-  overlaid by ``spec.labels``, as the templates see them);
+  overlaid by ``spec.labels``, as the templates see them); an escalation carries the
+  failed run's labels but not its group (``Engine._escalate``): it gets its own here;
 - the records counted are those of the runbook and group (listed by the runbook and group
   labels, as the receiver lists them) and the runs of the runbook not labelled yet (other
   runs by hand), of which only those created before the run: by ``creationTimestamp``,
