@@ -16,7 +16,9 @@ escalations) keeps the operator's identity.
 The run's plan (steps, namespace, account, dry-run, approval, escalation) is frozen into
 ``status.plan`` when the run starts, so editing the runbook in Git does not change a run
 already under way. Transitions that race with the receiver (Pending → Running versus
-Pending → Cancelled) are written with a ``resourceVersion`` precondition.
+Pending → Cancelled) are written with a ``resourceVersion`` precondition. A run of a
+runbook that the receiver did not create (by hand, by escalation) passes the runbook's
+guardrails first (``admission``), so that every run of a runbook is counted and limited.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator import records
+from mcp_remediator import admission, records
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
@@ -43,6 +45,7 @@ from mcp_remediator.models import (
     FINISHED_PHASES,
     FINISHED_STEP_PHASES,
     LABEL_ESCALATED_FROM,
+    LABEL_GROUP,
     REMEDIATIONS,
     RUNBOOKS,
     Condition,
@@ -134,6 +137,8 @@ class Engine:
         status = run.status
         if status.phase in FINISHED_PHASES:
             return
+        if status.plan is None:
+            await self._admit(run)
         annotations = run.body["metadata"].get("annotations") or {}
         if status.plan is None and ANNOTATION_SKIP_REASON in annotations:
             reason = annotations[ANNOTATION_SKIP_REASON]
@@ -172,6 +177,15 @@ class Engine:
             await self._save(run, precondition=True)
             await self._event(run, "Started", status.message)
         await self._run_steps(run)
+
+    async def _admit(self, run: Run) -> None:
+        """The runbook's guardrails for a run the receiver did not judge (by hand or by
+        escalation; see ``admission``): labels it with its runbook and group, and on a hit
+        adds the skip annotations, with which ``_advance`` finishes it as Skipped."""
+        metadata = await admission.admit(self.kube, run.body)
+        if metadata is not None:
+            run.body["metadata"] = metadata
+            run.resource_version = metadata.get("resourceVersion")
 
     async def _make_plan(self, run: Run) -> Plan:
         spec = run.spec
@@ -479,6 +493,7 @@ class Engine:
     async def _escalate(self, run: Run, runbook: str) -> None:
         name = records.escalation_name(runbook, run.name)
         labels = {**(run.body["metadata"].get("labels") or {}), LABEL_ESCALATED_FROM: run.name}
+        labels.pop(LABEL_GROUP, None)  # the failed run's group; _admit sets the target's
         spec = run.spec.model_dump(mode="json", exclude_none=True, exclude={"approved"})
         body = records.remediation_body(name, run.namespace, runbook, spec=spec, labels=labels)
         try:

@@ -104,7 +104,8 @@ class Target(_Model):
 
 
 class Guardrails(_Model):
-    """Limits on how often and how the runbook runs."""
+    """Limits on how often and how the runbook runs: they apply to every run of it, whether
+    an alert, a user (``spec.runbookRef``) or an escalation started it."""
 
     groupBy: list[str] = Field(
         default_factory=lambda: ["alertname"],
@@ -137,10 +138,14 @@ class RunbookSpec(_Model):
         None, max_length=253, pattern=DNS_SUBDOMAIN, description=SERVICE_ACCOUNT_DESCRIPTION
     )
     suspend: bool = Field(
-        False, description="Matching alerts are recorded as Skipped; nothing runs."
+        False,
+        description="Every run (from an alert, by hand or by escalation) is recorded as "
+        "Skipped; nothing runs.",
     )
     triggers: list[Trigger] = Field(
-        default_factory=list, description="Any trigger matching an alert starts a run."
+        default_factory=list,
+        description="Any trigger matching an alert starts a run. A runbook outside "
+        "MCP_TRUSTED_NAMESPACES takes only alerts whose `namespace` label is its own namespace.",
     )
     target: Target = Field(default_factory=Target, description="Defaults inherited by steps.")
     steps: list[Step] = Field(min_length=1, description="Steps, run in order.")

@@ -7,7 +7,8 @@ queries select on; ``label_value`` makes any string a valid label value;
 ``remediation_body`` builds the object to create.
 
 Pure, no I/O. Used by the receiver (``alerts``) and the engine (escalation), which both
-create records; neither imports the other.
+create records, neither importing the other; ``is_alert_record`` tells the receiver's
+records from the others (``admission``, ``runbook.guardrails``).
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def group_key(group_by: Iterable[str], labels: Mapping[str, str]) -> str:
     """16 hex identifying the throttle group: the ``groupBy`` labels and their values."""
     names = sorted(set(group_by))
     return _digest(*(f"{name}={labels.get(name, '')}" for name in names), length=16)
+
+
+def is_alert_record(name: str, spec: Mapping[str, Any]) -> bool:
+    """Whether ``name`` is the receiver's name for the alert occurrence in ``spec.alert`` of
+    the runbook in ``spec.runbookRef``: such a record is the receiver's, judged by the
+    guardrails before it was created (a copy under another name, an escalation or a run by
+    hand is not)."""
+    alert = spec.get("alert") or {}
+    runbook = (spec.get("runbookRef") or {}).get("name")
+    fingerprint, starts_at = alert.get("fingerprint"), alert.get("startsAt")
+    if not all(isinstance(v, str) and v for v in (runbook, fingerprint, starts_at)):
+        return False
+    try:
+        return name == remediation_name(str(runbook), str(fingerprint), str(starts_at))
+    except ValueError:
+        return False
 
 
 def escalation_name(runbook: str, failed: str) -> str:

@@ -275,12 +275,12 @@ async def test_an_alert_starts_every_matching_runbook_and_matchers_filter(
     cluster.seed(runbook("elsewhere", namespace="other", **LOOSE))
     receiver = await receiver_factory()
 
-    prod = await post(receiver, payload(alert(fingerprint="a1", env="prod")))
+    prod = await post(receiver, payload(alert(fingerprint="a1", env="prod", namespace="other")))
     dev = await post(receiver, payload(alert(fingerprint="a2", env="dev")))
     other = await post(receiver, payload(alert(fingerprint="a3", alertname="Unrelated")))
 
     assert prod.json()["created"] == 3  # inspect, purge, and the runbook in "other"
-    assert dev.json()["created"] == 2
+    assert dev.json()["created"] == 1  # inspect; "other" takes only its own namespace's
     assert other.json()["unmatched"] == 1 and other.json()["created"] == 0
     by_runbook = sorted(
         (r["metadata"]["namespace"], r["metadata"]["labels"][LABEL_RUNBOOK])
@@ -291,8 +291,48 @@ async def test_an_alert_starts_every_matching_runbook_and_matchers_filter(
         ("mcp", "inspect"),
         ("mcp", "purge"),
         ("other", "elsewhere"),
-        ("other", "elsewhere"),
     ]
+
+
+async def test_a_tenant_runbook_takes_only_alerts_of_its_own_namespace(
+    cluster: Cluster, receiver_factory: ReceiverFactory
+) -> None:
+    # The case: a team-a runbook copying the platform runbook's trigger.
+    cluster.seed(runbook("redis-down", alertname="RedisDown", **LOOSE))
+    cluster.seed(runbook("redis-down", alertname="RedisDown", namespace="team-a", **LOOSE))
+    receiver = await receiver_factory()
+
+    platform = await post(receiver, payload(alert("p1", alertname="RedisDown", namespace="mcp")))
+    tenant = await post(receiver, payload(alert("t1", alertname="RedisDown", namespace="team-a")))
+
+    assert platform.json()["created"] == 1  # the mcp runbook only
+    assert platform.json()["remediations"] == [
+        f"mcp/{records.remediation_name('redis-down', 'p1', STARTS)}"
+    ]
+    assert tenant.json()["created"] == 2  # a trusted runbook takes any namespace's alerts
+    assert sorted(tenant.json()["remediations"]) == [
+        f"mcp/{records.remediation_name('redis-down', 't1', STARTS)}",
+        f"team-a/{records.remediation_name('redis-down', 't1', STARTS)}",
+    ]
+    team_a = [r for r in remediations(cluster) if r["metadata"]["namespace"] == "team-a"]
+    assert [r["spec"]["alert"]["fingerprint"] for r in team_a] == ["t1"]
+
+
+async def test_an_alert_only_a_foreign_tenant_runbook_triggers_on_is_unmatched(
+    cluster: Cluster, receiver_factory: ReceiverFactory
+) -> None:
+    cluster.seed(runbook("redis-down", alertname="RedisDown", namespace="team-a", suspend=True))
+    receiver = await receiver_factory()
+    firing = alert("p1", alertname="RedisDown", namespace="mcp")
+
+    fired = await post(receiver, payload(firing))
+    resolved = await post(receiver, payload({**firing, "status": "resolved"}, status="resolved"))
+    await receiver.ingestor.flush_counters()
+
+    assert fired.json()["unmatched"] == 1 and fired.json()["skipped"] == 0
+    assert resolved.json()["unmatched"] == 1 and resolved.json()["resolvedWithoutRecord"] == 0
+    assert remediations(cluster) == []  # not even a Skipped record
+    assert cluster.writes() == []  # nor the runbook's counters
 
 
 async def test_invalid_runbooks_are_not_matched(

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mcp_remediator import records
-from mcp_remediator.alerts import guardrails
-from mcp_remediator.alerts.guardrails import Record, Verdict, evaluate
+from mcp_remediator.alerts.cache import RunbookCache
 from mcp_remediator.models import ANNOTATION_SKIP_REASON, RunbookSpec, Trigger
-from mcp_remediator.runbook import matchers
+from mcp_remediator.runbook import guardrails, matchers
+from mcp_remediator.runbook.guardrails import Record, Verdict, evaluate
 from mcp_remediator.runbook.matchers import CompiledTrigger, MatcherError
 from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
@@ -98,6 +98,49 @@ def test_trigger_needs_the_alertname_and_every_matcher() -> None:
     assert not trigger.matches({**LABELS, "env": "dev"})
     assert not trigger.matches({**LABELS, "alertname": "RedisDown"})
     assert not trigger.matches({k: v for k, v in LABELS.items() if k != "alertname"})
+
+
+# -- routing by namespace --------------------------------------------------------------
+
+
+def cached_runbooks(settings: Settings, *where: tuple[str, str]) -> RunbookCache:
+    cache = RunbookCache(settings)
+    for version, (namespace, name) in enumerate(where, start=1):
+        body = {
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(version)},
+            "spec": {
+                "triggers": [{"alertname": "RedisDown"}],
+                "steps": [{"name": "s", "action": "rolloutRestart", "params": {"name": "x"}}],
+            },
+        }
+        cache.apply("ADDED", body)
+    return cache
+
+
+def matched(cache: RunbookCache, **labels: str) -> list[str]:
+    found = cache.match({"alertname": "RedisDown", **labels})
+    return sorted(f"{r.namespace}/{r.name}" for r in found)
+
+
+def test_a_tenant_runbook_takes_only_alerts_of_its_own_namespace() -> None:
+    cache = cached_runbooks(Settings(), ("mcp", "platform"), ("team-a", "tenant"))
+
+    assert matched(cache, namespace="mcp") == ["mcp/platform"]
+    assert matched(cache, namespace="team-a") == ["mcp/platform", "team-a/tenant"]
+    assert matched(cache, namespace="team-b") == ["mcp/platform"]
+    assert matched(cache) == ["mcp/platform"]  # no namespace label: trusted runbooks only
+    assert [r.name for r in cache.routed_out({"alertname": "RedisDown"})] == ["tenant"]
+    assert cache.routed_out({"alertname": "RedisDown", "namespace": "team-a"}) == []
+    assert cache.routed_out({"alertname": "Other", "namespace": "mcp"}) == []
+
+
+def test_trusted_namespaces_come_from_the_settings() -> None:
+    settings = Settings(trusted_namespaces=["platform", "team-a"])
+    cache = cached_runbooks(settings, ("mcp", "old"), ("team-a", "tenant"))
+
+    assert matched(cache, namespace="mcp") == ["mcp/old", "team-a/tenant"]
+    assert matched(cache, namespace="team-b") == ["team-a/tenant"]
+    assert matched(cache, namespace="team-a") == ["team-a/tenant"]
 
 
 # -- names -----------------------------------------------------------------------------
@@ -276,3 +319,97 @@ def test_runbook_validation_reports_bad_trigger_matchers() -> None:
     [problem] = check_runbook({"triggers": [good, bad], "steps": steps}, Settings())
     assert problem.reason == "InvalidMatcher"
     assert problem.message.startswith("triggers[1].matchers: invalid regular expression")
+
+
+# -- admission of runs the receiver did not judge (by hand, escalations) -------------------
+
+
+def pending(name: str, minutes_ago: float, judged: bool = False) -> Record:
+    return Record(
+        name, NOW - datetime.timedelta(minutes=minutes_ago), "Pending", True, None, judged
+    )
+
+
+def test_a_record_as_it_stood_at_a_moment() -> None:
+    done = run("a", 10, "Succeeded", finished_minutes_ago=5)
+    assert done.as_of(NOW - datetime.timedelta(minutes=4)) == done
+    then = done.as_of(NOW - datetime.timedelta(minutes=5))  # finished that very second
+    assert (then.phase, then.finished) == ("Running", None)
+    assert run("b", 1, "Running").as_of(NOW) == run("b", 1, "Running")
+
+
+def test_admit_counts_only_earlier_records_as_they_stood_at_the_runs_creation() -> None:
+    guard = spec(cooldownSeconds=0)
+    candidate = pending("hand", 10)
+    # Finished after the run was created: it was unfinished then.
+    later_done = run("a", 20, "Succeeded", finished_minutes_ago=1)
+    assert reason(guardrails.admit("rb", guard, [later_done], candidate)) == "ConcurrencyLimit"
+    earlier_done = run("a", 20, "Succeeded", finished_minutes_ago=15)
+    assert guardrails.admit("rb", guard, [earlier_done], candidate) is None
+    # Created after it: not counted, whatever its state.
+    assert guardrails.admit("rb", guard, [run("b", 5, "Running")], candidate) is None
+    cooling = spec(cooldownSeconds=600, maxConcurrent=5)
+    verdict = guardrails.admit("rb", cooling, [earlier_done], candidate)
+    assert reason(verdict) == "Cooldown"  # 5 minutes after the end, at its creation
+    assert guardrails.admit("rb", spec(suspend=True), [], candidate) == Verdict(
+        "Suspended", "runbook rb is suspended (spec.suspend=true)"
+    )
+
+
+def test_two_runs_created_together_are_ordered_by_name_whoever_is_judged_first() -> None:
+    first, second = pending("hand-1", 1), pending("hand-2", 1)
+    guard = spec(cooldownSeconds=0)
+
+    assert guardrails.admit("rb", guard, [second], first) is None
+    assert reason(guardrails.admit("rb", guard, [first], second)) == "ConcurrencyLimit"
+
+
+def test_a_judged_record_of_the_same_second_counts_whatever_its_name() -> None:
+    # The receiver's record was admitted without counting the run by hand: it counts.
+    receivers = pending("zz-receiver", 1, judged=True)
+    verdict = guardrails.admit("rb", spec(cooldownSeconds=0), [receivers], pending("hand", 1))
+    assert reason(verdict) == "ConcurrencyLimit"
+    assert guardrails.admit("rb", spec(), [pending("zz-hand", 1)], pending("hand", 1)) is None
+
+
+def test_an_earlier_run_not_judged_yet_counts_only_if_it_may_start() -> None:
+    guard = spec(cooldownSeconds=0)
+    # r ran from 11:30 to 11:45; hand-1 came at 11:40, hand-2 at 11:50.
+    r = run("r", 30, "Succeeded", finished_minutes_ago=15)
+    hand_1, hand_2 = pending("hand-1", 20), pending("hand-2", 10)
+
+    # hand-1 met r running: it will be skipped, so it does not hold hand-2 back.
+    assert reason(guardrails.admit("rb", guard, [r], hand_1)) == "ConcurrencyLimit"
+    assert guardrails.admit("rb", guard, [r, hand_1], hand_2) is None
+    # Once hand-1 is judged (started, or the receiver's), it counts as it is.
+    started = pending("hand-1", 20, judged=True)
+    assert reason(guardrails.admit("rb", guard, [r, started], hand_2)) == "ConcurrencyLimit"
+
+
+def test_record_of_tells_which_records_are_judged() -> None:
+    by_hand = {
+        "metadata": {"name": "hand", "creationTimestamp": "2026-11-28T11:50:00Z"},
+        "spec": {"runbookRef": {"name": "rb"}},
+    }
+    assert not guardrails.record_of(by_hand, NOW).judged
+    name = records.remediation_name("rb", "fp", STARTS)
+    alert = {"fingerprint": "fp", "startsAt": STARTS}
+    receivers = {"metadata": {"name": name}, "spec": {"runbookRef": {"name": "rb"}, "alert": alert}}
+    assert guardrails.record_of(receivers, NOW).judged
+    copied = {**receivers, "metadata": {"name": "rb-copy"}}
+    assert not guardrails.record_of(copied, NOW).judged
+    assert guardrails.record_of({**by_hand, "status": {"phase": "Running"}}, NOW).judged
+    planned = {**by_hand, "status": {"plan": {"runbook": "rb"}}}
+    assert guardrails.record_of(planned, NOW).judged
+    marked = {**by_hand, "metadata": {"name": "h", "annotations": {ANNOTATION_SKIP_REASON: "x"}}}
+    assert guardrails.record_of(marked, NOW).judged
+
+
+def test_is_alert_record_needs_the_receivers_name_for_the_occurrence() -> None:
+    spec = {"runbookRef": {"name": "rb"}, "alert": {"fingerprint": "fp", "startsAt": STARTS}}
+    assert records.is_alert_record(records.remediation_name("rb", "fp", STARTS), spec)
+    assert not records.is_alert_record("rb-0123456789", spec)
+    assert not records.is_alert_record(records.remediation_name("other", "fp", STARTS), spec)
+    assert not records.is_alert_record("x", {"runbookRef": {"name": "rb"}})
+    broken = {"runbookRef": {"name": "rb"}, "alert": {"fingerprint": "fp", "startsAt": "never"}}
+    assert not records.is_alert_record("x", broken)

@@ -81,3 +81,38 @@ def test_unreadable_payload_exits_2(tmp_path: Path) -> None:
     with out_path.open("w") as out:
         assert simulate(str(alerts), [str(tmp_path)], Settings(), out) == 2
     assert "unsupported webhook payload version '3'" in out_path.read_text()
+
+
+TENANT = """
+apiVersion: mcp.dese.ai/v1alpha1
+kind: McpRunbook
+metadata: {name: redis-down, namespace: team-a}
+spec:
+  triggers: [{alertname: RedisDown}]
+  steps: [{name: r, action: rolloutRestart, params: {name: x}}]
+"""
+
+
+def test_simulate_routes_alerts_by_namespace_like_the_receiver(tmp_path: Path) -> None:
+    (tmp_path / "runbooks.yaml").write_text(TENANT)
+    down = {**alert("aa"), "labels": {"alertname": "RedisDown", "namespace": "mcp"}}
+    own = {**alert("bb"), "labels": {"alertname": "RedisDown", "namespace": "team-a"}}
+    alerts = tmp_path / "alerts.json"
+    alerts.write_text(json.dumps({"version": "4", "alerts": [down, own]}))
+    out_path = tmp_path / "out.yaml"
+    with out_path.open("w") as out:
+        assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], Settings(), out) == 0
+    other, mine = yaml.safe_load(out_path.read_text())
+
+    assert other["remediations"] == "unmatched: no runbook may take this alert"
+    assert other["notRouted"] == [
+        "team-a/redis-down: namespace team-a is not trusted (MCP_TRUSTED_NAMESPACES), so it "
+        'takes only alerts with namespace="team-a"; this alert has namespace="mcp"'
+    ]
+    assert [r["runbook"] for r in mine["remediations"]] == ["redis-down"]
+    assert "notRouted" not in mine
+    trusting = Settings(trusted_namespaces=["mcp", "team-a"])
+    with out_path.open("w") as out:
+        assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], trusting, out) == 0
+    other, _ = yaml.safe_load(out_path.read_text())
+    assert [r["runbook"] for r in other["remediations"]] == ["redis-down"]

@@ -1,2 +1,2 @@
-"""From Alertmanager to McpRemediation records: the receiver, the payload, ingestion and
-guardrails."""
+"""From Alertmanager to McpRemediation records: the receiver, the payload, the runbook
+cache and ingestion."""

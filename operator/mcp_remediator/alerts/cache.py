@@ -3,6 +3,12 @@
 Fed by the Kopf watch events (``handlers``) and an initial LIST (``AlertIngestor.warm``);
 ``RunbookCache.match`` answers which runbooks an alert's labels start. Used by
 ``alerts.ingest`` and ``tools.simulate``.
+
+Routing by namespace (tenancy): a runbook in a trusted namespace
+(``MCP_TRUSTED_NAMESPACES``) takes alerts of any namespace; a runbook elsewhere takes only
+alerts whose ``namespace`` label is its own namespace, so a tenant cannot start runs on
+another namespace's alerts. A runbook the routing rules out is not matched at all: no
+record, not even a Skipped one.
 """
 
 from __future__ import annotations
@@ -29,9 +35,19 @@ class CachedRunbook:
     uid: str | None
     spec: RunbookSpec
     triggers: tuple[matchers.CompiledTrigger, ...]
+    alert_namespace: str | None = None
+    """The only ``namespace`` label the runbook takes alerts of; ``None``: any (trusted)."""
+
+    def triggered_by(self, labels: Mapping[str, str]) -> bool:
+        """Whether a trigger matches, whatever the alert's namespace."""
+        return any(trigger.matches(labels) for trigger in self.triggers)
+
+    def routed(self, labels: Mapping[str, str]) -> bool:
+        """Whether the runbook may take an alert of the ``namespace`` label in ``labels``."""
+        return self.alert_namespace is None or labels.get("namespace", "") == self.alert_namespace
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return any(trigger.matches(labels) for trigger in self.triggers)
+        return self.routed(labels) and self.triggered_by(labels)
 
     def ref(self) -> dict[str, Any]:
         """Enough of the object to post an Event about it."""
@@ -93,15 +109,28 @@ class RunbookCache:
             return None
         spec = RunbookSpec.model_validate(raw_spec)
         triggers = tuple(matchers.CompiledTrigger.compile(t) for t in spec.triggers)
-        return CachedRunbook(key[0], key[1], meta.get("uid"), spec, triggers)
+        routed = None if self.settings.is_trusted(key[0]) else key[0]
+        return CachedRunbook(key[0], key[1], meta.get("uid"), spec, triggers, routed)
 
-    def match(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
-        """The runbooks whose triggers match an alert with ``labels``."""
+    def _candidates(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
         if self._by_alertname is None:
             index: dict[str, list[CachedRunbook]] = {}
             for runbook in self._runbooks.values():
                 for name in {t.alertname for t in runbook.triggers}:
                     index.setdefault(name, []).append(runbook)
             self._by_alertname = index
-        candidates = self._by_alertname.get(labels.get("alertname", ""), [])
-        return [runbook for runbook in candidates if runbook.matches(labels)]
+        return self._by_alertname.get(labels.get("alertname", ""), [])
+
+    def match(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
+        """The runbooks an alert with ``labels`` starts: a trigger matches and the routing
+        by namespace lets the runbook take the alert."""
+        return [runbook for runbook in self._candidates(labels) if runbook.matches(labels)]
+
+    def routed_out(self, labels: Mapping[str, str]) -> list[CachedRunbook]:
+        """The runbooks whose triggers match but which may not take the alert, being in an
+        untrusted namespace other than the alert's (``tools.simulate`` tells why)."""
+        return [
+            runbook
+            for runbook in self._candidates(labels)
+            if not runbook.routed(labels) and runbook.triggered_by(labels)
+        ]

@@ -1,7 +1,9 @@
 """From an Alertmanager notification to McpRemediation records: the receiver's logic.
 
 ``AlertIngestor.ingest`` takes a parsed webhook payload (version 4) and, for each alert
-and each runbook it matches (``RunbookCache``):
+and each runbook it matches (``RunbookCache``, whose matching also routes by namespace: a
+runbook outside the trusted namespaces takes only alerts of its own namespace; an alert no
+runbook takes is counted ``unmatched``):
 
 - **firing**: creates one McpRemediation named ``records.remediation_name`` (runbook,
   fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
@@ -41,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from mcp_remediator import records
-from mcp_remediator.alerts import guardrails
 from mcp_remediator.alerts.cache import CachedRunbook, RunbookCache
 from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
@@ -60,6 +61,7 @@ from mcp_remediator.models import (
     REMEDIATIONS,
     RUNBOOKS,
 )
+from mcp_remediator.runbook import guardrails
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)

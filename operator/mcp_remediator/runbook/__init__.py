@@ -1,1 +1,1 @@
-"""The runbook language, checkable offline: matchers, templates, validation."""
+"""The runbook language, checkable offline: matchers, templates, validation, guardrails."""

@@ -4,7 +4,10 @@ Reads an Alertmanager webhook payload (JSON or YAML) and a directory of runbooks
 prints, for each alert, the remediations the receiver would create — with their names
 and the steps rendered from the alert's labels — or why none would be. Guardrails that
 need the cluster's history (cooldown, rates, concurrency) are not evaluated offline;
-``suspend``, invalid runbooks and template errors are. Changes nothing.
+``suspend``, invalid runbooks and template errors are. Matching routes by namespace as the
+receiver does (``alerts.cache``: a runbook outside ``MCP_TRUSTED_NAMESPACES`` takes only
+alerts of its own namespace); runbooks whose triggers match but that the routing rules out
+are listed under ``notRouted``. Changes nothing.
 
 Exit codes: 0 printed, 2 unreadable input.
 """
@@ -110,6 +113,18 @@ def simulate_alert(alert: WebhookAlert, cache: RunbookCache) -> list[dict[str, A
     return results
 
 
+def not_routed(alert: WebhookAlert, cache: RunbookCache) -> list[str]:
+    """Why runbooks whose triggers match the alert do not take it (routing by namespace)."""
+    namespace = alert.labels.get("namespace")
+    shown = f'namespace="{namespace}"' if namespace is not None else "no namespace label"
+    return [
+        f"{runbook.namespace}/{runbook.name}: namespace {runbook.namespace} is not trusted "
+        f"(MCP_TRUSTED_NAMESPACES), so it takes only alerts with "
+        f'namespace="{runbook.namespace}"; this alert has {shown}'
+        for runbook in cache.routed_out(alert.labels)
+    ]
+
+
 def simulate(
     alerts_path: str,
     runbook_paths: Sequence[str],
@@ -129,13 +144,17 @@ def simulate(
     report = []
     for alert in payload.alerts:
         remediations = simulate_alert(alert, cache)
-        report.append(
-            {
-                "alert": alert.labels.get("alertname", "?"),
-                "status": alert.status,
-                "fingerprint": alert.fingerprint,
-                "remediations": remediations or "unmatched: no runbook's trigger matches",
-            }
-        )
+        entry: dict[str, Any] = {
+            "alert": alert.labels.get("alertname", "?"),
+            "status": alert.status,
+            "fingerprint": alert.fingerprint,
+            "remediations": remediations or "unmatched: no runbook's trigger matches",
+        }
+        routed_out = not_routed(alert, cache)
+        if routed_out:
+            entry["notRouted"] = routed_out
+            if not remediations:
+                entry["remediations"] = "unmatched: no runbook may take this alert"
+        report.append(entry)
     yaml.safe_dump(report, out, sort_keys=False, width=100)
     return 0
