@@ -87,9 +87,10 @@ async def test_a_failed_sync_fails_the_step_with_argo_cds_phase_and_message(
 async def test_a_missing_application_fails_clearly_and_writes_nothing(
     cluster: Cluster, actions_env: ActionsEnvFactory
 ) -> None:
+    cluster.tenant("mcp", "step-tester", also_in=("argocd",))  # any Application
     env = await actions_env(cluster.connection)
     with pytest.raises(StepFailed, match="Application ghost not found in namespace argocd") as c:
-        await env.run("argocdSync", {"application": "ghost"})
+        await env.run("argocdSync", {"application": "ghost"}, account="step-tester")
     assert c.value.reason == "ApplicationNotFound"
     assert cluster.writes() == []
 
@@ -258,7 +259,7 @@ async def test_api_failures_read_clearly(
     assert "stale" not in caught.value.message
 
     with pytest.raises(StepFailed, match="Application ghost not found") as missing:
-        await env.run("argocdSync", {"application": "ghost"})
+        await env.run("argocdSync", {"application": "ghost"}, account="step-tester")
     assert missing.value.reason == "ApplicationNotFound"
 
 
@@ -341,6 +342,7 @@ async def test_an_untrusted_namespace_syncs_through_its_own_argo_cd_secrets(
 ) -> None:
     server = ArgoCdServer(http_mock, "team-a-token", application())
     cluster.seed(secret("team-a", "argocd", server=http_mock.url, token="team-a-token"))
+    cluster.tenant("team-a")
     env = await actions_env(
         cluster.connection,
         argocd_mode="api",
@@ -366,6 +368,7 @@ async def test_core_mode_needs_no_operator_credentials(
 ) -> None:
     cluster.seed(application())
     controller = ArgoCdController(cluster.api)
+    cluster.tenant("team-a", also_in=("argocd",))
     env = await actions_env(cluster.connection)
 
     result = await env.run("argocdSync", {"application": "dese-api"}, remediation=UNTRUSTED)

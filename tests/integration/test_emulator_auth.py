@@ -597,7 +597,7 @@ async def test_impersonating_a_service_account(
         "system:authenticated",
     )
 
-    # The runner may not touch configmaps, even though the operator's own role may.
+    # The runner may not touch configmaps (nor may the operator's own role).
     status, body = await call(
         http, "GET", "/api/v1/namespaces/team-a/configmaps/x", operator, headers=as_runner
     )
@@ -605,13 +605,14 @@ async def test_impersonating_a_service_account(
         f'configmaps "x" is forbidden: User "{RUNNER}"'
     )
 
-    # Impersonating a ServiceAccount of a namespace without the grant.
+    # A user without `impersonate` cannot act as a ServiceAccount.
+    em.add_token("alice-token", "alice")
     other = impersonating("system:serviceaccount:team-b:runner")
     status, body = await call(
         http,
         "PATCH",
         "/apis/apps/v1/namespaces/team-b/deployments/api",
-        operator,
+        "alice-token",
         patch,
         headers=other,
         content_type=MERGE_PATCH,
@@ -619,13 +620,13 @@ async def test_impersonating_a_service_account(
     assert (status, body) == (
         403,
         forbidden(
-            f'serviceaccounts "runner" is forbidden: User "{OPERATOR}" cannot impersonate'
+            'serviceaccounts "runner" is forbidden: User "alice" cannot impersonate'
             ' resource "serviceaccounts" in API group "" in the namespace "team-b"',
             {"name": "runner", "kind": "serviceaccounts"},
         ),
     )
     refused = em.audit[-1]
-    assert (refused.user, refused.impersonated_by, refused.code) == (OPERATOR, None, 403)
+    assert (refused.user, refused.impersonated_by, refused.code) == ("alice", None, 403)
     assert refused.impersonate_user == "system:serviceaccount:team-b:runner"
     assert (refused.verb, refused.namespace, refused.resource) == ("patch", "team-b", "deployments")
 
@@ -747,14 +748,15 @@ async def test_self_subject_access_reviews(em: ApiServerEmulator, http: httpx.As
         return result
 
     assert await review(
-        {"verb": "patch", "group": "apps", "resource": "deployments", "namespace": "x"}
+        {"verb": "impersonate", "resource": "serviceaccounts", "namespace": "x", "name": "r"}
     ) == {
         "allowed": True,
         "reason": 'RBAC: allowed by ClusterRoleBinding "mcp-remediator" of ClusterRole'
         ' "mcp-remediator" to ServiceAccount "mcp-remediator/mcp-remediator"',
     }
+    # The operator itself may not touch workloads: its steps act as runner accounts.
     assert await review(
-        {"verb": "update", "group": "apps", "resource": "deployments", "namespace": "x"}
+        {"verb": "patch", "group": "apps", "resource": "deployments", "namespace": "x"}
     ) == {"allowed": False}
     assert await review(
         {"verb": "patch", "group": "kyverno.io", "resource": "clusterpolicies"}

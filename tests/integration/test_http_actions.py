@@ -299,6 +299,7 @@ async def test_an_untrusted_namespace_names_its_modules_base_url_in_a_secret(
     http_mock.on("GET", "/mcp/finbot/health", (200, {"status": "ok"}))
     http_mock.on("POST", "/mcp/finbot/health", (200, {"status": "ok"}))
     cluster.seed(secret("team-a", "finbot", url=f"{http_mock.url}/"))
+    cluster.tenant("team-a")
     env = await actions_env(
         cluster.connection,
         module_base_urls={"finbot": "http://finbot.mcp:8080"},
@@ -347,6 +348,7 @@ async def test_an_untrusted_namespace_notifies_through_its_own_webhook(
 ) -> None:
     http_mock.on("POST", "/hooks/TEAMSECRET", (200, "ok"))
     cluster.seed(secret("team-a", "oncall", url=f"{http_mock.url}/hooks/TEAMSECRET"))
+    cluster.tenant("team-a")
     env = await actions_env(
         cluster.connection, notify_webhook_url=f"{http_mock.url}/hooks/OPERATORSECRET"
     )

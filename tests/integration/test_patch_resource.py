@@ -134,9 +134,13 @@ async def test_the_refusal_layer_applies(
 
 
 async def test_missing_object_and_dry_run(cluster: Cluster, actions_env: ActionsEnvFactory) -> None:
+    # The catalogue's runner may read dese-api-config only: a team's runner, any ConfigMap.
+    cluster.tenant("mcp", "team-runner")
     env = await actions_env(cluster.connection)
     with pytest.raises(StepFailed, match="ConfigMap mcp/nope not found"):
-        await env.run("patchResource", {"name": "nope", "mergePatch": RAISE_TIMEOUT})
+        await env.run(
+            "patchResource", {"name": "nope", "mergePatch": RAISE_TIMEOUT}, account="team-runner"
+        )
 
     cluster.seed(config_map())
     result = await env.run(
@@ -154,10 +158,14 @@ async def test_messages_name_keys_never_values(
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "jwt", "namespace": "mcp"},
          "data": {"JWT_SECRET": "b2xk"}}
     )  # fmt: skip
+    # Allowing a kind in MCP_PATCH_ALLOWED_KINDS needs the rights on it for the runner too.
+    secrets = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]}
+    cluster.grant("mcp", "secret-rotator", [secrets])
     env = await actions_env(cluster.connection, patch_allowed_kinds=["Secret"])
     result = await env.run(
         "patchResource",
         {"kind": "Secret", "name": "jwt", "mergePatch": {"stringData": {"JWT_SECRET": "s3cr3t"}}},
+        account="secret-rotator",
     )
     assert "s3cr3t" not in result.message
     assert "s3cr3t" not in str(result.outputs)

@@ -268,6 +268,7 @@ async def test_an_untrusted_namespace_uses_prometheus_from_its_own_secrets(
 
     http_mock.on("GET", "/api/v1/query", answer)
     cluster.seed(secret("team-a", "prom", url=http_mock.url, token="team-token"))
+    cluster.tenant("team-a")
     env = await actions_env(
         cluster.connection, prometheus_url="http://127.0.0.1:9", prometheus_token="prom-token"
     )

@@ -68,7 +68,10 @@ async def run_action(
         spec.validate(parsed, settings, NAMESPACE)
     # Only the Secret-reference tests reach the API; elsewhere nothing listens there.
     connection = connection or ConnectionConfig(server="http://127.0.0.1:9")
+    # As the engine does: the steps' client acts as the runner of the remediation's namespace.
+    runner = settings.default_service_account
     kube = KubeApi(connection, settings, transport=transport)
+    kube = kube.impersonating(remediation.split("/", 1)[0], runner)
     clients = Clients(settings, kube, httpx.AsyncClient())
 
     async def checkpoint(values: Mapping[str, str]) -> None:
@@ -676,6 +679,7 @@ async def test_an_untrusted_namespace_uses_a_secret_of_its_own(
     server = redis_factory(password=PASSWORD)
     await fill(server, "mcp:dashboard:", 100)
     cluster.seed(redis_secret("team-a", server.url()))
+    cluster.tenant("team-a")
     # The same name in the trusted namespace and in the target namespace: neither is read.
     cluster.seed(redis_secret("mcp", f"redis://127.0.0.1:{free_port()}/0"))
     cluster.seed(redis_secret("target-from-alert", f"redis://127.0.0.1:{free_port()}/0"))

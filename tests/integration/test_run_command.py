@@ -18,7 +18,8 @@ async def test_run_executes_an_applied_remediation_through_a_kubeconfig(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    write_kubeconfig(kubeconfig, cluster.url, namespace="mcp")
+    # The operator's ServiceAccount token, as the shipped manifests give its pod.
+    write_kubeconfig(kubeconfig, cluster.url, namespace="mcp", token=cluster.connection.token)
     env = {
         **os.environ,
         "MCP_RECEIVER_PORT": str(free_port()),

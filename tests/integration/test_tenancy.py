@@ -30,29 +30,6 @@ def service_account(name: str, namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
 
 
-def grant(
-    cluster: Cluster, account: str, namespace: str, rules: list[dict[str, Any]], *, at: str = ""
-) -> None:
-    """A Role of ``rules`` in ``at`` (default: the account's namespace) bound to the
-    ServiceAccount ``namespace/account``."""
-    where = at or namespace
-    name = f"{account}-{namespace}"
-    meta = {"name": name, "namespace": where}
-    rbac = "rbac.authorization.k8s.io/v1"
-    cluster.api.apply(
-        [
-            {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
-            {
-                "apiVersion": rbac,
-                "kind": "RoleBinding",
-                "metadata": meta,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-            },
-        ]
-    )
-
-
 RESTART = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}
 
 
@@ -83,7 +60,7 @@ async def test_a_runbooks_service_account_is_used_for_its_runs(
     cluster: Cluster, operator: OperatorUnderTest
 ) -> None:
     cluster.seed(service_account("restarter", "mcp"))
-    grant(cluster, "restarter", "mcp", [RESTART])
+    cluster.grant("mcp", "restarter", [RESTART])
     cluster.seed(deployment("mubot"))
     cluster.seed(
         {

@@ -194,7 +194,7 @@ async def test_secrets_are_read_from_the_remediations_namespace_only(
         (200, {"data": {}}, "SecretNotFound", False),
         (200, {}, "SecretNotFound", False),
         (404, {"reason": "NotFound", "message": "secrets not found"}, "SecretNotFound", False),
-        (403, {"reason": "Forbidden", "message": "cannot get secrets"}, "StepFailed", False),
+        (403, {"reason": "Forbidden", "message": "cannot get secrets"}, "Forbidden", False),
         (503, {"reason": "ServiceUnavailable", "message": "etcd"}, "StepFailed", True),
     ],
 )

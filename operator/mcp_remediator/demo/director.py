@@ -264,7 +264,10 @@ class Director:
     async def start_operator(self) -> OperatorThread:
         operator = OperatorThread(
             self.world.settings(self.receiver_port, self.token),
-            ConnectionConfig(server=self.world.api_url, insecure=True),
+            # As in a pod: the operator's ServiceAccount token, the shipped RBAC applied.
+            ConnectionConfig(
+                server=self.world.api_url, insecure=True, token=self.world.operator_token()
+            ),
         )
         operator.start()
         self.operator = operator
@@ -556,7 +559,9 @@ async def keep_serving(director: Director) -> None:
     token_file = director.directory / "receiver-token"
     token_file.write_text(director.token)
     token_file.chmod(0o600)
-    kubeconfig = write_kubeconfig(director.directory / "kubeconfig", world.api_url, NAMESPACE)
+    kubeconfig = write_kubeconfig(
+        director.directory / "kubeconfig", world.api_url, NAMESPACE, token=world.api.admin_token
+    )
     now = _rfc3339(datetime.datetime.now(datetime.UTC))
     example = {
         "version": "4",

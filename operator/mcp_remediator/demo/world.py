@@ -61,6 +61,9 @@ from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
 from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
+# The operator's and the runner's RBAC as shipped (copied by `make generate`).
+RBAC_DIR = Path(__file__).parent / "rbac"
+OPERATOR_ACCOUNT = ("mcp-remediator", "mcp-remediator")
 ARGOCD_NAMESPACE = "argocd"
 KYVERNO_NAMESPACE = "kyverno"
 MODULES = ("finbot", "mubot", "aiops", "observability")
@@ -414,6 +417,10 @@ class World:
             retry_backoff_seconds=0.3,
         )
 
+    def operator_token(self) -> str:
+        """The bearer token of the operator's ServiceAccount (manifests/rbac)."""
+        return self.api.service_account_token(*OPERATOR_ACCOUNT)
+
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -426,6 +433,10 @@ class World:
         api.register_builtins()
         for text in crdgen.render_all().values():
             api.register_crd(yaml.safe_load(text))
+        # Authentication and RBAC as a cluster has them, with the shipped RBAC applied: the
+        # operator runs as its ServiceAccount; the catalogue's steps act as the runner.
+        api.enable_auth()
+        api.apply_dir(RBAC_DIR)
         for name in (NAMESPACE, ARGOCD_NAMESPACE, KYVERNO_NAMESPACE):
             api.seed(namespace(name))
         for name, (replicas, instance) in WORKLOADS.items():
