@@ -134,3 +134,147 @@ async def test_a_run_of_a_runbook_cannot_choose_its_own_account(
     assert done["status"]["phase"] == "Failed"
     assert done["status"]["reason"] == "InvalidSpec"
     assert "runbook's spec.serviceAccountName" in done["status"]["message"]
+
+
+# -- the attack of a namespace editor (issue: tenancy) ------------------------------------
+
+ARGO = "argoproj.io/v1alpha1"
+WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def config_map(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    meta = {"name": name, "namespace": namespace}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def pod(namespace: str, name: str, app: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {"containers": [{"name": "main", "image": "registry.local/api:1"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def platform(cluster: Cluster) -> None:
+    """What a tenant must never reach: Argo CD's RBAC, a ConfigMap Kyverno policies read,
+    another team's Deployment and pods, the Kyverno policies' Application."""
+    cluster.seed(config_map("argocd", "argocd-rbac-cm", {"policy.default": "role:readonly"}))
+    cluster.seed(config_map("platform", "kyverno-settings", {"registry": "registry.dese.ai"}))
+    cluster.seed(deployment("api", "payments"))
+    cluster.seed(pod("payments", "api-1", "api"))
+    cluster.seed(
+        {
+            "apiVersion": ARGO,
+            "kind": "Application",
+            "metadata": {"name": "kyverno-policies", "namespace": "argocd"},
+            "spec": {
+                "project": "platform",
+                "source": {"repoURL": "https://git.dese.ai/platform-gitops", "path": "kyverno"},
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": "kyverno"},
+            },
+            "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}},
+        }
+    )
+
+
+ATTACK = [
+    {"name": "argocd-admin", "action": "patchResource",
+     "params": {"namespace": "argocd", "name": "argocd-rbac-cm",
+                "mergePatch": {"data": {"policy.default": "role:admin"}}}},
+    {"name": "kyverno-config", "action": "patchResource",
+     "params": {"namespace": "platform", "name": "kyverno-settings",
+                "mergePatch": {"data": {"registry": "registry.evil.example"}}}},
+    {"name": "restart-payments", "action": "rolloutRestart",
+     "params": {"namespace": "payments", "name": "api"}},
+    {"name": "list-payments-pods", "action": "podStatus",
+     "params": {"namespace": "payments", "selector": "app=api"}},
+    {"name": "prune-policies", "action": "argocdSync",
+     "params": {"application": "kyverno-policies", "prune": True, "wait": False}},
+]  # fmt: skip
+
+
+def versions(cluster: Cluster) -> dict[str, str]:
+    objs = {
+        "argocd-rbac-cm": cluster.get("v1", "configmaps", "argocd", "argocd-rbac-cm"),
+        "kyverno-settings": cluster.get("v1", "configmaps", "platform", "kyverno-settings"),
+        "payments/api": cluster.get("apps/v1", "deployments", "payments", "api"),
+        "kyverno-policies": cluster.get(ARGO, "applications", "argocd", "kyverno-policies"),
+    }
+    return {key: obj["metadata"]["resourceVersion"] for key, obj in objs.items()}
+
+
+async def test_a_namespace_editor_cannot_act_beyond_the_namespace(
+    cluster: Cluster, operator: OperatorUnderTest
+) -> None:
+    platform(cluster)
+    cluster.tenant("team-a")  # team-a's runner: every action's rights, in team-a only
+    before = versions(cluster)
+    steps = [{**step, "continueOnFailure": True} for step in ATTACK]
+    cluster.seed(remediation("take-over", steps, "team-a"))
+
+    done = await cluster.wait_phase("team-a", "take-over", {"Succeeded", "Failed", "Refused"})
+
+    results = {s["name"]: s for s in done["status"]["steps"]}
+    assert {name: s["reason"] for name, s in results.items()} == dict.fromkeys(
+        results, "Forbidden"
+    ), done["status"]
+    account = "system:serviceaccount:team-a:mcp-remediator-runner"
+    assert (
+        f'User "{account}" cannot get resource "configmaps"'
+        in (results["argocd-admin"]["message"])
+    )
+    assert 'in the namespace "argocd"' in results["argocd-admin"]["message"]
+    assert 'cannot list resource "pods"' in results["list-payments-pods"]["message"]
+    assert (
+        "acting as ServiceAccount team-a/mcp-remediator-runner"
+        in (results["restart-payments"]["message"])
+    )
+    # Each was refused at its first request: no retry of a 403.
+    assert {s["attempts"] for s in results.values()} == {1}
+    assert versions(cluster) == before
+    # No write of a step reached any namespace; every step request acted as team-a's runner.
+    step_requests = [e for e in cluster.api.audit if e.impersonate_user]
+    assert {e.impersonate_user for e in step_requests} == {account}
+    assert not [e for e in step_requests if e.verb in WRITES and e.allowed]
+
+
+async def test_the_same_steps_from_a_trusted_runbook_whose_account_is_granted_them_succeed(
+    cluster: Cluster, operator: OperatorUnderTest
+) -> None:
+    platform(cluster)
+    patch = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    restart = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}
+    pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    sync = {"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["get", "patch"]}
+    cluster.grant("mcp", "platform-runner", [patch, sync], at="argocd")
+    cluster.grant("mcp", "platform-runner", [patch], at="platform")
+    cluster.grant("mcp", "platform-runner", [restart, pods], at="payments")
+    cluster.seed(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "McpRunbook",
+            "metadata": {"name": "platform-admin", "namespace": "mcp"},
+            "spec": {"serviceAccountName": "platform-runner", "steps": ATTACK},
+        }
+    )
+    cluster.seed(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "McpRemediation",
+            "metadata": {"name": "platform-admin-by-hand", "namespace": "mcp"},
+            "spec": {"runbookRef": {"name": "platform-admin"}},
+        }
+    )
+
+    done = await cluster.wait_phase("mcp", "platform-admin-by-hand", {"Succeeded", "Failed"})
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * len(ATTACK)
+    rbac_cm = cluster.get("v1", "configmaps", "argocd", "argocd-rbac-cm")
+    assert rbac_cm["data"]["policy.default"] == "role:admin"
+    step_requests = [e for e in cluster.api.audit if e.impersonate_user]
+    assert {e.impersonate_user for e in step_requests} == {
+        "system:serviceaccount:mcp:platform-runner"
+    }
