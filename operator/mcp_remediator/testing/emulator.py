@@ -1576,6 +1576,16 @@ _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ("apps/v1", "statefulsets", "StatefulSet", True, True, ["sts"]),
     ("apps/v1", "daemonsets", "DaemonSet", True, True, ["ds"]),
     ("apps/v1", "replicasets", "ReplicaSet", True, True, ["rs"]),
+    # Served so that Kopf's resource observer can list and watch them (and RBAC decide);
+    # register_crd still decides what is served, the stored objects are only listed.
+    (
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        True,
+        ["crd", "crds"],
+    ),
     (
         "admissionregistration.k8s.io/v1",
         "validatingwebhookconfigurations",
