@@ -205,7 +205,7 @@ class Director:
         """Turn every change of a remediation's status into timeline lines."""
         last_trim = time.monotonic()
         while True:
-            for obj in self.world.api.list_objects(API_VERSION, REMEDIATIONS, NAMESPACE):
+            for obj in self.world.api.list_objects(API_VERSION, REMEDIATIONS):
                 self._diff(obj)
             if time.monotonic() - last_trim > 2:
                 # KMock matches each request against all earlier ones: forget them.
@@ -214,7 +214,7 @@ class Director:
             await asyncio.sleep(0.05)
 
     def _diff(self, obj: dict[str, Any]) -> None:
-        name = obj["metadata"]["name"]
+        name = display_name(obj["metadata"]["namespace"], obj["metadata"]["name"])
         status = obj.get("status") or {}
         phase = status.get("phase", "Pending")
         lines = []
@@ -388,10 +388,10 @@ class IncidentStage:
         return list(await asyncio.gather(*follows))
 
     async def apply(self, body: dict[str, Any], expect: Expect) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        self._own(name, expect)
+        name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+        self._own(display_name(namespace, name), expect)
         self.world.api.seed(body)
-        return await self.follow(name, expect)
+        return await self.follow(name, expect, namespace)
 
     def _own(self, name: str, expect: Expect | None) -> None:
         """Route the timeline lines of this run, and of the runs it escalates to, here."""
@@ -401,7 +401,7 @@ class IncidentStage:
                 name = escalation_name(expect.escalation.runbook, name)
             expect = expect.escalation
 
-    async def follow(self, name: str, expect: Expect) -> dict[str, Any]:
+    async def follow(self, name: str, expect: Expect, namespace: str = NAMESPACE) -> dict[str, Any]:
         """Wait until the remediation ends, approving it when asked; check how it ended
         and follow its escalation."""
         api = self.world.api
@@ -409,7 +409,7 @@ class IncidentStage:
 
         async def finished() -> dict[str, Any] | None:
             nonlocal approved
-            obj = api.get(API_VERSION, REMEDIATIONS, NAMESPACE, name)
+            obj = api.get(API_VERSION, REMEDIATIONS, namespace, name)
             if obj is None:
                 return None
             phase = (obj.get("status") or {}).get("phase")
@@ -441,6 +441,11 @@ class IncidentStage:
         if expect.escalation is not None:
             await self.follow(escalation_name(expect.escalation.runbook, name), expect.escalation)
         return obj
+
+
+def display_name(namespace: str, name: str) -> str:
+    """A remediation's name in the timeline: qualified outside the MCP layer's namespace."""
+    return name if namespace == NAMESPACE else f"{namespace}/{name}"
 
 
 def _lanes() -> list[list[tuple[int, Incident]]]:

@@ -19,15 +19,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from mcp_remediator.demo.world import (
+    ARGOCD_NAMESPACE,
+    ARGOCD_RBAC,
     CONFIG_MAP,
     NAMESPACE,
+    RESTARTED_AT,
     SIGNED_IMAGES,
     SIGNED_IMAGES_GIT,
     STALE_AUTHZ_KEY,
+    TENANT,
+    TENANT_RUNBOOK,
+    TENANT_RUNNER,
     World,
     pod_status,
 )
-from mcp_remediator.models import API_VERSION
+from mcp_remediator.models import API_VERSION, REMEDIATIONS
 from mcp_remediator.testing.daemons import DemoError
 
 # The alerts' conditions at the demo's pace: 5 s windows instead of 5 minutes.
@@ -424,10 +430,67 @@ async def redis_down(stage: Stage) -> Verdict:
     )
     if len(world.redis_pids) < 2:
         raise DemoError("redis-server was not started again")
+    tenant_runs = [
+        run
+        for run in world.api.list_objects(API_VERSION, REMEDIATIONS, TENANT)
+        if (run["spec"].get("runbookRef") or {}).get("name") == TENANT_RUNBOOK
+    ]
+    if tenant_runs:
+        raise DemoError(f"{TENANT}'s runbook took the platform's alert: {tenant_runs[0]}")
     return Verdict(
         "verified",
         f"the Deployment restart started redis-server again (pid {pid} -> "
-        f"{world.redis_pids[-1]}); it answers PING and redis_up is 1",
+        f"{world.redis_pids[-1]}); it answers PING and redis_up is 1; {TENANT}'s own "
+        f"RedisDown runbook took nothing (the alert is labelled namespace={NAMESPACE})",
+    )
+
+
+async def tenant_isolation(stage: Stage) -> Verdict:
+    world = stage.world
+    api = world.api
+
+    def versions() -> tuple[str, str]:
+        rbac = api.get("v1", "configmaps", ARGOCD_NAMESPACE, ARGOCD_RBAC)
+        dese_api = api.get("apps/v1", "deployments", NAMESPACE, "dese-api")
+        if rbac is None or dese_api is None:
+            raise DemoError("the world lacks Argo CD's RBAC ConfigMap or dese-api")
+        restarted = dese_api["spec"]["template"]["metadata"].get("annotations", {})
+        return rbac["metadata"]["resourceVersion"], str(restarted.get(RESTARTED_AT))
+
+    before = versions()
+    stage.say(
+        "manual",
+        f"a {TENANT} editor (`edit` in {TENANT} only, which includes McpRemediations) applies "
+        f"McpRemediation {TENANT}/take-over: patch {ARGOCD_NAMESPACE}/{ARGOCD_RBAC} to "
+        f"policy.default: role:admin (every Argo CD user an admin), then restart "
+        f"{NAMESPACE}/dese-api; its steps act as {TENANT}/{TENANT_RUNNER}",
+    )
+    admin = {"data": {"policy.default": "role:admin"}}
+    take_over = {
+        "apiVersion": API_VERSION,
+        "kind": "McpRemediation",
+        "metadata": {"name": "take-over", "namespace": TENANT},
+        "spec": {
+            "steps": [
+                {"name": "argocd-admin", "action": "patchResource", "continueOnFailure": True,
+                 "params": {"namespace": ARGOCD_NAMESPACE, "name": ARGOCD_RBAC,
+                            "mergePatch": admin}},
+                {"name": "restart-platform", "action": "rolloutRestart",
+                 "params": {"namespace": NAMESPACE, "name": "dese-api"}},
+            ]
+        },
+    }  # fmt: skip
+    run = await stage.apply(take_over, Expect("", "Failed", reasons=frozenset({"Forbidden"})))
+    reasons = [s.get("reason") for s in run["status"]["steps"]]
+    if reasons != ["Forbidden", "Forbidden"]:
+        raise DemoError(f"expected both steps Forbidden, got {reasons}")
+    if versions() != before:
+        raise DemoError("a tenant's step wrote outside its namespace")
+    return Verdict(
+        "refused as documented",
+        f"both steps failed Forbidden, as {TENANT}/{TENANT_RUNNER}: Kubernetes RBAC, not the "
+        f"operator's rights, decided; {ARGOCD_NAMESPACE}/{ARGOCD_RBAC} and "
+        f"{NAMESPACE}/dese-api were not written",
     )
 
 
@@ -447,4 +510,5 @@ INCIDENTS = [
         2,
         websocket_events_not_published,
     ),
+    Incident("tenant-isolation", "A tenant reaches beyond its namespace", 2, tenant_isolation),
 ]

@@ -46,6 +46,7 @@ import yaml
 from aiohttp import web
 from pydantic import SecretStr
 
+from mcp_remediator.models import API_VERSION
 from mcp_remediator.settings import Settings
 from mcp_remediator.testing.daemons import (
     Daemon,
@@ -65,6 +66,11 @@ NAMESPACE = "mcp"
 RBAC_DIR = Path(__file__).parent / "rbac"
 OPERATOR_ACCOUNT = ("mcp-remediator", "mcp-remediator")
 ARGOCD_NAMESPACE = "argocd"
+# A team with `edit` rights in its own namespace only; its runner may act there, nowhere else.
+TENANT = "team-a"
+TENANT_RUNNER = "mcp-remediator-runner"
+ARGOCD_RBAC = "argocd-rbac-cm"
+TENANT_RUNBOOK = "team-a-redis-down"
 KYVERNO_NAMESPACE = "kyverno"
 MODULES = ("finbot", "mubot", "aiops", "observability")
 EVENT_TYPES = {"finbot": "portfolio", "mubot": "ledger", "aiops": "incidents",
@@ -230,6 +236,38 @@ def policy_report() -> dict[str, Any]:
         "results": results,
         "summary": {"pass": 1, "fail": 1},
     }
+
+
+def argocd_rbac() -> dict[str, Any]:
+    """Argo CD's RBAC: who may do what in Argo CD (a tenant must never reach it)."""
+    meta = {"name": ARGOCD_RBAC, "namespace": ARGOCD_NAMESPACE}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {"policy.default": "role:readonly"}}  # fmt: skip
+
+
+def tenant() -> list[dict[str, Any]]:
+    """team-a: its namespace, its runner account with the rights of its own namespace (as the
+    README's recipe grants them), and a runbook of its own on the platform's RedisDown alert,
+    which must only ever match alerts labelled with team-a."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": TENANT_RUNNER, "namespace": TENANT}
+    rules = [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]},
+    ]
+    subject = {"kind": "ServiceAccount", "name": TENANT_RUNNER, "namespace": TENANT}
+    restart = {"name": "restart", "action": "rolloutRestart", "params": {"name": "redis"}}
+    return [
+        namespace(TENANT),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": TENANT_RUNNER}},
+        {"apiVersion": API_VERSION, "kind": "McpRunbook",
+         "metadata": {"name": TENANT_RUNBOOK, "namespace": TENANT},
+         "spec": {"triggers": [{"alertname": "RedisDown"}], "steps": [restart]}},
+    ]  # fmt: skip
 
 
 def config_map() -> dict[str, Any]:
@@ -459,6 +497,8 @@ class World:
         )
         api.seed(policy_report())
         api.seed(config_map())
+        api.seed(argocd_rbac())
+        api.apply(tenant())
         api.add_reactor("apps/v1", "deployments", complete_rollouts)
         api.add_reactor("apps/v1", "deployments", self._on_deployment)
         api.add_reactor("argoproj.io/v1alpha1", "applications", self._argocd_controller)
