@@ -50,6 +50,12 @@ async def test_step_requests_impersonate_the_runner_and_bookkeeping_does_not(
     steps = requests_to(cluster, "deployments")
     assert steps, "the step made no request"
     assert {r.headers.get(IMPERSONATE) for r in steps} == {RUNNER}
+    # Only Impersonate-User is sent; the API server gives the account its own groups.
+    assert not any("Impersonate-Group" in r.headers for r in steps)
+    authorized = [e for e in cluster.api.audit if e.resource == "deployments"]
+    assert {(e.user, e.groups) for e in authorized} == {
+        (RUNNER, ("system:serviceaccounts", "system:serviceaccounts:mcp", "system:authenticated"))
+    }
     # The operator's own records keep its identity.
     for plural in ("mcpremediations", "events"):
         own = requests_to(cluster, plural)
@@ -222,8 +228,7 @@ async def test_a_namespace_editor_cannot_act_beyond_the_namespace(
     ), done["status"]
     account = "system:serviceaccount:team-a:mcp-remediator-runner"
     assert (
-        f'User "{account}" cannot get resource "configmaps"'
-        in (results["argocd-admin"]["message"])
+        f'User "{account}" cannot get resource "configmaps"' in (results["argocd-admin"]["message"])
     )
     assert 'in the namespace "argocd"' in results["argocd-admin"]["message"]
     assert 'cannot list resource "pods"' in results["list-payments-pods"]["message"]
