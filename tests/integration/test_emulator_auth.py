@@ -898,6 +898,8 @@ async def test_kopf_runs_as_a_service_account_with_just_enough_rbac(
                 None,
                 rule(["mcp.dese.ai"], ["mcpremediations"], ["get", "list", "watch", "patch"]),
                 rule([""], ["events"], ["create"]),
+                # Kopf's resource observer notices CRDs installed while it runs.
+                rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"]),
             ),
             binding("kopf", None, "ClusterRole", "kopf-widgets", sa("kopf", "ops")),
             remediation("r"),
