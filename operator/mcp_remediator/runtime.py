@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 
@@ -26,6 +30,17 @@ from mcp_remediator.settings import Settings
 log = logging.getLogger(__name__)
 
 Flag = asyncio.Event | threading.Event | asyncio.Future[None]
+
+
+def own_identity(environ: Mapping[str, str] | None = None) -> str:
+    """Who this operator process is, for Kopf's peering and progress annotations.
+
+    ``POD_ID`` (the Deployment passes the pod's name), else ``<hostname>-<pid>``. Never the
+    user name: Kopf's own default asks the passwd database, which has no entry for the
+    image's uid (65532) and would stop the operator at start-up.
+    """
+    env = os.environ if environ is None else environ
+    return env.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 async def run_operator(
@@ -64,6 +79,7 @@ async def run_operator(
                 clusterwide=not namespaces,
                 namespaces=namespaces,
                 standalone=settings.peering is None,
+                identity=cast(Any, own_identity()),  # Kopf's Identity: a NewType of str
                 peering_name=settings.peering,
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,

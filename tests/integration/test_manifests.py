@@ -384,6 +384,13 @@ def test_the_pod_is_locked_down(pod_spec: dict[str, Any]) -> None:
             assert {"cpu", "memory"} <= set(container["resources"][bound]), bound
 
 
+def test_the_pod_names_itself_for_kopf(pod_spec: dict[str, Any]) -> None:
+    """The image's uid has no passwd entry: Kopf's identity comes from POD_ID, the pod name."""
+    (container,) = pod_spec["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_probes_ask_the_receiver(pod_spec: dict[str, Any]) -> None:
     (container,) = pod_spec["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
