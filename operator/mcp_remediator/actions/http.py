@@ -28,6 +28,7 @@ import httpx
 from pydantic import Field, JsonValue, model_validator
 
 from mcp_remediator.actions import credentials
+from mcp_remediator.actions.common import Url
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
@@ -97,7 +98,7 @@ def _status_detail(response: httpx.Response) -> str:
 
 
 class HttpHealthCheckParams(ActionParams):
-    url: str | None = Field(
+    url: Url | None = Field(
         None, min_length=1, description="URL to probe (or `module`); must be an allowed host."
     )
     module: str | None = Field(
@@ -189,7 +190,7 @@ class HttpRequestParams(ActionParams):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
         "GET", description="HTTP method."
     )
-    url: str | None = Field(
+    url: Url | None = Field(
         None, min_length=1, description="URL on an allowed host (templated); or `module`."
     )
     module: str | None = Field(
@@ -199,7 +200,7 @@ class HttpRequestParams(ActionParams):
         "only, or `baseUrlSecretRef`) `path` is appended to.",
     )
     baseUrlSecretRef: SecretKeyRef | None = Field(None, description=BASE_URL_SECRET_REF)
-    path: str | None = Field(
+    path: Url | None = Field(
         None,
         pattern=r"^/",
         description="Path under the module's base URL, e.g. `/mcp/finbot/events/test`.",

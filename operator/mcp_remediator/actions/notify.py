@@ -23,6 +23,7 @@ import httpx
 from pydantic import Field
 
 from mcp_remediator.actions import credentials
+from mcp_remediator.actions.common import SlackText
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
@@ -55,7 +56,7 @@ class WebhookRef(ActionParams):
 
 
 class NotifyParams(ActionParams):
-    message: str = Field(
+    message: SlackText = Field(
         min_length=1,
         description="The text to post (templated: `{{ labels.alertname }}`, step outputs...).",
     )

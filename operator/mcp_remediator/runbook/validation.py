@@ -14,10 +14,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcp_remediator.actions import REGISTRY, ActionSpec
-from mcp_remediator.errors import Refused
+from mcp_remediator.errors import Refused, TemplateError
 from mcp_remediator.kube import refusals
 from mcp_remediator.models import RunbookSpec, Step
-from mcp_remediator.runbook import matchers, templates
+from mcp_remediator.runbook import escaping, matchers, templates
 from mcp_remediator.settings import Settings
 
 SAMPLE = templates.Inputs(labels={}, annotations={}, steps={})
@@ -136,12 +136,18 @@ def check_steps(
             problems.append(
                 Problem("DuplicateStep", f"step {step.name}: name used twice", (*where, "name"))
             )
-        problems.extend(
+        template_problems = [
             Problem("InvalidTemplate", text, (*where, "params"))
             for text in templates.validate(step.params, seen, step.name)
-        )
+        ]
+        problems.extend(template_problems)
         seen.append(step.name)
         spec = REGISTRY.get(step.action)
+        if spec is not None and not template_problems:
+            problems.extend(
+                Problem("InvalidTemplate", f"step {step.name}: {text}", (*where, "params"))
+                for text in templates.check_placement(step.params, spec.params)
+            )
         if spec is None:
             known = ", ".join(sorted(REGISTRY))
             problems.append(
@@ -186,11 +192,17 @@ def check_runbook(
     except ValidationError as exc:
         return [Problem("InvalidSpec", pydantic_message(exc))]
     problems = check_steps(spec.steps, settings, spec.target.namespace or namespace)
-    if spec.target.namespace:
+    target = spec.target.namespace
+    if target and templates.PLACEHOLDER.search(target):
         problems.extend(
             Problem("InvalidTemplate", f"target.namespace: {text}", ("target", "namespace"))
-            for text in templates.validate(spec.target.namespace, [], "target")
+            for text in templates.validate(target, [], "target")
         )
+    elif target:
+        try:
+            escaping.namespace(target, "target.namespace")
+        except TemplateError as exc:
+            problems.append(Problem("InvalidSpec", exc.message, ("target", "namespace")))
     for index, trigger in enumerate(spec.triggers):
         for text in trigger.matchers:
             try:
