@@ -99,7 +99,10 @@ def _status_detail(response: httpx.Response) -> str:
 
 class HttpHealthCheckParams(ActionParams):
     url: Url | None = Field(
-        None, min_length=1, description="URL to probe (or `module`); must be an allowed host."
+        None,
+        min_length=1,
+        description="URL to probe (or `module`); must be an allowed host. Template values "
+        "are percent-encoded in the path and query, a host name or port in the host.",
     )
     module: str | None = Field(
         None,
@@ -191,7 +194,10 @@ class HttpRequestParams(ActionParams):
         "GET", description="HTTP method."
     )
     url: Url | None = Field(
-        None, min_length=1, description="URL on an allowed host (templated); or `module`."
+        None,
+        min_length=1,
+        description="URL on an allowed host (templated: values percent-encoded in the path "
+        "and query); or `module`.",
     )
     module: str | None = Field(
         None,
@@ -203,7 +209,8 @@ class HttpRequestParams(ActionParams):
     path: Url | None = Field(
         None,
         pattern=r"^/",
-        description="Path under the module's base URL, e.g. `/mcp/finbot/events/test`.",
+        description="Path under the module's base URL, e.g. `/mcp/finbot/events/test` "
+        "(template values percent-encoded).",
     )
     json_body: JsonValue | None = Field(
         None, alias="json", description="JSON body to send (templated strings inside)."

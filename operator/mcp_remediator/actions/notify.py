@@ -58,7 +58,9 @@ class WebhookRef(ActionParams):
 class NotifyParams(ActionParams):
     message: SlackText = Field(
         min_length=1,
-        description="The text to post (templated: `{{ labels.alertname }}`, step outputs...).",
+        description="The text to post (templated: `{{ labels.alertname }}`, step outputs...); "
+        "`&`, `<` and `>` in template values are escaped, the runbook's own text (Slack "
+        "links too) is sent as written.",
     )
     webhook: WebhookRef | None = Field(
         None,

@@ -151,7 +151,9 @@ class PrometheusQueryParams(PrometheusParams):
     query: PromQL = Field(
         min_length=1,
         description="PromQL instant query, e.g. "
-        '`topk(1, rate(mcp_dashboard_promises_settled_total{status="rejected"}[5m]))`.',
+        '`topk(1, rate(mcp_dashboard_promises_settled_total{status="rejected"}[5m]))`. '
+        "Template values are escaped inside quotes (and regex-quoted after `=~`); "
+        "outside quotes a value must be one name, number or duration.",
     )
 
 
@@ -181,7 +183,11 @@ async def prometheus_query(params: PrometheusQueryParams, ctx: ActionContext) ->
 
 
 class PrometheusVerifyParams(PrometheusParams):
-    query: PromQL = Field(min_length=1, description="PromQL instant query to check.")
+    query: PromQL = Field(
+        min_length=1,
+        description="PromQL instant query to check; template values are escaped as in "
+        "`prometheusQuery`.",
+    )
     condition: str = Field(
         description="What every returned series must satisfy: `> 0`, `>= 0.8`, `== 1`, ..."
     )
