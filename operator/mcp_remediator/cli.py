@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_lint(args: argparse.Namespace) -> int:
     from mcp_remediator.tools.lint import lint_paths
 
-    return lint_paths(args.paths, _settings(), out=sys.stdout)
+    return lint_paths(args.paths, _settings(), out=sys.stdout, namespace=args.namespace)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = commands.add_parser("lint", help="validate McpRunbook/McpRemediation YAML offline")
     lint.add_argument("paths", nargs="+", help="files or directories of YAML")
+    lint.add_argument(
+        "--namespace",
+        default="default",
+        help="namespace of documents whose metadata names none (their steps' target)",
+    )
     lint.set_defaults(fn=cmd_lint)
 
     sim = commands.add_parser(

@@ -226,7 +226,7 @@ class Engine:
             steps = spec.steps
         if namespace is not None:
             try:
-                namespace = templates.render(namespace, self._inputs(run, {}))
+                namespace = templates.render_namespace(namespace, self._inputs(run, {}))
             except StepFailed as exc:
                 raise PlanError("TemplateError", f"target.namespace: {exc.message}") from exc
         problems = check_steps(steps, self.settings, namespace or run.namespace)
@@ -344,7 +344,7 @@ class Engine:
             for s in run.status.steps[:index]
             if s.phase in ("Succeeded", "DryRun")
         }
-        rendered = templates.render(step.params, self._inputs(run, outputs))
+        rendered = templates.render(step.params, self._inputs(run, outputs), spec.params)
         try:
             params = spec.parse(rendered)
         except ValidationError as exc:

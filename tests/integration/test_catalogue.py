@@ -291,7 +291,7 @@ spec:
         ),
         (
             "{name: fix-it, action: restartEverything, params: {}}",
-            "UnknownAction: step fix-it: unknown action 'restartEverything' (known: "
+            "UnknownAction: spec.steps[0].action: unknown action 'restartEverything' (known: "
             + ", ".join(sorted(REGISTRY))
             + ")",
         ),
@@ -313,6 +313,6 @@ def test_lint_fails_with_a_precise_message(tmp_path: Path, step: str, expected: 
 
     assert code == 1
     assert output.splitlines() == [
-        f"{path}:1: McpRunbook/broken: {expected}",
+        f"{path}:8: McpRunbook/broken: {expected}",  # the step's line
         "1 checked, 1 invalid",
     ]

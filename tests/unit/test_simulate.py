@@ -116,3 +116,60 @@ def test_simulate_routes_alerts_by_namespace_like_the_receiver(tmp_path: Path) -
         assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], trusting, out) == 0
     other, _ = yaml.safe_load(out_path.read_text())
     assert [r["runbook"] for r in other["remediations"]] == ["redis-down"]
+
+
+INJECTABLE = """
+apiVersion: mcp.dese.ai/v1alpha1
+kind: McpRunbook
+metadata: {name: redis-down, namespace: mcp}
+spec:
+  triggers: [{alertname: RedisDown}]
+  target: {namespace: "{{ labels.namespace }}"}
+  steps:
+  - name: find
+    action: prometheusQuery
+    params: {query: 'max(redis_up{instance="{{ labels.instance }}"})'}
+  - name: verify
+    action: prometheusVerify
+    params:
+      query: >-
+        min(redis_up{instance="{{ labels.instance }}",
+        pod=~"{{ steps.find.outputs.labels.pod }}"})
+      condition: "== 1"
+  - name: note
+    action: notify
+    params: {message: "{{ labels.instance }}: {{ steps.verify.outputs.value }}"}
+"""
+
+
+def test_simulate_renders_as_the_engine_does_values_escaped(tmp_path: Path) -> None:
+    (tmp_path / "runbooks.yaml").write_text(INJECTABLE)
+    injected = 'x"} or vector(1) or redis_up{instance="<!here>'
+    payload = {
+        "version": "4",
+        "alerts": [
+            {**alert("aa", namespace="mcp", instance=injected), "labels": {
+                "alertname": "RedisDown", "namespace": "kube-system/x", "instance": injected}},
+        ],
+    }  # fmt: skip
+    alerts = tmp_path / "alerts.json"
+    alerts.write_text(json.dumps(payload))
+    out_path = tmp_path / "out.yaml"
+    with out_path.open("w") as out:
+        assert simulate(str(alerts), [str(tmp_path / "runbooks.yaml")], Settings(), out) == 0
+    [result] = yaml.safe_load(out_path.read_text())
+    [run] = result["remediations"]
+    find, verify, note = (step["params"] for step in run["steps"])
+    escaped = 'x\\"} or vector(1) or redis_up{instance=\\"<!here>'
+    assert find["query"] == f'max(redis_up{{instance="{escaped}"}})'
+    assert verify["query"] == (
+        f'min(redis_up{{instance="{escaped}", pod=~"{{{{ steps.find.outputs.labels.pod }}}}"}})'
+    )
+    assert note["message"] == (
+        'x"} or vector(1) or redis_up{instance="&lt;!here&gt;: {{ steps.verify.outputs.value }}'
+    )
+    assert run["wouldFail"] == [
+        "{{ labels.namespace }} rendered 'kube-system/x', which is not a namespace name (a "
+        "DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending "
+        "with a letter or digit)"
+    ]

@@ -70,5 +70,8 @@ def test_lint_exit_codes_and_messages(tmp_path: Path, capsys: object) -> None:
         assert lint_paths([str(tmp_path)], SETTINGS, stream) == 1
         assert lint_paths([str(tmp_path / "none.yaml")], SETTINGS, stream) == 2
     text = out.read_text()
-    assert f"{bad}:1: McpRunbook/bad: UnknownAction: step r: unknown action 'flushAll'" in text
+    assert (
+        f"{bad}:6: McpRunbook/bad: UnknownAction: spec.steps[0].action: unknown action "
+        "'flushAll' (known: argocdSync, " in text
+    )
     assert "1 checked, 0 invalid" in text

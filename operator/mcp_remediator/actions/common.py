@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from pydantic import Field
+
+
+@dataclass(frozen=True)
+class TemplateContext:
+    """Marks a string param by what it holds, so that each value a template puts into it
+    is escaped (or refused) for the spot it fills: ``runbook.escaping`` says how."""
+
+    context: Literal["promql", "slack", "url", "namespace"]
+
 
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -25,4 +35,8 @@ Namespace = Annotated[
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="A namespace; defaults to the runbook's target namespace.",
     ),
+    TemplateContext("namespace"),
 ]
+PromQL = Annotated[str, TemplateContext("promql")]
+SlackText = Annotated[str, TemplateContext("slack")]
+Url = Annotated[str, TemplateContext("url")]

@@ -28,6 +28,7 @@ import httpx
 from pydantic import Field, JsonValue, model_validator
 
 from mcp_remediator.actions import credentials
+from mcp_remediator.actions.common import Url
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
@@ -97,8 +98,11 @@ def _status_detail(response: httpx.Response) -> str:
 
 
 class HttpHealthCheckParams(ActionParams):
-    url: str | None = Field(
-        None, min_length=1, description="URL to probe (or `module`); must be an allowed host."
+    url: Url | None = Field(
+        None,
+        min_length=1,
+        description="URL to probe (or `module`); must be an allowed host. Template values "
+        "are percent-encoded in the path and query, a host name or port in the host.",
     )
     module: str | None = Field(
         None,
@@ -189,8 +193,11 @@ class HttpRequestParams(ActionParams):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
         "GET", description="HTTP method."
     )
-    url: str | None = Field(
-        None, min_length=1, description="URL on an allowed host (templated); or `module`."
+    url: Url | None = Field(
+        None,
+        min_length=1,
+        description="URL on an allowed host (templated: values percent-encoded in the path "
+        "and query); or `module`.",
     )
     module: str | None = Field(
         None,
@@ -199,10 +206,11 @@ class HttpRequestParams(ActionParams):
         "only, or `baseUrlSecretRef`) `path` is appended to.",
     )
     baseUrlSecretRef: SecretKeyRef | None = Field(None, description=BASE_URL_SECRET_REF)
-    path: str | None = Field(
+    path: Url | None = Field(
         None,
         pattern=r"^/",
-        description="Path under the module's base URL, e.g. `/mcp/finbot/events/test`.",
+        description="Path under the module's base URL, e.g. `/mcp/finbot/events/test` "
+        "(template values percent-encoded).",
     )
     json_body: JsonValue | None = Field(
         None, alias="json", description="JSON body to send (templated strings inside)."

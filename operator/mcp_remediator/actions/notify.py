@@ -23,6 +23,7 @@ import httpx
 from pydantic import Field
 
 from mcp_remediator.actions import credentials
+from mcp_remediator.actions.common import SlackText
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed
@@ -55,9 +56,11 @@ class WebhookRef(ActionParams):
 
 
 class NotifyParams(ActionParams):
-    message: str = Field(
+    message: SlackText = Field(
         min_length=1,
-        description="The text to post (templated: `{{ labels.alertname }}`, step outputs...).",
+        description="The text to post (templated: `{{ labels.alertname }}`, step outputs...); "
+        "`&`, `<` and `>` in template values are escaped, the runbook's own text (Slack "
+        "links too) is sent as written.",
     )
     webhook: WebhookRef | None = Field(
         None,

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pydantic import Field, field_validator, model_validator
 
 from mcp_remediator.actions import credentials
+from mcp_remediator.actions.common import PromQL
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import ActionContext, ActionParams, ActionResult, action
 from mcp_remediator.errors import StepFailed, VerificationFailed
@@ -147,10 +148,12 @@ async def connect(ref: PrometheusRef | None, ctx: ActionContext) -> Prometheus:
 
 
 class PrometheusQueryParams(PrometheusParams):
-    query: str = Field(
+    query: PromQL = Field(
         min_length=1,
         description="PromQL instant query, e.g. "
-        '`topk(1, rate(mcp_dashboard_promises_settled_total{status="rejected"}[5m]))`.',
+        '`topk(1, rate(mcp_dashboard_promises_settled_total{status="rejected"}[5m]))`. '
+        "Template values are escaped inside quotes (and regex-quoted after `=~`); "
+        "outside quotes a value must be one name, number or duration.",
     )
 
 
@@ -180,7 +183,11 @@ async def prometheus_query(params: PrometheusQueryParams, ctx: ActionContext) ->
 
 
 class PrometheusVerifyParams(PrometheusParams):
-    query: str = Field(min_length=1, description="PromQL instant query to check.")
+    query: PromQL = Field(
+        min_length=1,
+        description="PromQL instant query to check; template values are escaped as in "
+        "`prometheusQuery`.",
+    )
     condition: str = Field(
         description="What every returned series must satisfy: `> 0`, `>= 0.8`, `== 1`, ..."
     )

@@ -6,7 +6,9 @@ runbook in Git can be checked completely offline. A missing value is an error na
 template, never an empty string.
 
 Used by runbook validation (``validate``) and by the engine before each step
-(``render``).
+(``render``), which writes each value for where it lands (``runbook.escaping``): escaped
+inside a PromQL string, Slack-escaped in a notification, percent-encoded in a URL path; a
+rendered namespace must be a namespace name.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from mcp_remediator.errors import TemplateError
+from mcp_remediator.runbook import escaping
 
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 LABEL_REF = re.compile(r"^(labels|annotations)\.([A-Za-z_][A-Za-z0-9_]*)$")
@@ -107,13 +112,57 @@ class Inputs:
         return value
 
 
-def render(value: Any, inputs: Inputs) -> Any:
-    """Render every placeholder in a params tree."""
+class _Samples(Inputs):
+    """Inputs in which every template renders ``x``: a valid value in every spot."""
+
+    def lookup(self, ref: Ref) -> str:
+        return "x"
+
+
+def check_placement(params: Any, model: type[BaseModel]) -> list[str]:
+    """Problems with where templates sit in params that escape their values (a spot no
+    value could fill, such as right after a backslash in a PromQL string)."""
+    try:
+        render(params, _Samples({}, {}, {}), model)
+    except TemplateError as exc:
+        return [exc.message]
+    return []
+
+
+def render(value: Any, inputs: Inputs, params: type[BaseModel] | None = None) -> Any:
+    """Render every placeholder in a params tree.
+
+    With the action's ``params`` model, each value is written for where it lands in a
+    param that declares a ``TemplateContext`` (PromQL, Slack text, a URL, a namespace:
+    ``runbook.escaping``); elsewhere it is put in as it is.
+    """
+    if params is not None and isinstance(value, Mapping):
+        where = escaping.contexts(params)
+        return {k: _render(v, inputs, where.get(k), f"params.{k}") for k, v in value.items()}
+    return _render(value, inputs, None, "params")
+
+
+def render_namespace(text: str, inputs: Inputs) -> str:
+    """A rendered namespace (``target.namespace``): ``TemplateError`` unless it is a
+    namespace name, which a template must not make into anything else."""
+    refs(text)
+    rendered = PLACEHOLDER.sub(lambda m: inputs.lookup(parse_ref(m.group(1))), text)
+    return escaping.namespace(rendered, refs=[m.group(0) for m in PLACEHOLDER.finditer(text)])
+
+
+def _render(value: Any, inputs: Inputs, context: str | None, where: str) -> Any:
     if isinstance(value, str):
         refs(value)  # validates the whole string first
-        return PLACEHOLDER.sub(lambda m: inputs.lookup(parse_ref(m.group(1))), value)
+        if context is None or not PLACEHOLDER.search(value):
+            return PLACEHOLDER.sub(lambda m: inputs.lookup(parse_ref(m.group(1))), value)
+        parts = PLACEHOLDER.split(value)[::2]
+        fills = [
+            escaping.Fill(m.group(0), inputs.lookup(parse_ref(m.group(1))))
+            for m in PLACEHOLDER.finditer(value)
+        ]
+        return escaping.fill(context, parts, fills, where)
     if isinstance(value, Mapping):
-        return {k: render(v, inputs) for k, v in value.items()}
+        return {k: _render(v, inputs, context, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, inputs) for v in value]
+        return [_render(v, inputs, context, f"{where}[{i}]") for i, v in enumerate(value)]
     return value

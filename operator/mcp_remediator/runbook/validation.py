@@ -6,16 +6,18 @@ before a run starts. Pure: no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_remediator.actions import REGISTRY
-from mcp_remediator.errors import Refused
+from mcp_remediator.actions import REGISTRY, ActionSpec
+from mcp_remediator.errors import Refused, TemplateError
+from mcp_remediator.kube import refusals
 from mcp_remediator.models import RunbookSpec, Step
-from mcp_remediator.runbook import matchers, templates
+from mcp_remediator.runbook import escaping, matchers, templates
 from mcp_remediator.settings import Settings
 
 SAMPLE = templates.Inputs(labels={}, annotations={}, steps={})
@@ -27,6 +29,9 @@ class Problem:
 
     reason: str
     message: str
+    # The field of the checked spec it is about, when known: ``("steps", 2)``; ``lint``
+    # shows that field's line.
+    path: tuple[str | int, ...] = ()
 
 
 def pydantic_message(exc: ValidationError) -> str:
@@ -37,15 +42,79 @@ def pydantic_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _sample(value: object) -> object:
+# Harmless valid names that stand for templated values when a templated step is checked:
+# no refusal rule singles either out (not a Kyverno or protected namespace, API group or
+# name), and any name, namespace or label pattern of a param accepts both.
+SAMPLES = ("x", "y")
+# Refusals that a sample value cannot cause (a sample is never Kyverno's nor protected):
+# raised for a templated step, they hold for whatever its templates render.
+LITERAL_REFUSALS = frozenset({refusals.KYVERNO, refusals.PROTECTED_NAMESPACE})
+
+
+def _sample(value: object, sample: str = SAMPLES[0]) -> object:
     """Params with every placeholder replaced by a harmless valid name."""
     if isinstance(value, str):
-        return templates.PLACEHOLDER.sub("x", value)
+        return templates.PLACEHOLDER.sub(sample, value)
     if isinstance(value, dict):
-        return {k: _sample(v) for k, v in value.items()}
+        return {k: _sample(v, sample) for k, v in value.items()}
     if isinstance(value, list):
-        return [_sample(v) for v in value]
+        return [_sample(v, sample) for v in value]
     return value
+
+
+def _refusal(
+    spec: ActionSpec[Any], raw: object, settings: Settings, namespace: str | None
+) -> Refused | None:
+    """What ``spec.validate`` refuses in ``raw`` params, if anything."""
+    if spec.validate is None:
+        return None
+    try:
+        spec.validate(spec.parse(raw), settings, namespace)  # type: ignore[arg-type]
+    except Refused as exc:
+        return exc
+    except ValidationError:
+        return None
+    return None
+
+
+def _templated_refusal(
+    spec: ActionSpec[Any], params: object, settings: Settings, namespace: str | None
+) -> Refused | None:
+    """The refusal a templated step meets whatever its templates render, if any.
+
+    The step is checked with its placeholders replaced by each of two samples. A refusal
+    counts when no sample can have caused it: one of ``LITERAL_REFUSALS`` raised for both
+    samples, or the very same refusal (reason and message) for both, as when a literal
+    ``kind`` or host is refused while the name or the path is templated. A refusal that
+    names the sample (a templated kind or host outside an allow-list) is left to the run,
+    which checks the rendered params again.
+    """
+    first, second = (_refusal(spec, _sample(params, s), settings, namespace) for s in SAMPLES)
+    if first is None or second is None or first.reason != second.reason:
+        return None
+    if first.reason in LITERAL_REFUSALS or first.message == second.message:
+        return Refused(first.reason, _unsampled(first.message, params))
+    return None
+
+
+def _templated_strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value] if templates.PLACEHOLDER.search(value) else []
+    if isinstance(value, dict):
+        return [text for v in value.values() for text in _templated_strings(v)]
+    if isinstance(value, list):
+        return [text for v in value for text in _templated_strings(v)]
+    return []
+
+
+def _unsampled(message: str, params: object) -> str:
+    """A message about sampled params, with each sampled value shown as its template
+    (``deployments/{{ labels.deployment }}``, not ``deployments/x``)."""
+    for text in sorted(set(_templated_strings(params)), key=len, reverse=True):
+        sampled = re.escape(str(_sample(text)))
+        parts = re.split(rf"(?<![\w.-]){sampled}(?![\w.-])", message)
+        message = text.join(parts)
+    return message
 
 
 def check_steps(
@@ -58,62 +127,92 @@ def check_steps(
     """
     problems: list[Problem] = []
     seen: list[str] = []
-    for step in steps:
+    literal_namespace = None
+    if namespace and not templates.PLACEHOLDER.search(namespace):
+        literal_namespace = namespace
+    for index, step in enumerate(steps):
+        where = ("steps", index)
         if step.name in seen:
-            problems.append(Problem("DuplicateStep", f"step {step.name}: name used twice"))
-        problems.extend(
-            Problem("InvalidTemplate", text)
+            problems.append(
+                Problem("DuplicateStep", f"step {step.name}: name used twice", (*where, "name"))
+            )
+        template_problems = [
+            Problem("InvalidTemplate", text, (*where, "params"))
             for text in templates.validate(step.params, seen, step.name)
-        )
+        ]
+        problems.extend(template_problems)
         seen.append(step.name)
         spec = REGISTRY.get(step.action)
+        if spec is not None and not template_problems:
+            problems.extend(
+                Problem("InvalidTemplate", f"step {step.name}: {text}", (*where, "params"))
+                for text in templates.check_placement(step.params, spec.params)
+            )
         if spec is None:
             known = ", ".join(sorted(REGISTRY))
             problems.append(
                 Problem(
                     "UnknownAction",
                     f"step {step.name}: unknown action {step.action!r} (known: {known})",
+                    (*where, "action"),
                 )
             )
             continue
         templated = bool(templates.PLACEHOLDER.search(repr(step.params)))
         try:
-            raw = _sample(step.params) if templated else step.params
-            params = spec.parse(raw)  # type: ignore[arg-type]
+            spec.parse(_sample(step.params) if templated else step.params)  # type: ignore[arg-type]
         except ValidationError as exc:
             problems.append(
                 Problem(
-                    "InvalidParams", f"step {step.name} ({step.action}): {pydantic_message(exc)}"
+                    "InvalidParams",
+                    f"step {step.name} ({step.action}): {pydantic_message(exc)}",
+                    (*where, "params"),
                 )
             )
             continue
-        literal_namespace = None
-        if namespace and not templates.PLACEHOLDER.search(namespace):
-            literal_namespace = namespace
-        try:
-            if spec.validate is not None and not templated:
-                spec.validate(params, settings, literal_namespace)
-        except Refused as exc:
-            problems.append(Problem(exc.reason, f"step {step.name}: {exc.message}"))
+        if templated:
+            refused = _templated_refusal(spec, step.params, settings, literal_namespace)
+        else:
+            refused = _refusal(spec, step.params, settings, literal_namespace)
+        if refused is not None:
+            problems.append(Problem(refused.reason, f"step {step.name}: {refused.message}", where))
     return problems
 
 
-def check_runbook(body: Mapping[str, Any], settings: Settings) -> list[Problem]:
-    """Every problem of an McpRunbook ``spec``; an empty list means ``Valid=True``."""
+def check_runbook(
+    body: Mapping[str, Any], settings: Settings, namespace: str | None = None
+) -> list[Problem]:
+    """Every problem of an McpRunbook ``spec``; an empty list means ``Valid=True``.
+
+    ``namespace`` is the runbook's own: the target of its steps when ``target.namespace``
+    is not set (as the engine runs them), so their writes are checked against it.
+    """
     try:
-        spec = RunbookSpec.model_validate(dict(body))
+        spec = RunbookSpec.model_validate(dict(body), strict=True)
     except ValidationError as exc:
         return [Problem("InvalidSpec", pydantic_message(exc))]
-    problems = check_steps(spec.steps, settings, spec.target.namespace)
-    if spec.target.namespace:
+    problems = check_steps(spec.steps, settings, spec.target.namespace or namespace)
+    target = spec.target.namespace
+    if target and templates.PLACEHOLDER.search(target):
         problems.extend(
-            Problem("InvalidTemplate", f"target.namespace: {text}")
-            for text in templates.validate(spec.target.namespace, [], "target")
+            Problem("InvalidTemplate", f"target.namespace: {text}", ("target", "namespace"))
+            for text in templates.validate(target, [], "target")
         )
+    elif target:
+        try:
+            escaping.namespace(target, "target.namespace")
+        except TemplateError as exc:
+            problems.append(Problem("InvalidSpec", exc.message, ("target", "namespace")))
     for index, trigger in enumerate(spec.triggers):
         for text in trigger.matchers:
             try:
                 matchers.parse_matchers(text)
             except matchers.MatcherError as exc:
-                problems.append(Problem("InvalidMatcher", f"triggers[{index}].matchers: {exc}"))
+                problems.append(
+                    Problem(
+                        "InvalidMatcher",
+                        f"triggers[{index}].matchers: {exc}",
+                        ("triggers", index, "matchers"),
+                    )
+                )
     return problems

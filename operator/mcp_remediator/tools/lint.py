@@ -1,9 +1,21 @@
 """``mcp-remediator lint PATH…``: offline validation of runbooks for a GitOps repo's CI.
 
 Checks every McpRunbook and McpRemediation document in the given YAML files (directories
-are searched for ``*.yaml``/``*.yml``) with the same code the operator uses: schema,
-actions, params, templates, refusals. Exit codes: 0 all valid, 1 problems found,
-2 nothing to lint or unreadable input.
+are searched for ``*.yaml``/``*.yml``) in two passes, each problem printed as
+``file:line: Kind/name: Reason: message``:
+
+1. The CRD's own schema, strictly (``tools.crdschema``): what the API server would refuse
+   (a wrong type, enum or bound, a missing field: HTTP 422) and what it would silently
+   drop (an unknown or misspelled field), plus fields given twice; the line is the
+   field's own.
+2. On a document that fits its schema, the operator's own checks, with the same code the
+   operator uses (``runbook.validation``): actions, params, templates, refusals (for
+   templated steps too, on their literal fields), matchers. Steps are checked against
+   the namespace they would run in: a runbook's ``target.namespace``, else (like an
+   McpRemediation's inline steps) the document's ``metadata.namespace``, else
+   ``--namespace`` (default ``default``).
+
+Exit codes: 0 all valid, 1 problems found, 2 nothing to lint or unreadable input.
 """
 
 from __future__ import annotations
@@ -19,8 +31,10 @@ from pydantic import ValidationError
 from mcp_remediator.models import API_VERSION, RemediationSpec
 from mcp_remediator.runbook.validation import Problem, check_runbook, check_steps, pydantic_message
 from mcp_remediator.settings import Settings
+from mcp_remediator.tools import crdschema
 
 KINDS = ("McpRunbook", "McpRemediation")
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -28,11 +42,27 @@ class Document:
     path: Path
     line: int
     body: dict[str, Any]
+    node: yaml.Node | None = None  # the composed YAML, for the lines of fields
+
+    def _meta(self, key: str) -> str | None:
+        meta = self.body.get("metadata")
+        value = meta.get(key) if isinstance(meta, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def namespace(self) -> str | None:
+        return self._meta("namespace")
+
+    def at(self, line: int) -> str:
+        return f"{self.path}:{line}: {self.body.get('kind')}/{self._meta('name') or '?'}"
 
     @property
     def label(self) -> str:
-        meta = self.body.get("metadata") or {}
-        return f"{self.path}:{self.line}: {self.body.get('kind')}/{meta.get('name', '?')}"
+        return self.at(self.line)
+
+    def where(self, path: crdschema.Path) -> str:
+        """The label, with the line of the field at ``path`` (the document's when unknown)."""
+        return self.at(crdschema.line(self.node, path, self.line))
 
 
 def yaml_files(paths: Iterable[str]) -> Iterator[Path]:
@@ -45,53 +75,87 @@ def yaml_files(paths: Iterable[str]) -> Iterator[Path]:
 
 
 def documents(path: Path) -> Iterator[Document]:
-    """Every mapping document of a YAML file, with its first line number."""
+    """Every mapping document of a YAML file, with its first line number and its nodes."""
     text = path.read_text()
     for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
         if node is None:
             continue
         body = yaml.safe_load(yaml.serialize(node))
         if isinstance(body, dict):
-            yield Document(path, node.start_mark.line + 1, body)
+            yield Document(path, node.start_mark.line + 1, body, node)
 
 
-def check_document(doc: Document, settings: Settings) -> list[Problem]:
+def _in_spec(problems: Iterable[Problem]) -> list[Problem]:
+    return [Problem(p.reason, p.message, ("spec", *p.path)) for p in problems]
+
+
+def check_document(
+    doc: Document, settings: Settings, namespace: str = DEFAULT_NAMESPACE
+) -> list[Problem]:
+    """Every problem of one McpRunbook or McpRemediation; each ``path`` is from the
+    document's root. ``namespace``: the document's when its metadata names none."""
     body = doc.body
     if body.get("apiVersion") != API_VERSION:
-        return [Problem("WrongApiVersion", f"apiVersion must be {API_VERSION}")]
-    if not (body.get("metadata") or {}).get("name"):
-        return [Problem("MissingName", "metadata.name is required")]
-    spec = body.get("spec")
-    if not isinstance(spec, dict):
-        return [Problem("InvalidSpec", "spec must be a mapping")]
+        return [Problem("WrongApiVersion", f"apiVersion must be {API_VERSION}", ("apiVersion",))]
+    problems = [
+        Problem(
+            "DuplicateField",
+            f"{crdschema.show(path)}: given twice (the API server refuses duplicate fields)",
+            path,
+        )
+        for path, _ in crdschema.duplicate_keys(doc.node)
+    ]
+    problems.extend(
+        Problem(v.reason, f"{crdschema.show(v.path)}: {v.message}", v.path)
+        for v in crdschema.violations(body)
+    )
+    if problems:
+        return problems
+    if doc._meta("name") is None:
+        return [Problem("MissingName", "metadata.name is required", ("metadata",))]
+    spec = body["spec"]
+    namespace = doc.namespace or namespace
     if body["kind"] == "McpRunbook":
-        return check_runbook(spec, settings)
+        return _in_spec(check_runbook(spec, settings, namespace))
     try:
-        remediation = RemediationSpec.model_validate(spec)
+        remediation = RemediationSpec.model_validate(spec, strict=True)
     except ValidationError as exc:
-        return [Problem("InvalidSpec", pydantic_message(exc))]
+        return [Problem("InvalidSpec", pydantic_message(exc), ("spec",))]
     if (remediation.runbookRef is None) == (not remediation.steps):
         return [Problem("InvalidSpec", "give exactly one of spec.runbookRef or spec.steps")]
-    return check_steps(remediation.steps, settings)
+    if remediation.runbookRef is not None and remediation.serviceAccountName:
+        return [
+            Problem(
+                "InvalidSpec",
+                "spec.serviceAccountName is for inline steps; a run of a runbook acts as the "
+                "runbook's spec.serviceAccountName",
+                ("spec", "serviceAccountName"),
+            )
+        ]
+    return _in_spec(check_steps(remediation.steps, settings, namespace))
 
 
-def lint_paths(paths: Sequence[str], settings: Settings, out: TextIO) -> int:
+def lint_paths(
+    paths: Sequence[str], settings: Settings, out: TextIO, namespace: str = DEFAULT_NAMESPACE
+) -> int:
     checked = failed = 0
     for path in yaml_files(paths):
         try:
             docs = list(documents(path))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             return 2
         for doc in docs:
             if doc.body.get("kind") not in KINDS:
                 continue
             checked += 1
-            problems = check_document(doc, settings)
+            problems = check_document(doc, settings, namespace)
             if problems:
                 failed += 1
                 for problem in problems:
-                    print(f"{doc.label}: {problem.reason}: {problem.message}", file=out)
+                    print(
+                        f"{doc.where(problem.path)}: {problem.reason}: {problem.message}", file=out
+                    )
             else:
                 print(f"{doc.label}: ok", file=out)
     if checked == 0:

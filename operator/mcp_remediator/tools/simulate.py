@@ -2,7 +2,9 @@
 
 Reads an Alertmanager webhook payload (JSON or YAML) and a directory of runbooks, and
 prints, for each alert, the remediations the receiver would create — with their names
-and the steps rendered from the alert's labels — or why none would be. Guardrails that
+and the steps rendered from the alert's labels as the engine renders them (each value
+escaped for its spot, ``runbook.escaping``; step outputs stay placeholders) — or why none
+would be. Guardrails that
 need the cluster's history (cooldown, rates, concurrency) are not evaluated offline;
 ``suspend``, invalid runbooks and template errors are. Matching routes by namespace as the
 receiver does (``alerts.cache``: a runbook outside ``MCP_TRUSTED_NAMESPACES`` takes only
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from mcp_remediator import records
+from mcp_remediator.actions import REGISTRY
 from mcp_remediator.alerts.cache import RunbookCache
 from mcp_remediator.alerts.payload import PayloadError, WebhookAlert, WebhookPayload
 from mcp_remediator.errors import TemplateError
@@ -29,6 +33,54 @@ from mcp_remediator.runbook import templates
 from mcp_remediator.runbook.validation import check_runbook
 from mcp_remediator.settings import Settings
 from mcp_remediator.tools.lint import documents, yaml_files
+
+
+@dataclass(frozen=True)
+class _Known(templates.Inputs):
+    """The alert's labels and annotations; each step output renders as a stand-in that is
+    valid wherever it lands, mapped back to its placeholder in ``stand_ins``."""
+
+    stand_ins: dict[str, str] = field(default_factory=dict)
+
+    def lookup(self, ref: templates.Ref) -> str:
+        if ref.step is None:
+            return super().lookup(ref)
+        token = f"mcpstepoutput{len(self.stand_ins)}x"
+        self.stand_ins[token] = str(ref)
+        return token
+
+
+def _render(
+    value: Any, inputs: templates.Inputs, problems: list[str], action: str | None = None
+) -> Any:
+    """What the engine would render from the alert (each value escaped for its spot, see
+    ``runbook.escaping``), step outputs left as placeholders; on a problem, the problems
+    of every placeholder, with labels put in as they are."""
+    known = _Known(inputs.labels, inputs.annotations, {})
+    spec = REGISTRY.get(action) if action else None
+    try:
+        if action is None:
+            rendered: Any = templates.render_namespace(value, known)
+        else:
+            rendered = templates.render(value, known, spec.params if spec else None)
+    except TemplateError as exc:
+        missing: list[str] = []
+        shown = _render_known(value, inputs, missing)
+        problems.extend(missing or [exc.message])
+        return shown
+    return _restore(rendered, known.stand_ins)
+
+
+def _restore(value: Any, stand_ins: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for token, placeholder in stand_ins.items():
+            value = value.replace(token, placeholder)
+        return value
+    if isinstance(value, dict):
+        return {k: _restore(v, stand_ins) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v, stand_ins) for v in value]
+    return value
 
 
 def _render_known(value: Any, inputs: templates.Inputs, problems: list[str]) -> Any:
@@ -98,12 +150,12 @@ def simulate_alert(alert: WebhookAlert, cache: RunbookCache) -> list[dict[str, A
             problems: list[str] = []
             namespace = runbook.spec.target.namespace
             if namespace:
-                entry["namespace"] = _render_known(namespace, inputs, problems)
+                entry["namespace"] = _render(namespace, inputs, problems)
             entry["steps"] = [
                 {
                     "name": step.name,
                     "action": step.action,
-                    "params": _render_known(step.params, inputs, problems),
+                    "params": _render(step.params, inputs, problems, step.action),
                 }
                 for step in runbook.spec.steps
             ]
