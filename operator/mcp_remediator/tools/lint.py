@@ -2,8 +2,10 @@
 
 Checks every McpRunbook and McpRemediation document in the given YAML files (directories
 are searched for ``*.yaml``/``*.yml``) with the same code the operator uses: schema,
-actions, params, templates, refusals. Exit codes: 0 all valid, 1 problems found,
-2 nothing to lint or unreadable input.
+actions, params, templates, refusals. Each problem is one line, ``file:line: Kind/name:
+Reason: message``; whatever a document holds, it gets such lines, never a traceback (a
+check that fails unexpectedly is the problem ``ValidationFailed``). Exit codes: 0 all
+valid, 1 problems found, 2 nothing to lint or unreadable input.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
+from mcp_remediator.errors import Refused
+from mcp_remediator.kube import refusals
 from mcp_remediator.models import API_VERSION, RemediationSpec
-from mcp_remediator.runbook.validation import Problem, check_runbook, check_steps, pydantic_message
+from mcp_remediator.runbook.validation import (
+    Problem,
+    check_runbook,
+    check_steps,
+    pydantic_message,
+    unexpected,
+)
 from mcp_remediator.settings import Settings
 
 KINDS = ("McpRunbook", "McpRemediation")
@@ -30,9 +40,14 @@ class Document:
     body: dict[str, Any]
 
     @property
+    def metadata(self) -> dict[str, Any]:
+        meta = self.body.get("metadata")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
     def label(self) -> str:
-        meta = self.body.get("metadata") or {}
-        return f"{self.path}:{self.line}: {self.body.get('kind')}/{meta.get('name', '?')}"
+        name = self.metadata.get("name", "?")
+        return f"{self.path}:{self.line}: {self.body.get('kind')}/{name}"
 
 
 def yaml_files(paths: Iterable[str]) -> Iterator[Path]:
@@ -56,23 +71,41 @@ def documents(path: Path) -> Iterator[Document]:
 
 
 def check_document(doc: Document, settings: Settings) -> list[Problem]:
+    """Every problem of one document; never raises."""
+    try:
+        return _check_document(doc, settings)
+    except Exception as exc:
+        return [unexpected("document", exc)]
+
+
+def _check_document(doc: Document, settings: Settings) -> list[Problem]:
     body = doc.body
     if body.get("apiVersion") != API_VERSION:
         return [Problem("WrongApiVersion", f"apiVersion must be {API_VERSION}")]
-    if not (body.get("metadata") or {}).get("name"):
+    if not isinstance(body.get("metadata"), dict):
+        return [Problem("InvalidMetadata", "metadata must be a mapping")]
+    if not doc.metadata.get("name"):
         return [Problem("MissingName", "metadata.name is required")]
     spec = body.get("spec")
     if not isinstance(spec, dict):
         return [Problem("InvalidSpec", "spec must be a mapping")]
+    namespace = doc.metadata.get("namespace")
+    namespace = namespace if isinstance(namespace, str) else None
     if body["kind"] == "McpRunbook":
-        return check_runbook(spec, settings)
+        return check_runbook(spec, settings, namespace)
     try:
         remediation = RemediationSpec.model_validate(spec)
     except ValidationError as exc:
         return [Problem("InvalidSpec", pydantic_message(exc))]
     if (remediation.runbookRef is None) == (not remediation.steps):
         return [Problem("InvalidSpec", "give exactly one of spec.runbookRef or spec.steps")]
-    return check_steps(remediation.steps, settings)
+    problems: list[Problem] = []
+    if namespace is not None:
+        try:
+            refusals.check_run_namespace(settings, namespace)
+        except Refused as exc:
+            problems.append(Problem(exc.reason, exc.message))
+    return problems + check_steps(remediation.steps, settings)
 
 
 def lint_paths(paths: Sequence[str], settings: Settings, out: TextIO) -> int:
@@ -80,7 +113,7 @@ def lint_paths(paths: Sequence[str], settings: Settings, out: TextIO) -> int:
     for path in yaml_files(paths):
         try:
             docs = list(documents(path))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             return 2
         for doc in docs:
