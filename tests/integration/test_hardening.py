@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 import httpx
 import pytest
 
-from fixtures.cluster import Cluster, OperatorFactory
+from fixtures.cluster import Cluster, OperatorFactory, remediation
 from fixtures.daemons import free_port
 from mcp_remediator.kube import refusals
-from mcp_remediator.models import API_VERSION, RUNBOOKS
+from mcp_remediator.kube.events import now
+from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
 
 TOKEN = "receiver-token"
 HOSTS = ["finbot", "finbot:8080", "127.0.0.1"]
@@ -115,3 +117,96 @@ async def test_a_runbook_with_a_malformed_url_is_invalid_and_the_receiver_stays_
     assert answer.status_code == 200, answer.text
     assert answer.json()["created"] == 1
     assert answer.json()["remediations"][0].startswith("mcp/good-")
+
+
+# -- a bad label fails one run; the group goes on ---------------------------------------
+
+
+async def test_a_label_rendering_a_bad_port_ends_the_run_and_frees_its_group(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    cluster.seed(runbook("probe", [probe("http://finbot:{{ labels.port }}/health")]))
+    await operator_factory(http_allowed_hosts=HOSTS)
+    await cluster.wait_for(lambda: valid_condition(cluster, "probe"), what="probe: Valid")
+    bad = remediation("bad-port", [], labels={"port": "99999"})
+    del bad["spec"]["steps"]
+    bad["spec"]["runbookRef"] = {"name": "probe"}
+    cluster.seed(bad)
+
+    done = await cluster.wait_phase("mcp", "bad-port", {"Succeeded", "Failed", "Refused"})
+
+    assert done["status"]["phase"] == "Refused", done["status"]
+    assert done["status"]["reason"] == refusals.HOST_NOT_ALLOWED
+    [step] = done["status"]["steps"]
+    assert step["phase"] == "Failed" and step["reason"] == refusals.HOST_NOT_ALLOWED
+    assert "not a valid http(s) URL" in step["message"]
+    # The group (maxConcurrent 1) is free again: the next run of the runbook is not Skipped.
+    # (Runs are judged as their group stood at their creation, in whole seconds.)
+    finished = done["status"]["finishedAt"]
+    await cluster.wait_for(lambda: now() > finished, what="the second after the run finished")
+    good = {**bad, "metadata": {"name": "next-run", "namespace": "mcp"}}
+    good["spec"] = {"runbookRef": {"name": "probe"}, "labels": {"port": "1"}}
+    cluster.seed(good)
+    after = await cluster.wait_phase("mcp", "next-run", {"Succeeded", "Failed", "Skipped"})
+    assert after["status"]["phase"] == "Failed", after["status"]
+    assert after["status"]["steps"][0]["reason"] == "HealthCheckFailed"
+
+
+async def test_an_unexpected_error_in_step_preparation_fails_the_step_by_type(
+    cluster: Cluster, operator_factory: OperatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise LookupError("planted-internal-detail")
+
+    monkeypatch.setattr(refusals, "check_url", broken)
+    await operator_factory(http_allowed_hosts=HOSTS)
+    steps = [probe("http://finbot/{{ labels.path }}"),
+             {"name": "after", "action": "notify", "params": {"message": "x"}}]  # fmt: skip
+    cluster.seed(remediation("internal", steps, labels={"path": "health"}))
+
+    done = await cluster.wait_phase("mcp", "internal", {"Succeeded", "Failed", "Refused"})
+
+    assert done["status"]["phase"] == "Failed", done["status"]
+    first, after = done["status"]["steps"]
+    assert first["phase"] == "Failed" and first["reason"] == "InternalError"
+    assert "LookupError" in first["message"]
+    assert "planted-internal-detail" not in json.dumps(done["status"])
+    assert after["phase"] == "Skipped"
+
+
+# -- records in protected namespaces finish once -----------------------------------------
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kyverno"])
+async def test_a_remediation_in_a_protected_namespace_is_refused_once(
+    cluster: Cluster, operator_factory: OperatorFactory, namespace: str
+) -> None:
+    await operator_factory()
+    steps = [{"name": "inspect", "action": "podStatus", "params": {"selector": "app=x"}}]
+    cluster.seed(remediation("in-protected", steps, namespace=namespace))
+    cluster.seed(runbook("protected-rb", steps, namespace=namespace))
+    by_ref = remediation("by-ref", [], namespace=namespace)
+    by_ref["spec"] = {"runbookRef": {"name": "protected-rb"}}
+    cluster.seed(by_ref)
+
+    for name in ("in-protected", "by-ref"):
+        done = await cluster.wait_phase(namespace, name, {"Succeeded", "Failed", "Refused"})
+        assert done["status"]["phase"] == "Refused", done["status"]
+        assert done["status"]["reason"] == refusals.PROTECTED_NAMESPACE
+        assert f"namespace {namespace} is protected" in done["status"]["message"]
+        assert done["status"]["finishedAt"]
+        await cluster.wait_for(
+            lambda name=name: [
+                e for e in events(cluster, namespace, name) if e["reason"] == "Refused"
+            ],
+            what=f"the Refused Event of {name}",
+        )
+    # No step ran: nothing was requested as the namespace's accounts.
+    assert not [e for e in cluster.api.audit if e.impersonate_user]
+    # Finished once: one finishing status write each, no retry loop writing on.
+    finished = [
+        r
+        for r in cluster.writes(REMEDIATIONS)
+        if r.method.value == "PATCH" and r.subresource == "status" and '"Refused"' in r.text
+    ]
+    assert len(finished) == 2, [r.path for r in finished]

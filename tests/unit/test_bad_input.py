@@ -8,6 +8,7 @@ Malformed URLs end as refusals or problems, never as exceptions; the runbook cac
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 
 from mcp_remediator import cli
 from mcp_remediator.alerts.cache import RunbookCache
-from mcp_remediator.errors import Refused
+from mcp_remediator.engine import Engine, prepare_step
+from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube import refusals
 from mcp_remediator.models import API_VERSION, Step
+from mcp_remediator.runbook import templates
 from mcp_remediator.runbook.validation import check_runbook, check_steps
 from mcp_remediator.settings import Settings
 from mcp_remediator.tools.lint import lint_paths
@@ -168,3 +171,46 @@ def test_lint_of_unreadable_yaml_says_where_and_exits_2(tmp_path: Path) -> None:
     out = io.StringIO()
     assert lint_paths([str(path)], SETTINGS, out) == 2
     assert out.getvalue().startswith(f"{path}: cannot read:")
+
+
+# -- step preparation: a reason, never an escape -----------------------------------------
+
+
+def inputs(**labels: str) -> templates.Inputs:
+    return templates.Inputs(labels=labels, annotations={}, steps={})
+
+
+def test_a_label_that_renders_a_bad_port_fails_the_step_with_a_reason() -> None:
+    step = Step.model_validate(health_step("http://finbot:{{ labels.port }}/health"))
+    with pytest.raises(Refused) as caught:
+        prepare_step(step, inputs(port="99999"), SETTINGS, "mcp")
+    assert caught.value.reason == refusals.HOST_NOT_ALLOWED
+    _, params = prepare_step(step, inputs(port="8080"), SETTINGS, "mcp")
+    assert params.url == "http://finbot:8080/health"
+
+
+def test_an_unexpected_error_in_preparation_names_its_type_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*_: Any) -> None:
+        raise UnicodeEncodeError("ascii", f"Bearer {SECRET}\u2019", 7, 8, "no")
+
+    monkeypatch.setattr(refusals, "check_url", broken)
+    step = Step.model_validate(health_step("http://finbot/"))
+    with pytest.raises(StepFailed) as caught:
+        prepare_step(step, inputs(), SETTINGS, "mcp")
+    assert caught.value.reason == "InternalError"
+    assert "UnicodeEncodeError" in caught.value.message
+    assert SECRET not in caught.value.message
+
+
+def test_an_unexpected_action_error_is_reported_by_type_and_logged_without_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exc = UnicodeEncodeError("ascii", f"Bearer {SECRET}\u2019", 19, 20, "ordinal not in range")
+    with caplog.at_level(logging.DEBUG):
+        failure = Engine._failure("argocdSync", 30, exc)
+    assert failure.reason == "InternalError"
+    assert "UnicodeEncodeError" in failure.message and SECRET not in failure.message
+    assert "UnicodeEncodeError" in caplog.text
+    assert SECRET not in caplog.text
