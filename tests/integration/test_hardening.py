@@ -5,8 +5,11 @@ nothing wedges, and no planted secret reaches a status, an Event or a log line."
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ import pytest
 
 from fixtures.cluster import Cluster, OperatorFactory, remediation
 from fixtures.daemons import free_port
+from fixtures.http_mock import HttpMock
 from mcp_remediator.kube import refusals
 from mcp_remediator.kube.events import now
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
@@ -210,3 +214,153 @@ async def test_a_remediation_in_a_protected_namespace_is_refused_once(
         if r.method.value == "PATCH" and r.subresource == "status" and '"Refused"' in r.text
     ]
     assert len(finished) == 2, [r.path for r in finished]
+
+
+# -- planted secrets never reach a status, an Event or a log line -------------------------
+
+PLANTED = {
+    "receiver": "PLANTED-RECEIVER-TOKEN-1f4e",
+    "prom_pass": "PLANTED-PROM-PASS-77a1",
+    "prom_token": "PLANTED-PROM-TOKEN-9c2b",
+    "argo_pass": "PLANTED-ARGO-PASS-3d0e",
+    "argo_token": "PLANTED-ARGO-TOKEN-5b6f",
+    "secret_pass": "PLANTED-SECRET-PASS-a0c3",
+    "secret_token": "PLANTED-SECRET-TOKEN-8e1a",
+    "redis_pass": "PLANTED-REDIS-PASS-2c9d",
+    "banner": "PLANTED-BANNER-4a7c",
+    "hook": "PLANTED-HOOK-6d3f",
+    "http_pass": "PLANTED-HTTP-PASS-0b8e",
+}
+
+
+def halves(key: str) -> tuple[str, str]:
+    """The distinctive part of a planted value, cut in two (each must stay out of text
+    too: a URL with a `/` in its password is parsed as a host and a port)."""
+    distinctive = PLANTED[key].removeprefix("PLANTED-")
+    middle = len(distinctive) // 2
+    return distinctive[:middle], distinctive[middle:]
+
+
+def slashed(key: str) -> str:
+    """The planted value with a `/` in its middle, as a pasted password may have one."""
+    first, second = halves(key)
+    return f"PLANTED-{first}/{second}"
+
+
+@contextlib.asynccontextmanager
+async def not_redis() -> AsyncIterator[int]:
+    """A TCP server that answers whatever it is sent with an HTTP line holding a banner."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.read(1024)
+            writer.write(f"HTTP/1.1 400 {PLANTED['banner']}\r\n\r\n".encode())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_planted_secrets_never_reach_status_events_or_logs(
+    cluster: Cluster,
+    operator_factory: OperatorFactory,
+    http_mock: HttpMock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    dead = free_port()
+    data = {
+        "argocd-server": f"http://a:{PLANTED['secret_pass']}@127.0.0.1:{dead}",
+        "argocd-token": f"{PLANTED['secret_token']}\u2019",  # a pasted quote
+        "base-url": f"http://u:{PLANTED['secret_pass']}@127.0.0.1:{dead}",
+        "slashed-url": f"http://u:{slashed('secret_pass')}@127.0.0.1",
+    }
+    cluster.seed({"apiVersion": "v1", "kind": "Secret",
+                  "metadata": {"name": "tokens", "namespace": "mcp"},
+                  "data": {key: b64(value) for key, value in data.items()}})  # fmt: skip
+    cluster.grant("mcp", "mcp-remediator-runner",
+                  [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])  # fmt: skip
+
+    def ref(key: str) -> dict[str, str]:
+        return {"name": "tokens", "key": key}
+
+    each = {"continueOnFailure": True, "retries": 0}
+    steps = [
+        {"name": "query", "action": "prometheusQuery", "params": {"query": "up"}},
+        {"name": "sync", "action": "argocdSync", "params": {"application": "a"}},
+        {"name": "sync-own", "action": "argocdSync", "params": {
+            "application": "a",
+            "argocd": {"urlSecretRef": ref("argocd-server"),
+                       "tokenSecretRef": ref("argocd-token")}}},
+        {"name": "ping", "action": "redisPing", "params": {}},
+        {"name": "tell", "action": "notify", "params": {"message": "hi"}},
+        # Answered (404): httpx logs the request line, which must not show the user info.
+        {"name": "health", "action": "httpHealthCheck", "params": {"module": "finbot"}},
+        {"name": "health-own", "action": "httpHealthCheck",
+         "params": {"module": "mubot", "baseUrlSecretRef": ref("base-url")}},
+        # Last: a refusal (the host cannot be read) ends the run.
+        {"name": "health-slash", "action": "httpHealthCheck",
+         "params": {"module": "finbot", "baseUrlSecretRef": ref("slashed-url")}},
+    ]  # fmt: skip
+    async with not_redis() as redis_port:
+        await operator_factory(
+            receiver=True,
+            receiver_port=free_port(),
+            receiver_host="127.0.0.1",
+            receiver_token=PLANTED["receiver"],
+            http_allowed_hosts=HOSTS,
+            module_base_urls={"finbot": f"http://u:{PLANTED['http_pass']}@{http_mock.host}"},
+            prometheus_url=f"http://admin:{PLANTED['prom_pass']}@127.0.0.1:{dead}",
+            prometheus_token=PLANTED["prom_token"],
+            argocd_mode="api",
+            argocd_server=f"http://admin:{slashed('argo_pass')}@127.0.0.1:{dead}",
+            argocd_token=PLANTED["argo_token"],
+            redis_url=f"redis://:{PLANTED['redis_pass']}@127.0.0.1:{redis_port}/0",
+            notify_webhook_url=f"http://hook:{PLANTED['hook']}@127.0.0.1:{dead}/{PLANTED['hook']}",
+        )
+        cluster.seed(remediation("leaky", [{**step, **each} for step in steps]))
+        done = await cluster.wait_phase("mcp", "leaky", {"Succeeded", "Failed", "Refused"}, 60)
+        await cluster.wait_for(
+            lambda: [e for e in events(cluster, "mcp", "leaky") if e["reason"] == "Refused"],
+            what="the final Event",
+        )
+
+    assert done["status"]["phase"] == "Refused", done["status"]
+    by_name = {s["name"]: s for s in done["status"]["steps"]}
+    reasons = {name: (step["phase"], step["reason"]) for name, step in by_name.items()}
+    assert reasons == {
+        "query": ("Failed", "PrometheusUnavailable"),
+        "sync": ("Failed", "ArgoCdBadUrl"),
+        "sync-own": ("Failed", "ArgoCdBadToken"),
+        "ping": ("Failed", "RedisProtocolError"),
+        "tell": ("Failed", "NotifyFailed"),
+        "health": ("Failed", "HealthCheckFailed"),
+        "health-own": ("Failed", "HealthCheckFailed"),
+        "health-slash": ("Failed", refusals.HOST_NOT_ALLOWED),
+    }, done["status"]
+    assert f"Prometheus at 127.0.0.1:{dead}" in by_name["query"]["message"]
+    assert "MCP_ARGOCD_SERVER is not a valid" in by_name["sync"]["message"]
+    assert "Secret mcp/tokens key 'argocd-token'" in by_name["sync-own"]["message"]
+    assert f"Redis at 127.0.0.1:{redis_port}/0" in by_name["ping"]["message"]
+    health = by_name["health"]["message"]
+    assert f"GET http://{http_mock.host}/mcp/finbot/health answered 404" in health
+    assert [r.path for r in http_mock.requests] == ["/mcp/finbot/health"]
+    texts = {
+        "status": json.dumps(done["status"]),
+        "events": json.dumps(events(cluster, "mcp")),
+        "logs": caplog.text,
+    }
+    assert f"HTTP Request: GET http://{http_mock.host}/mcp/finbot/health" in caplog.text
+    for where, text in texts.items():
+        for key, planted in PLANTED.items():
+            for part in (planted, *halves(key)):
+                assert part not in text, f"{key} ({part}) leaked into {where}"

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.exceptions
+from pydantic import SecretStr
 
-from mcp_remediator import cli
+from mcp_remediator import cli, redact
 from mcp_remediator.alerts.cache import RunbookCache
 from mcp_remediator.engine import Engine, prepare_step
 from mcp_remediator.errors import Refused, StepFailed
@@ -22,8 +24,11 @@ from mcp_remediator.kube import refusals
 from mcp_remediator.models import API_VERSION, Step
 from mcp_remediator.runbook import templates
 from mcp_remediator.runbook.validation import check_runbook, check_steps
-from mcp_remediator.settings import Settings
+from mcp_remediator.settings import Settings, SettingsError
 from mcp_remediator.tools.lint import lint_paths
+from mcp_remediator.vendors import redis as redis_vendor
+from mcp_remediator.vendors.argocd import ApiArgoCd
+from mcp_remediator.vendors.prometheus import Prometheus
 
 SETTINGS = Settings(http_allowed_hosts=["finbot", "finbot:8080"])
 BAD_URLS = [
@@ -214,3 +219,168 @@ def test_an_unexpected_action_error_is_reported_by_type_and_logged_without_text(
     assert "UnicodeEncodeError" in failure.message and SECRET not in failure.message
     assert "UnicodeEncodeError" in caplog.text
     assert SECRET not in caplog.text
+
+
+# -- secrets never in text ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://finbot:8080/x", "finbot:8080"),
+        ("https://finbot/x", "finbot"),
+        (f"http://admin:{SECRET}@prom:9090", "prom:9090"),
+        (f"http://admin:{SECRET}@@prom:9090/", "prom:9090"),
+        (f"http://admin:{SECRET[:4]}/{SECRET[4:]}@prom:9090", None),
+        (f"http://admin:{SECRET[:4]}#{SECRET[4:]}@prom", None),
+        (f"http://admin:{SECRET[:4]}?{SECRET[4:]}@prom", None),
+        (f"http://admin:P[{SECRET}@prom", None),
+        (f"admin:{SECRET}@prom:9090", None),
+        ("http://[::1]:9090/", "[::1]:9090"),
+        ("http://finbot:99999/", None),
+        ("http://[::1/", None),
+        ("", None),
+        (f"redis://:{SECRET}@redis.mcp:6379/0", "redis.mcp:6379"),
+    ],
+)
+def test_safe_host_names_host_and_port_never_userinfo(url: str, shown: str | None) -> None:
+    assert redact.safe_host(url, "the URL") == (shown or "the URL")
+    assert SECRET not in redact.safe_url(url, "the URL")
+
+
+def test_safe_url_keeps_the_path_and_drops_userinfo_and_query() -> None:
+    assert redact.safe_url(f"http://u:{SECRET}@finbot:8080/mcp/x?token={SECRET}#f") == (
+        "http://finbot:8080/mcp/x"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://admin:{SECRET}@prom:9090",
+        f"http://admin:{SECRET[:4]}/{SECRET[4:]}@prom:9090",
+        f"http://admin:{SECRET[:4]}#{SECRET[4:]}@prom",
+    ],
+)
+def test_vendors_name_their_server_without_userinfo(url: str) -> None:
+    settings = Settings(argocd_mode="api")
+    texts = [Prometheus(settings, SecretStr(url)).where]
+    try:
+        texts.append(ApiArgoCd(None, settings, SecretStr(url), SecretStr("t")).where)  # type: ignore[arg-type]
+    except StepFailed as exc:  # a URL that does not read unambiguously: not used at all
+        assert exc.reason == "ArgoCdBadUrl"
+        texts.append(exc.message)
+    for text in texts:
+        assert SECRET[4:] not in text and SECRET[:4] not in text
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"), [(f"{SECRET}\u2019", "BadToken"), (f"{SECRET} x", "BadToken")]
+)
+def test_vendors_refuse_a_token_that_cannot_be_sent_naming_its_source(
+    token: str, reason: str
+) -> None:
+    settings = Settings(argocd_mode="api")
+    source = "Secret mcp/tokens key 'token'"
+    with pytest.raises(StepFailed) as prometheus:
+        Prometheus(settings, SecretStr("http://prom:9090"), SecretStr(token), token_source=source)
+    with pytest.raises(StepFailed) as argocd:
+        ApiArgoCd(None, settings, SecretStr("http://argo"), SecretStr(token),  # type: ignore[arg-type]
+                  token_source=source)  # fmt: skip
+    for caught, vendor in ((prometheus, "Prometheus"), (argocd, "ArgoCd")):
+        assert caught.value.reason == f"{vendor}{reason}"
+        assert source in caught.value.message and SECRET not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "token", [f"{SECRET}\u2019", f"{SECRET} x", f"{SECRET}\n", "tab\tbed", "\u00e9t\u00e9"]
+)
+@pytest.mark.parametrize(
+    "setting", ["MCP_RECEIVER_TOKEN", "MCP_PROMETHEUS_TOKEN", "MCP_ARGOCD_TOKEN"]
+)
+def test_a_token_that_is_not_header_safe_is_rejected_naming_the_setting(
+    tmp_path: Path, setting: str, token: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({setting: token})
+    assert setting in str(caught.value)
+    assert "visible ASCII" in str(caught.value)
+    assert SECRET not in str(caught.value) and token not in str(caught.value)
+    if redact.header_safe(token.strip()):  # files are read stripped: fine there
+        return
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({f"{setting}_FILE": str(token_file)})
+    assert f"{setting}_FILE" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_no_settings_error_shows_a_secret_value() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"MCP_RECEIVER_PORT": "eighty", "MCP_ARGOCD_TOKEN": f"{SECRET}\u2019"})
+    text = str(caught.value)
+    assert "MCP_RECEIVER_PORT" in text and "MCP_ARGOCD_TOKEN" in text
+    assert SECRET not in text
+
+
+def test_the_commands_name_a_bad_setting_but_never_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_PROMETHEUS_TOKEN", f"{SECRET}\u2019")
+    (tmp_path / "empty.yaml").write_text("")
+
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["lint", str(tmp_path)])
+
+    out, err = capsys.readouterr()
+    assert str(caught.value.code).startswith(
+        "mcp-remediator: invalid settings: MCP_PROMETHEUS_TOKEN"
+    )
+    assert SECRET not in str(caught.value.code) + out + err
+
+
+def test_a_header_safe_token_is_accepted() -> None:
+    settings = Settings.from_env({"MCP_ARGOCD_TOKEN": "eyJhbGciOi.JIUzI1-NiJ9_x+/="})
+    assert settings.argocd_token is not None
+
+
+def wrapped(exc: Exception) -> redis.exceptions.ConnectionError:
+    """As redis-py raises what went wrong while connecting: ``ConnectionError(exc)``."""
+    try:
+        raise redis.exceptions.ConnectionError(exc) from exc
+    except redis.exceptions.ConnectionError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.exceptions.InvalidResponse(f"Protocol Error: b'HTTP/1.1 400 {SECRET}'"),
+        wrapped(redis.exceptions.InvalidResponse(f"Protocol Error: b'HTTP/1.1 400 {SECRET}'")),
+        redis.exceptions.ConnectionError(f"Protocol error, got 'H' as reply type byte {SECRET}"),
+    ],
+)
+def test_redis_protocol_errors_never_echo_what_answered(exc: redis.exceptions.RedisError) -> None:
+    target = redis_vendor.parse_target("redis://cache:6379/0", "MCP_REDIS_URL")
+    failure = redis_vendor.step_failure(exc, target, "pinging", timeout=5)
+    assert failure.reason == "RedisProtocolError"
+    assert SECRET not in failure.message
+    assert "cache:6379/0" in failure.message
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.exceptions.ResponseError(f"ERR \x1b[2J{SECRET}"),
+        redis.exceptions.AuthenticationError(f"{SECRET}\u2019"),
+        redis.exceptions.ConnectionError(f"Error reading {SECRET} " + "x" * 300),
+    ],
+)
+def test_redis_error_texts_are_quoted_only_when_short_and_printable(
+    exc: redis.exceptions.RedisError,
+) -> None:
+    target = redis_vendor.parse_target("redis://cache:6379/0", "MCP_REDIS_URL")
+    failure = redis_vendor.step_failure(exc, target, "pinging", timeout=5)
+    assert SECRET not in failure.message
+    assert type(exc).__name__ in failure.message

@@ -10,7 +10,8 @@ that must be retried should be retried where it shows in the step's status.
 
 Errors become step failures that say what went wrong: Prometheus unreachable or failing
 (transient), the query rejected (``BadQuery``, with Prometheus's own parser message),
-credentials refused. Messages name the server by host only, never the token.
+credentials refused, a token that cannot be sent (not header-safe: ``PrometheusBadToken``).
+Messages name the server by ``redact.safe_host`` only, never its user info or the token.
 
 Called by ``actions/prometheus.py``.
 """
@@ -24,7 +25,6 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -33,6 +33,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import SecretStr
 from urllib3.util.retry import Retry
 
+from mcp_remediator import redact
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.settings import Settings
 
@@ -124,14 +125,15 @@ class Prometheus:
         self.timeout = settings.prometheus_timeout_seconds
         self.headers: dict[str, str] = {}
         self.token_source = token_source
-        if token is not None:
-            self.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-        try:
-            host = urlsplit(self.url).netloc
-        except ValueError:
-            host = ""
         # The URL may carry credentials; name the host, or else the URL's source.
-        self.where = f"Prometheus at {host.rpartition('@')[2] or url_source}"
+        self.where = f"Prometheus at {redact.safe_host(self.url, url_source)}"
+        if token is not None:
+            if not redact.header_safe(token.get_secret_value()):
+                raise StepFailed(
+                    f"{token_source} is not a usable bearer token: it {redact.HEADER_SAFE_RULE}",
+                    reason="PrometheusBadToken",
+                )
+            self.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
 
     async def query(self, promql: str) -> list[Sample]:
         """Run an instant query; the samples of its answer."""
