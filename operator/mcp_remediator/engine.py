@@ -106,8 +106,9 @@ class Run:
             self.status = RemediationStatus.model_validate(raw_status)
         except ValidationError as exc:
             self.status = RemediationStatus()
-            if isinstance(raw_status, dict) and raw_status.get("phase") in FINISHED_PHASES:
-                self.status.phase = raw_status["phase"]
+            phase = raw_status.get("phase") if isinstance(raw_status, dict) else None
+            if isinstance(phase, str) and phase in FINISHED_PHASES:
+                self.status.phase = phase  # type: ignore[assignment]
             self.invalid = ("InvalidStatus", f"status: {pydantic_message(exc)}")
         self.account_found = False  # the plan's ServiceAccount was seen in this pass
 

@@ -108,6 +108,12 @@ def _check_document(doc: Document, settings: Settings) -> list[Problem]:
     return problems + check_steps(remediation.steps, settings)
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a line break in a name, a
+    control character in a value) escaped, so that each problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def lint_paths(paths: Sequence[str], settings: Settings, out: TextIO) -> int:
     checked = failed = 0
     for path in yaml_files(paths):
@@ -124,9 +130,10 @@ def lint_paths(paths: Sequence[str], settings: Settings, out: TextIO) -> int:
             if problems:
                 failed += 1
                 for problem in problems:
-                    print(f"{doc.label}: {problem.reason}: {problem.message}", file=out)
+                    line = f"{doc.label}: {problem.reason}: {problem.message}"
+                    print(one_line(line), file=out)
             else:
-                print(f"{doc.label}: ok", file=out)
+                print(one_line(f"{doc.label}: ok"), file=out)
     if checked == 0:
         print("no McpRunbook or McpRemediation documents found", file=out)
         return 2
