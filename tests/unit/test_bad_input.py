@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.exceptions
 from pydantic import SecretStr
@@ -384,3 +385,21 @@ def test_redis_error_texts_are_quoted_only_when_short_and_printable(
     failure = redis_vendor.step_failure(exc, target, "pinging", timeout=5)
     assert SECRET not in failure.message
     assert type(exc).__name__ in failure.message
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(502, text=f"<html>{SECRET}</html>"),
+        httpx.Response(400, json={"detail": SECRET}),
+        httpx.Response(500, json={"message": {"nested": SECRET}}),
+    ],
+)
+async def test_argo_cd_errors_quote_only_argo_cds_own_message(answer: httpx.Response) -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: answer)) as http:
+        argocd = ApiArgoCd(http, Settings(argocd_mode="api"), SecretStr("http://argo"),
+                           SecretStr("token"))  # fmt: skip
+        with pytest.raises(StepFailed) as caught:
+            await argocd.start_sync({"metadata": {"name": "a"}}, None, False, [])
+    assert f"answered {answer.status_code}" in caught.value.message
+    assert SECRET not in caught.value.message

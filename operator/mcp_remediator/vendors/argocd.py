@@ -308,13 +308,14 @@ class ApiArgoCd:
         try:
             body = response.json() if response.content else {}
         except ValueError:
-            body = {"message": response.text[:200]}
+            body = {}  # not Argo CD's JSON: whatever answered is not quoted
         if not isinstance(body, dict):
             body = {}
         return response.status_code, body
 
     def _error(self, what: str, status: int, body: dict[str, Any]) -> StepFailed:
-        message = str(body.get("message") or body.get("error") or f"HTTP {status}")
+        said = [body.get(key) for key in ("message", "error")]
+        message = next((v[:300] for v in said if isinstance(v, str) and v), f"HTTP {status}")
         if status in (401, 403):
             return StepFailed(
                 f"{what}: {self.where} answered {status} ({message}); check the token's "

@@ -9,7 +9,8 @@ and with its own retries switched off: the engine owns the retry policy, and a q
 that must be retried should be retried where it shows in the step's status.
 
 Errors become step failures that say what went wrong: Prometheus unreachable or failing
-(transient), the query rejected (``BadQuery``, with Prometheus's own parser message),
+(transient), the query rejected (``BadQuery``, with Prometheus's own parser message; an
+answer that is not Prometheus's JSON error is not quoted),
 credentials refused, a token that cannot be sent (not header-safe: ``PrometheusBadToken``).
 Messages name the server by ``redact.safe_host`` only, never its user info or the token.
 
@@ -98,9 +99,10 @@ def _answer(text: str) -> tuple[int, str]:
     try:
         content = ast.literal_eval(raw)
         body = json.loads(content.decode() if isinstance(content, bytes) else content)
-        return status, str(body.get("error") or body)[:300]
+        error = body.get("error")
     except (ValueError, SyntaxError, AttributeError):
-        return status, raw[:300]
+        return status, ""  # not Prometheus's JSON: whatever answered is not quoted
+    return status, error[:300] if isinstance(error, str) else ""
 
 
 class Prometheus:
@@ -172,11 +174,12 @@ class Prometheus:
 
     def _failure(self, text: str) -> StepFailed:
         status, error = _answer(text)
+        said = f": {error}" if error else " (not a Prometheus API error)"
         if status in (400, 422):
-            return StepFailed(f"Prometheus rejected the query: {error}", reason=BAD_QUERY)
+            return StepFailed(f"Prometheus rejected the query{said}", reason=BAD_QUERY)
         if status in (401, 403):
             return StepFailed(
                 f"{self.where} answered {status}: check {self.token_source}",
                 reason="PrometheusUnauthorized",
             )
-        return TransientFailure(f"{self.where} answered {status}: {error}", reason=UNAVAILABLE)
+        return TransientFailure(f"{self.where} answered {status}{said}", reason=UNAVAILABLE)
