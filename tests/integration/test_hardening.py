@@ -18,9 +18,13 @@ import pytest
 from fixtures.cluster import Cluster, OperatorFactory, remediation
 from fixtures.daemons import free_port
 from fixtures.http_mock import HttpMock
+from mcp_remediator.alerts.receiver import Receiver
 from mcp_remediator.kube import refusals
+from mcp_remediator.kube.client import KubeApi
 from mcp_remediator.kube.events import now
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
+from mcp_remediator.runbook import guardrails
+from mcp_remediator.settings import Settings
 
 TOKEN = "receiver-token"
 HOSTS = ["finbot", "finbot:8080", "127.0.0.1"]
@@ -121,6 +125,35 @@ async def test_a_runbook_with_a_malformed_url_is_invalid_and_the_receiver_stays_
     assert answer.status_code == 200, answer.text
     assert answer.json()["created"] == 1
     assert answer.json()["remediations"][0].startswith("mcp/good-")
+
+
+async def test_an_unexpected_error_of_one_alert_is_counted_failed_not_a_5xx(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: Any) -> None:
+        raise KeyError("planted-record-detail")
+
+    monkeypatch.setattr(guardrails, "evaluate", broken)
+    cluster.seed(runbook("good", [probe("http://finbot:8080/health")]))
+    settings = Settings(receiver_token=TOKEN, receiver_host="127.0.0.1", http_allowed_hosts=HOSTS)
+    kube = KubeApi(cluster.connection, settings)
+    receiver = Receiver(settings, kube)
+    await receiver.start(port=0)
+    try:
+        await cluster.wait_for(lambda: receiver.ready, what="a warm runbook cache")
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{receiver.port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+            answer = await client.post("/alerts", json=payload(alert()))
+    finally:
+        await receiver.stop()
+        await kube.aclose()
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["failed"] == 1 and answer.json()["created"] == 0
+    assert "failed unexpectedly (KeyError)" in caplog.text
+    assert "planted-record-detail" not in caplog.text
 
 
 # -- a bad label fails one run; the group goes on ---------------------------------------
