@@ -238,6 +238,11 @@ async def test_a_remediation_in_a_protected_namespace_is_refused_once(
             ],
             what=f"the Refused Event of {name}",
         )
+    # The runbook there is invalid, and says why.
+    condition = await cluster.wait_for(
+        lambda: valid_condition(cluster, "protected-rb", namespace), what="its Valid condition"
+    )
+    assert (condition["status"], condition["reason"]) == ("False", refusals.PROTECTED_NAMESPACE)
     # No step ran: nothing was requested as the namespace's accounts.
     assert not [e for e in cluster.api.audit if e.impersonate_user]
     # Finished once: one finishing status write each, no retry loop writing on.

@@ -76,6 +76,13 @@ def test_a_runbook_with_a_malformed_url_is_invalid_with_a_reason(url: str) -> No
     assert problems[0].message.startswith("step probe: refused:")
 
 
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kyverno"])
+def test_a_runbook_in_a_protected_namespace_is_refused(namespace: str) -> None:
+    problems = check_runbook(runbook_spec(health_step("http://finbot/")), SETTINGS, namespace)
+    assert [p.reason for p in problems] == [refusals.PROTECTED_NAMESPACE]
+    assert check_runbook(runbook_spec(health_step("http://finbot/")), SETTINGS, "mcp") == []
+
+
 def test_an_unexpected_error_of_a_validator_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_: Any) -> None:
         raise KeyError("secret-detail")
