@@ -12,4 +12,5 @@ pytest_plugins = [
     "fixtures.actions",
     "fixtures.alert_chain",
     "fixtures.gitops",
+    "fixtures.hypothesis_profiles",
 ]

@@ -13,16 +13,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from mcp_remediator.settings import Settings
+from mcp_remediator.settings import Settings, SettingsError
 
 
 def _settings() -> Settings:
     try:
         return Settings.from_env()
-    except (ValidationError, OSError) as exc:
-        raise SystemExit(f"mcp-remediator: invalid settings: {exc}") from exc
+    except (SettingsError, OSError) as exc:
+        # SettingsError names variables, never values; OSError names the unreadable file.
+        raise SystemExit(f"mcp-remediator: invalid settings: {exc}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -19,6 +19,14 @@ already under way. Transitions that race with the receiver (Pending → Running 
 Pending → Cancelled) are written with a ``resourceVersion`` precondition. A run of a
 runbook that the receiver did not create (by hand, by escalation) passes the runbook's
 guardrails first (``admission``), so that every run of a runbook is counted and limited.
+
+Nothing wedges a run: a step whose preparation (templating, params, validation) or action
+fails unexpectedly fails with reason ``InternalError`` and a message naming the exception's
+type only (its text may hold a secret, e.g. a ``UnicodeEncodeError`` holds the whole
+``Authorization`` header); the log gets its frames, without text. An unexpected error of
+the engine itself finishes the run ``Failed`` the same way, instead of being retried
+forever. A remediation in a protected namespace is finished ``Refused`` before anything
+else (``refusals.check_run_namespace``).
 """
 
 from __future__ import annotations
@@ -31,13 +39,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator import admission, records
+from mcp_remediator import admission, records, redact
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.kube import refusals
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
-from mcp_remediator.kube.status import patch_status, retry_on_conflict
+from mcp_remediator.kube.status import Conflict, patch_status, retry_on_conflict
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
     ANNOTATION_SKIP_REASON,
@@ -54,6 +63,7 @@ from mcp_remediator.models import (
     RemediationSpec,
     RemediationStatus,
     RunbookSpec,
+    Step,
     StepStatus,
     set_condition,
 )
@@ -62,6 +72,7 @@ from mcp_remediator.runbook.validation import check_steps, pydantic_message
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
+INTERNAL_ERROR = "InternalError"
 
 
 class PlanError(Exception):
@@ -82,8 +93,23 @@ class Run:
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
         self.resource_version: str | None = meta.get("resourceVersion")
-        self.spec = RemediationSpec.model_validate(body.get("spec") or {})
-        self.status = RemediationStatus.model_validate(body.get("status") or {})
+        # What cannot be read ends the run with a reason (``Engine._advance``), never in an
+        # exception that Kopf would retry forever.
+        self.invalid: tuple[str, str] | None = None
+        try:
+            self.spec = RemediationSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            self.spec = RemediationSpec()
+            self.invalid = ("InvalidSpec", f"spec: {pydantic_message(exc)}")
+        raw_status = body.get("status") or {}
+        try:
+            self.status = RemediationStatus.model_validate(raw_status)
+        except ValidationError as exc:
+            self.status = RemediationStatus()
+            phase = raw_status.get("phase") if isinstance(raw_status, dict) else None
+            if isinstance(phase, str) and phase in FINISHED_PHASES:
+                self.status.phase = phase  # type: ignore[assignment]
+            self.invalid = ("InvalidStatus", f"status: {pydantic_message(exc)}")
         self.account_found = False  # the plan's ServiceAccount was seen in this pass
 
     @property
@@ -110,6 +136,44 @@ class StepOutcome:
 StepObserver = Callable[[str, str, float], None]
 
 
+def unexpected_failure(what: str, exc: BaseException) -> StepFailed:
+    """The step failure of an exception nobody expected: reason ``InternalError``, named by
+    its type only; its frames (without any text) go to the log."""
+    kind = redact.exception_type(exc)
+    log.error("%s failed unexpectedly (%s)\n%s", what, kind, redact.traceback_without_text(exc))
+    return StepFailed(
+        f"internal error: {kind} (the exception's text is not shown, as it may hold secrets)",
+        reason=INTERNAL_ERROR,
+    )
+
+
+def prepare_step(
+    step: Step, inputs: templates.Inputs, settings: Settings, namespace: str
+) -> tuple[ActionSpec[Any], ActionParams]:
+    """A step's action and its params: rendered from ``inputs``, parsed and validated for
+    the target ``namespace``. Raises ``StepFailed`` or ``Refused``, nothing else: an
+    unexpected error is a ``StepFailed`` with reason ``InternalError``."""
+    try:
+        spec = REGISTRY.get(step.action)
+        if spec is None:
+            raise StepFailed(f"unknown action {step.action!r}", reason="UnknownAction")
+        rendered = templates.render(step.params, inputs, spec.params)
+        try:
+            params = spec.parse(rendered)
+        except ValidationError as exc:
+            raise StepFailed(
+                f"invalid params after templating: {pydantic_message(exc)}",
+                reason="InvalidParams",
+            ) from exc
+        if spec.validate is not None:
+            spec.validate(params, settings, namespace)
+        return spec, params
+    except (StepFailed, Refused):
+        raise
+    except Exception as exc:
+        raise unexpected_failure(f"preparing step {step.name} ({step.action})", exc) from None
+
+
 class Engine:
     """Executes remediations with the given clients and settings."""
 
@@ -126,10 +190,45 @@ class Engine:
 
         async def attempt() -> None:
             body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
-            if body is not None:
-                await self._advance(Run(body))
+            if body is None:
+                return
+            run = Run(body)
+            try:
+                await self._advance(run)
+            except (ApiError, Conflict):
+                raise  # transient: Kopf (or retry_on_conflict) tries again
+            except Exception as exc:
+                await self._internal_error(run, exc)
 
         await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
+
+    async def _internal_error(self, run: Run, exc: Exception) -> None:
+        """Finish a run the engine failed on unexpectedly: ``Failed``, reason
+        ``InternalError``, named by the exception's type (its text may hold secrets)."""
+        kind = redact.exception_type(exc)
+        log.error(
+            "remediation %s/%s: the engine failed unexpectedly (%s)\n%s",
+            run.namespace,
+            run.name,
+            kind,
+            redact.traceback_without_text(exc),
+        )
+        if run.status.phase in FINISHED_PHASES:
+            return
+        for result in run.status.steps:
+            if result.phase == "Running":
+                result.phase, result.reason = "Failed", INTERNAL_ERROR
+                result.message = f"internal error: {kind}"
+                result.finishedAt = now()
+            elif result.phase == "Pending":
+                result.phase, result.message = "Skipped", "not run: internal error"
+        await self._finish(
+            run,
+            "Failed",
+            INTERNAL_ERROR,
+            f"the operator failed unexpectedly ({kind}); the exception's text is not shown, "
+            "as it may hold secrets",
+        )
 
     # -- state transitions -------------------------------------------------------------
 
@@ -137,7 +236,15 @@ class Engine:
         status = run.status
         if status.phase in FINISHED_PHASES:
             return
+        if run.invalid is not None:
+            await self._finish(run, "Failed", *run.invalid, precondition=True)
+            return
         if status.plan is None:
+            try:
+                refusals.check_run_namespace(self.settings, run.namespace)
+            except Refused as exc:
+                await self._finish(run, "Refused", exc.reason, exc.message, precondition=True)
+                return
             await self._admit(run)
         annotations = run.body["metadata"].get("annotations") or {}
         if status.plan is None and ANNOTATION_SKIP_REASON in annotations:
@@ -302,6 +409,11 @@ class Engine:
             return await self._end_step(run, index, StepOutcome("Refused", exc.reason, exc.message))
         except StepFailed as exc:
             return await self._end_step(run, index, StepOutcome("Failed", exc.reason, exc.message))
+        except Exception as exc:
+            error = unexpected_failure(f"preparing step {run.plan.steps[index].name}", exc)
+            return await self._end_step(
+                run, index, StepOutcome("Failed", error.reason, error.message)
+            )
         return await self._attempts(run, index, spec, params)
 
     def _account(self, run: Run) -> str:
@@ -335,26 +447,17 @@ class Engine:
     def _prepare(self, run: Run, index: int) -> tuple[ActionSpec[Any], ActionParams]:
         """The step's action and its params, rendered from the run's inputs and validated;
         raises ``StepFailed`` or ``Refused``."""
-        step = run.plan.steps[index]
-        spec = REGISTRY.get(step.action)
-        if spec is None:
-            raise StepFailed(f"unknown action {step.action!r}", reason="UnknownAction")
         outputs = {
             s.name: s.outputs
             for s in run.status.steps[:index]
             if s.phase in ("Succeeded", "DryRun")
         }
-        rendered = templates.render(step.params, self._inputs(run, outputs), spec.params)
-        try:
-            params = spec.parse(rendered)
-        except ValidationError as exc:
-            raise StepFailed(
-                f"invalid params after templating: {pydantic_message(exc)}",
-                reason="InvalidParams",
-            ) from exc
-        if spec.validate is not None:
-            spec.validate(params, self.settings, run.plan.namespace or run.namespace)
-        return spec, params
+        return prepare_step(
+            run.plan.steps[index],
+            self._inputs(run, outputs),
+            self.settings,
+            run.plan.namespace or run.namespace,
+        )
 
     async def _attempts(
         self, run: Run, index: int, spec: ActionSpec[Any], params: ActionParams
@@ -427,8 +530,7 @@ class Engine:
             return StepFailed(f"timed out after {timeout}s", reason="Timeout", transient=True)
         if isinstance(exc, ApiError):
             return exc.as_step_failure("Kubernetes API")
-        log.error("action %s failed unexpectedly", action, exc_info=exc)
-        return StepFailed(f"internal error: {exc!r}", reason="InternalError")
+        return unexpected_failure(f"action {action}", exc)
 
     async def _attempt(
         self, spec: ActionSpec[Any], params: Any, ctx: ActionContext, timeout: float

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from mcp_remediator import redact
 from mcp_remediator.kube.client import ApiError
 from mcp_remediator.kube.events import now, parse_time
 from mcp_remediator.kube.status import patch_status
@@ -77,6 +78,13 @@ async def run_remediation(namespace: str | None, name: str, memo: Any, **_: Any)
         if exc.transient:
             raise _transient(exc) from exc
         raise kopf.PermanentError(str(exc)) from exc
+    except Exception as exc:
+        # The engine finishes a run it fails on; this is what even that could not do. Kopf
+        # would log the exception's text (which may hold secrets) and retry it forever.
+        kind = redact.exception_type(exc)
+        log.error("remediation %s/%s: %s\n%s", namespace, name, kind,
+                  redact.traceback_without_text(exc))  # fmt: skip
+        raise kopf.PermanentError(f"internal error ({kind})") from None
 
 
 def _finished(status: kopf.Status, **_: Any) -> bool:
@@ -132,7 +140,7 @@ async def validate_runbook(
 ) -> None:
     assert namespace is not None
     m = Memo.of(memo)
-    problems = check_runbook(dict(spec), m.settings)
+    problems = check_runbook(dict(spec), m.settings, namespace)
     generation = meta.get("generation")
     if problems:
         reason = problems[0].reason

@@ -2,7 +2,8 @@
 
 ``run_operator`` builds every part once — clients, metrics, the engine (with the metrics
 as its step observer), the receiver — into the typed ``Memo`` the handlers read, runs
-the receiver beside Kopf, and closes the clients on exit. ``mcp-remediator run`` calls
+the receiver beside Kopf, and closes the clients on exit. httpx's request log lines show
+URLs without user info or query (``redact.redact_http_logs``). ``mcp-remediator run`` calls
 it; the tests and the demo too (``testing.operator_thread``), with their own flags.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, cast
 
 import kopf
 
-from mcp_remediator import handlers
+from mcp_remediator import handlers, redact
 from mcp_remediator.alerts.receiver import Receiver
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
@@ -57,6 +58,7 @@ async def run_operator(
     The receiver runs beside Kopf for the operator's lifetime: if either ends, both stop,
     and the first error is raised.
     """
+    redact.redact_http_logs()
     clients = Clients.build(settings, connection)
     companions: list[asyncio.Task[None]] = []
     try:

@@ -3,7 +3,11 @@
 Every setting is documented once, here (the README's settings table is generated from
 ``Settings.model_fields``). Secrets may come from ``<NAME>_FILE`` (a mounted Secret) or
 from ``<NAME>``; the file wins. Secret values are ``pydantic.SecretStr`` so that they
-never appear in a ``repr``, a log line or a status field.
+never appear in a ``repr``, a log line or a status field, and no validation error shows an
+input value (``hide_input_in_errors``): ``from_env`` raises ``SettingsError``, which names
+each bad variable and what is wrong with it, never its value. Bearer tokens must be
+header-safe (``redact.header_safe``: visible ASCII), so that a pasted ``’`` is rejected at
+start-up instead of failing every request later with an error holding the whole header.
 
 Called by ``cli`` once at start-up; everything else receives the object explicitly.
 """
@@ -15,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from mcp_remediator import redact
 
 SECRET_SETTINGS = (
     "receiver_token",
@@ -26,6 +32,14 @@ SECRET_SETTINGS = (
 )
 
 
+# Sent as ``Authorization: Bearer <token>`` (or compared with what Alertmanager sends).
+TOKEN_SETTINGS = ("receiver_token", "prometheus_token", "argocd_token")
+
+
+class SettingsError(ValueError):
+    """Invalid settings: names each bad variable and what is wrong, never a value."""
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.replace("\n", ",").split(",") if item.strip()]
 
@@ -33,7 +47,7 @@ def _split(value: str) -> list[str]:
 class Settings(BaseModel):
     """All operator settings; the env var of field ``foo_bar`` is ``MCP_FOO_BAR``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     receiver_port: int = Field(8080, description="Port of the alert receiver (HTTP).")
     receiver_host: str = Field("0.0.0.0", description="Address the receiver binds to.")
@@ -175,6 +189,13 @@ class Settings(BaseModel):
             raise ValueError("at least one allowed prefix is required")
         return value
 
+    @field_validator(*TOKEN_SETTINGS)
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not redact.header_safe(value.get_secret_value()):
+            raise ValueError(f"a bearer token {redact.HEADER_SAFE_RULE}")
+        return value
+
     def is_trusted(self, namespace: str) -> bool:
         """Whether remediations of ``namespace`` may use operator-level credentials."""
         return namespace in self.trusted_namespaces
@@ -184,13 +205,24 @@ class Settings(BaseModel):
         """Read every field from ``MCP_<FIELD>``; secrets also from ``MCP_<FIELD>_FILE``."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
+        sources: dict[str, str] = {}
         for field in cls.model_fields:
             key = f"MCP_{field.upper()}"
             if field in SECRET_SETTINGS and env.get(f"{key}_FILE"):
                 values[field] = Path(env[f"{key}_FILE"]).read_text().strip()
+                sources[field] = f"{key}_FILE"
             elif env.get(key, "") != "":
                 values[field] = env[key]
-        return cls.model_validate(values)
+                sources[field] = key
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_input=False, include_url=False):
+                field = str(error["loc"][0]) if error["loc"] else ""
+                where = sources.get(field, env_var_name(field) if field else "settings")
+                problems.append(f"{where}: {error['msg']}")
+            raise SettingsError("; ".join(problems)) from None
 
 
 def env_var_name(field: str) -> str:

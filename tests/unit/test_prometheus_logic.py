@@ -91,5 +91,7 @@ def test_the_error_prometheus_sent_is_read_out_of_the_library_exception() -> Non
         '"error":"1:6: parse error: unexpected end of input"}\')'
     )
     assert _answer(text) == (400, "1:6: parse error: unexpected end of input")
-    assert _answer("HTTP Status Code 502 (b'<html>bad gateway</html>')")[0] == 502
+    # Not Prometheus's JSON: whatever answered is not quoted.
+    assert _answer("HTTP Status Code 502 (b'<html>bad gateway</html>')") == (502, "")
+    assert _answer('HTTP Status Code 404 (b\'{"detail": "internal"}\')') == (404, "")
     assert _answer("something else") == (0, "something else")

@@ -25,10 +25,10 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 
+from mcp_remediator import redact
 from mcp_remediator.actions.common import K8sName
 from mcp_remediator.actions.registry import Access, ActionContext, ActionParams
 from mcp_remediator.errors import Refused, StepFailed
@@ -196,10 +196,9 @@ def check_url(ctx: ActionContext, url: str) -> None:
     try:
         refusals.check_url(ctx.settings.model_copy(update={"module_base_urls": {}}), url)
     except Refused:
-        parts = urlsplit(url)
-        host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         raise not_allowed(
             ctx,
-            f"host {host}, allowed as a module base URL (MCP_MODULE_BASE_URLS),",
+            f"host {redact.safe_host(url, 'of the URL')}, allowed as a module base URL "
+            "(MCP_MODULE_BASE_URLS),",
             "add the host to MCP_HTTP_ALLOWED_HOSTS",
         ) from None

@@ -16,7 +16,8 @@ its own namespace (``baseUrlSecretRef``) or fails ``CredentialsNotAllowed``, and
 whose host is allowed only as a module base URL fails the same way (the allow-list of
 untrusted namespaces is ``MCP_HTTP_ALLOWED_HOSTS``).
 
-Messages show URLs without credentials or query strings, which may carry tokens.
+Messages show URLs as ``redact.safe_url``: without user info, query or fragment, which may
+carry credentials.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, JsonValue, model_validator
 
+from mcp_remediator import redact
 from mcp_remediator.actions import credentials
 from mcp_remediator.actions.common import Url
 from mcp_remediator.actions.credentials import SecretKeyRef
@@ -47,8 +49,7 @@ BASE_URL_SECRET_REF = (
 
 def shown(url: str) -> str:
     """The URL without user info, query or fragment: safe to put into a message."""
-    parts = httpx.URL(url)
-    return str(parts.copy_with(username=None, password=None, query=None, fragment=None))
+    return redact.safe_url(url, "the URL")
 
 
 async def _send(
@@ -83,6 +84,9 @@ async def _send(
             reason=reason,
             transient=True,
         ) from exc
+    except httpx.InvalidURL:
+        # ``from None``: the exception's text quotes the URL, with any credentials in it.
+        raise StepFailed(f"{method} {shown(url)}: not a valid URL", reason=reason) from None
     return response, (time.monotonic() - started) * 1000
 
 

@@ -22,6 +22,7 @@ import time
 import httpx
 from pydantic import Field
 
+from mcp_remediator import redact
 from mcp_remediator.actions import credentials
 from mcp_remediator.actions.common import SlackText
 from mcp_remediator.actions.credentials import SecretKeyRef
@@ -37,14 +38,17 @@ class _RedactUrl(logging.Filter):
 
     def __init__(self, url: str, host: str):
         super().__init__()
-        self.url = str(httpx.URL(url))
+        full = str(httpx.URL(url))
+        # As it is logged, or as ``redact.redact_http_logs`` has already shown it.
+        self.urls = {full, redact.safe_url(full, full)}
         self.shown = f"<notification webhook at {host}>"
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self.shown if str(a) == self.url else a for a in record.args)
-        if isinstance(record.msg, str) and self.url in record.msg:
-            record.msg = record.msg.replace(self.url, self.shown)
+            record.args = tuple(self.shown if str(a) in self.urls else a for a in record.args)
+        if isinstance(record.msg, str):
+            for url in self.urls:
+                record.msg = record.msg.replace(url, self.shown)
         return True
 
 

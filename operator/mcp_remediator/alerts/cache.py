@@ -9,6 +9,10 @@ Routing by namespace (tenancy): a runbook in a trusted namespace
 alerts whose ``namespace`` label is its own namespace, so a tenant cannot start runs on
 another namespace's alerts. A runbook the routing rules out is not matched at all: no
 record, not even a Skipped one.
+
+No runbook can stop the cache: an object that cannot be read or validated, whatever the
+reason, is an invalid runbook (kept out, logged by the exception's type), and the next
+object is read as usual.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_remediator import redact
 from mcp_remediator.models import API_VERSION, RunbookSpec
 from mcp_remediator.runbook import matchers
 from mcp_remediator.runbook.validation import check_runbook
@@ -82,8 +87,11 @@ class RunbookCache:
         return len(self._runbooks)
 
     def apply(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta.get("name") or "")
+        meta = body.get("metadata") if isinstance(body, Mapping) else None
+        if not isinstance(meta, Mapping):
+            log.warning("runbook event without metadata: ignored")
+            return
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         version = str(meta.get("resourceVersion") or "")
         if not _newer(version, self._versions.get(key)):
             return
@@ -96,9 +104,22 @@ class RunbookCache:
             self._runbooks[key] = entry
 
     def _entry(self, key: tuple[str, str], body: Mapping[str, Any]) -> CachedRunbook | None:
+        """The runbook as the receiver matches it; ``None`` when it is invalid or cannot be
+        read at all."""
+        try:
+            return self._read(key, body)
+        except Exception as exc:
+            log.warning(
+                "runbook %s/%s cannot be read (%s): not matched",
+                *key,
+                redact.exception_type(exc),
+            )
+            return None
+
+    def _read(self, key: tuple[str, str], body: Mapping[str, Any]) -> CachedRunbook | None:
         meta = body.get("metadata") or {}
         raw_spec = body.get("spec") or {}
-        invalid = bool(check_runbook(raw_spec, self.settings)) or any(
+        invalid = bool(check_runbook(raw_spec, self.settings, key[0])) or any(
             c.get("type") == "Valid"
             and c.get("status") == "False"
             and c.get("observedGeneration") == meta.get("generation")

@@ -28,6 +28,11 @@ Runbook ``status.lastTriggeredAt`` and ``counters`` (``triggered``: matching ale
 occurrences; ``skipped``: those the guardrails stopped) are updated best effort, batched
 per runbook by ``flush_counters``.
 
+An unexpected error of one alert × runbook pair is its outcome ``failed`` (logged by the
+exception's type), never an error answer: only an unreachable Kubernetes API makes the
+notification fail (``ApiUnavailable``, 503), so that Alertmanager retries what a retry can
+fix.
+
 Used by ``receiver`` (HTTP) and the ingestion benchmark; the Kopf handlers feed the cache.
 """
 
@@ -42,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from mcp_remediator import records
+from mcp_remediator import records, redact
 from mcp_remediator.alerts.cache import CachedRunbook, RunbookCache
 from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
@@ -208,6 +213,16 @@ class AlertIngestor:
             log.error("alert %s, runbook %s: %s", alert.fingerprint, runbook.name, exc)
         except Refused as exc:
             log.error("alert %s, runbook %s: %s", alert.fingerprint, runbook.name, exc.message)
+        except Exception as exc:
+            # A bug, or a record nobody foresaw: this pair fails, counted and logged by type
+            # (its text may hold secrets); a 5xx would only make Alertmanager resend it.
+            log.error(
+                "alert %s, runbook %s: failed unexpectedly (%s)\n%s",
+                alert.fingerprint,
+                runbook.name,
+                redact.exception_type(exc),
+                redact.traceback_without_text(exc),
+            )
         return "failed", name
 
     # -- firing ------------------------------------------------------------------------

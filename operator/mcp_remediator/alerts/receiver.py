@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mcp_remediator import redact
 from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
 from mcp_remediator.alerts.payload import PayloadError, WebhookPayload
 from mcp_remediator.kube.client import ApiError, KubeApi
@@ -137,8 +138,18 @@ class Receiver:
             except ApiError as exc:
                 delay = WARM_RETRY_SECONDS[min(attempt, len(WARM_RETRY_SECONDS) - 1)]
                 log.warning("runbook cache not warm (%s); retrying in %ss", exc, delay)
-                attempt += 1
-                await asyncio.sleep(delay)
+            except Exception as exc:
+                # Not one runbook (the cache reads each safely): a LIST answer it could not
+                # use. Retried as well, so the receiver never stays unready for good.
+                delay = WARM_RETRY_SECONDS[min(attempt, len(WARM_RETRY_SECONDS) - 1)]
+                log.error(
+                    "runbook cache not warm (%s); retrying in %ss\n%s",
+                    redact.exception_type(exc),
+                    delay,
+                    redact.traceback_without_text(exc),
+                )
+            attempt += 1
+            await asyncio.sleep(delay)
 
     async def _flush_counters(self) -> None:
         while True:

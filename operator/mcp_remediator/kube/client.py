@@ -2,9 +2,13 @@
 
 Connection settings come from the official ``kubernetes`` package's loaders (in-cluster
 service account, else kubeconfig), so every auth method it knows works; requests go
-through ``httpx`` so that no call blocks the event loop. Every write passes the refusal
-layer first (``refusals.check_write``) and, in dry-run, no write is sent at all: a bug in
-an action cannot override Kyverno or write during a dry run.
+through ``httpx`` so that no call blocks the event loop. Every write of a step passes the
+refusal layer first (``refusals.check_write``) and, in dry-run, no write is sent at all: a
+bug in an action cannot override Kyverno or write during a dry run. The one exception is
+the operator's own bookkeeping: a client acting with the operator's identity (no
+``Identity``) writes its records, their status and Events in any namespace
+(``refusals.is_bookkeeping``), so that a record in a protected namespace can be finished
+``Refused`` instead of being retried forever; every other write it makes is checked too.
 
 Built once by ``runtime`` (``clients.Clients``) and handed to the engine, actions and the
 receiver. ``KubeApi.impersonating(namespace, account)`` gives the client a step uses: the
@@ -337,9 +341,17 @@ class KubeApi:
     def _guard(
         self, api_version: str, plural: str, namespace: str | None, name: str | None
     ) -> None:
-        refusals.check_write(
-            self.settings, api_version=api_version, resource=plural, namespace=namespace, name=name
-        )
+        # Steps always impersonate (``impersonating``); only the operator's own identity
+        # writes its bookkeeping, which the refusal layer does not judge.
+        own_bookkeeping = self.identity is None and refusals.is_bookkeeping(api_version, plural)
+        if not own_bookkeeping:
+            refusals.check_write(
+                self.settings,
+                api_version=api_version,
+                resource=plural,
+                namespace=namespace,
+                name=name,
+            )
         if self.dry_run:
             raise RuntimeError(
                 f"dry-run client asked to write {api_version}/{plural} {namespace}/{name}"

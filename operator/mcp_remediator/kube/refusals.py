@@ -1,9 +1,14 @@
 """The refusal layer: what the operator never writes, whoever asks.
 
-Every write the operator makes to the Kubernetes API passes ``check_write`` (the
-Kubernetes client calls it before sending), and actions call it at validation time for
-targets they can already see, so a bad runbook is marked ``Valid=False`` before any alert
-uses it. Redis prefixes and HTTP hosts have their own guards here too.
+Every write a step makes to the Kubernetes API passes ``check_write`` (the Kubernetes
+client calls it before sending), and actions call it at validation time for targets they
+can already see, so a bad runbook is marked ``Valid=False`` before any alert uses it.
+Redis prefixes and HTTP hosts have their own guards here too.
+
+The operator's own bookkeeping (``is_bookkeeping``: its custom resources, their status
+and Events, written with its own identity) is not a step's write: a remediation applied
+in a protected namespace must still be finished there as ``Refused``
+(``check_run_namespace``), or it would be retried forever.
 
 Kyverno policy changes happen only in Git: any write to Kyverno's API groups, to its
 admission webhooks, to workloads in its namespace, or any PolicyException is refused
@@ -14,7 +19,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from mcp_remediator import redact
 from mcp_remediator.errors import Refused
+from mcp_remediator.models import GROUP, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import Settings
 
 KYVERNO = "ManualKyvernoOverrideRefused"
@@ -29,6 +36,10 @@ KYVERNO_GROUPS = frozenset(
 )
 WEBHOOK_GROUP = "admissionregistration.k8s.io"
 POLICY_EXCEPTION_KINDS = frozenset({"policyexception", "policyexceptions"})
+# (API group, plural) of what the operator writes for itself: its records and Events.
+BOOKKEEPING = frozenset(
+    {(GROUP, REMEDIATIONS), (GROUP, RUNBOOKS), ("", "events"), ("events.k8s.io", "events")}
+)
 
 
 def api_group(api_version: str) -> str:
@@ -41,6 +52,25 @@ def kyverno_message(settings: Settings, what: str) -> str:
         f"refused: {what} would override Kyverno by hand; Kyverno policy changes go "
         f"through {settings.gitops_policy_path} and Argo CD, never through the operator"
     )
+
+
+def is_bookkeeping(api_version: str, resource: str) -> bool:
+    """Whether a write is of the operator's own records (McpRemediation, McpRunbook, their
+    status) or an Event: what the operator writes with its own identity."""
+    return (api_group(api_version), resource.lower()) in BOOKKEEPING
+
+
+def check_run_namespace(settings: Settings, namespace: str) -> None:
+    """Raise ``Refused`` for a remediation whose own namespace is protected (or Kyverno's):
+    its steps would act as an account of that namespace and inherit it as their target,
+    so none runs there."""
+    if namespace in settings.protected_namespaces or namespace == settings.kyverno_namespace:
+        raise Refused(
+            PROTECTED_NAMESPACE,
+            f"refused: namespace {namespace} is protected (MCP_PROTECTED_NAMESPACES, "
+            "MCP_KYVERNO_NAMESPACE): no remediation runs there; create it in the namespace "
+            "of the team whose workloads it remediates",
+        )
 
 
 def check_write(
@@ -88,22 +118,43 @@ def check_redis_pattern(settings: Settings, pattern: str) -> None:
     )
 
 
+def _http_host_port(url: str) -> tuple[str, int] | None:
+    """(host, port) of an http(s) URL; ``None`` when it is not one or does not parse."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port out of range or not a number, a broken IPv6 address
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    return host.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
 def check_url(settings: Settings, url: str) -> None:
-    """HTTP actions may call only ``MCP_HTTP_ALLOWED_HOSTS`` (and the module base URLs)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Refused(HOST_NOT_ALLOWED, f"refused: {url!r} is not an http(s) URL")
-    host = parts.hostname.lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    """HTTP actions may call only ``MCP_HTTP_ALLOWED_HOSTS`` (and the module base URLs).
+
+    A URL that does not parse (a port out of range, a broken IPv6 address) is refused like
+    one of another scheme; messages name the host as ``redact.safe_host`` shows it.
+    """
+    found = _http_host_port(url)
+    if found is None:
+        raise Refused(
+            HOST_NOT_ALLOWED,
+            f"refused: {redact.safe_url(url, 'the URL')} is not a valid http(s) URL (a "
+            "scheme http or https, a host, and a port from 0 to 65535 if any)",
+        )
+    host, port = found
     allowed = {h.lower() for h in settings.http_allowed_hosts}
     for base in settings.module_base_urls.values():
-        base_parts = urlsplit(base)
-        if base_parts.hostname:
-            base_port = base_parts.port or (443 if base_parts.scheme == "https" else 80)
-            allowed.add(f"{base_parts.hostname.lower()}:{base_port}")
+        if (base_found := _http_host_port(base)) is not None:
+            allowed.add("{}:{}".format(*base_found))
     if host in allowed or f"{host}:{port}" in allowed:
         return
+    shown = redact.safe_host(url, "")
+    if shown and ":" not in shown.rpartition("]")[2]:
+        shown = f"{shown}:{port}"  # as the allow-list may name it
     raise Refused(
         HOST_NOT_ALLOWED,
-        f"refused: host {host}:{port} is not in the allowed hosts (MCP_HTTP_ALLOWED_HOSTS)",
+        f"refused: host {shown or 'of the URL'} is not in the allowed hosts "
+        "(MCP_HTTP_ALLOWED_HOSTS)",
     )

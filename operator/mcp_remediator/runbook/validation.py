@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_remediator import redact
 from mcp_remediator.actions import REGISTRY, ActionSpec
 from mcp_remediator.errors import Refused, TemplateError
 from mcp_remediator.kube import refusals
@@ -21,6 +22,7 @@ from mcp_remediator.runbook import escaping, matchers, templates
 from mcp_remediator.settings import Settings
 
 SAMPLE = templates.Inputs(labels={}, annotations={}, steps={})
+VALIDATION_FAILED = "ValidationFailed"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ class Problem:
     # The field of the checked spec it is about, when known: ``("steps", 2)``; ``lint``
     # shows that field's line.
     path: tuple[str | int, ...] = ()
+
+
+def unexpected(what: str, exc: Exception) -> Problem:
+    """The problem of a check that failed unexpectedly: named by type, never by text."""
+    return Problem(
+        VALIDATION_FAILED,
+        f"{what}: could not be validated ({redact.exception_type(exc)}); fix what it "
+        "names or report it",
+    )
 
 
 def pydantic_message(exc: ValidationError) -> str:
@@ -131,51 +142,62 @@ def check_steps(
     if namespace and not templates.PLACEHOLDER.search(namespace):
         literal_namespace = namespace
     for index, step in enumerate(steps):
-        where = ("steps", index)
-        if step.name in seen:
-            problems.append(
-                Problem("DuplicateStep", f"step {step.name}: name used twice", (*where, "name"))
-            )
-        template_problems = [
-            Problem("InvalidTemplate", text, (*where, "params"))
-            for text in templates.validate(step.params, seen, step.name)
-        ]
-        problems.extend(template_problems)
-        seen.append(step.name)
-        spec = REGISTRY.get(step.action)
-        if spec is not None and not template_problems:
-            problems.extend(
-                Problem("InvalidTemplate", f"step {step.name}: {text}", (*where, "params"))
-                for text in templates.check_placement(step.params, spec.params)
-            )
-        if spec is None:
-            known = ", ".join(sorted(REGISTRY))
-            problems.append(
-                Problem(
-                    "UnknownAction",
-                    f"step {step.name}: unknown action {step.action!r} (known: {known})",
-                    (*where, "action"),
-                )
-            )
-            continue
-        templated = bool(templates.PLACEHOLDER.search(repr(step.params)))
         try:
-            spec.parse(_sample(step.params) if templated else step.params)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            problems.append(
-                Problem(
-                    "InvalidParams",
-                    f"step {step.name} ({step.action}): {pydantic_message(exc)}",
-                    (*where, "params"),
-                )
+            problems.extend(_check_step(index, step, seen, settings, literal_namespace))
+        except Exception as exc:
+            problems.append(unexpected(f"step {step.name} ({step.action})", exc))
+        seen.append(step.name)
+    return problems
+
+
+def _check_step(
+    index: int, step: Step, seen: Sequence[str], settings: Settings, literal_namespace: str | None
+) -> list[Problem]:
+    problems: list[Problem] = []
+    where = ("steps", index)
+    if step.name in seen:
+        problems.append(
+            Problem("DuplicateStep", f"step {step.name}: name used twice", (*where, "name"))
+        )
+    template_problems = [
+        Problem("InvalidTemplate", text, (*where, "params"))
+        for text in templates.validate(step.params, list(seen), step.name)
+    ]
+    problems.extend(template_problems)
+    spec = REGISTRY.get(step.action)
+    if spec is not None and not template_problems:
+        problems.extend(
+            Problem("InvalidTemplate", f"step {step.name}: {text}", (*where, "params"))
+            for text in templates.check_placement(step.params, spec.params)
+        )
+    if spec is None:
+        known = ", ".join(sorted(REGISTRY))
+        problems.append(
+            Problem(
+                "UnknownAction",
+                f"step {step.name}: unknown action {step.action!r} (known: {known})",
+                (*where, "action"),
             )
-            continue
-        if templated:
-            refused = _templated_refusal(spec, step.params, settings, literal_namespace)
-        else:
-            refused = _refusal(spec, step.params, settings, literal_namespace)
-        if refused is not None:
-            problems.append(Problem(refused.reason, f"step {step.name}: {refused.message}", where))
+        )
+        return problems
+    templated = bool(templates.PLACEHOLDER.search(repr(step.params)))
+    try:
+        spec.parse(_sample(step.params) if templated else step.params)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems.append(
+            Problem(
+                "InvalidParams",
+                f"step {step.name} ({step.action}): {pydantic_message(exc)}",
+                (*where, "params"),
+            )
+        )
+        return problems
+    if templated:
+        refused = _templated_refusal(spec, step.params, settings, literal_namespace)
+    else:
+        refused = _refusal(spec, step.params, settings, literal_namespace)
+    if refused is not None:
+        problems.append(Problem(refused.reason, f"step {step.name}: {refused.message}", where))
     return problems
 
 
@@ -185,13 +207,32 @@ def check_runbook(
     """Every problem of an McpRunbook ``spec``; an empty list means ``Valid=True``.
 
     ``namespace`` is the runbook's own: the target of its steps when ``target.namespace``
-    is not set (as the engine runs them), so their writes are checked against it.
+    is not set (as the engine runs them), so their writes are checked against it; and a
+    runbook in a protected namespace is refused, as every run of it would be. Never
+    raises: a check that fails unexpectedly is a ``ValidationFailed`` problem.
     """
+    try:
+        return _check_runbook(body, settings, namespace)
+    except Exception as exc:
+        return [unexpected("spec", exc)]
+
+
+def _check_runbook(
+    body: Mapping[str, Any], settings: Settings, namespace: str | None
+) -> list[Problem]:
+    if not isinstance(body, Mapping):
+        return [Problem("InvalidSpec", "spec must be a mapping")]
     try:
         spec = RunbookSpec.model_validate(dict(body), strict=True)
     except ValidationError as exc:
         return [Problem("InvalidSpec", pydantic_message(exc))]
-    problems = check_steps(spec.steps, settings, spec.target.namespace or namespace)
+    problems: list[Problem] = []
+    if namespace is not None:
+        try:
+            refusals.check_run_namespace(settings, namespace)
+        except Refused as exc:
+            problems.append(Problem(exc.reason, exc.message))
+    problems.extend(check_steps(spec.steps, settings, spec.target.namespace or namespace))
     target = spec.target.namespace
     if target and templates.PLACEHOLDER.search(target):
         problems.extend(
@@ -215,4 +256,6 @@ def check_runbook(
                         ("triggers", index, "matchers"),
                     )
                 )
+            except Exception as exc:
+                problems.append(unexpected(f"triggers[{index}].matchers", exc))
     return problems

@@ -15,6 +15,9 @@ are searched for ``*.yaml``/``*.yml``) in two passes, each problem printed as
    McpRemediation's inline steps) the document's ``metadata.namespace``, else
    ``--namespace`` (default ``default``).
 
+Whatever a document holds, it gets such lines, never a traceback (a check that fails
+unexpectedly is the problem ``ValidationFailed``), each kept on one line.
+
 Exit codes: 0 all valid, 1 problems found, 2 nothing to lint or unreadable input.
 """
 
@@ -28,8 +31,16 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
+from mcp_remediator.errors import Refused
+from mcp_remediator.kube import refusals
 from mcp_remediator.models import API_VERSION, RemediationSpec
-from mcp_remediator.runbook.validation import Problem, check_runbook, check_steps, pydantic_message
+from mcp_remediator.runbook.validation import (
+    Problem,
+    check_runbook,
+    check_steps,
+    pydantic_message,
+    unexpected,
+)
 from mcp_remediator.settings import Settings
 from mcp_remediator.tools import crdschema
 
@@ -93,7 +104,15 @@ def check_document(
     doc: Document, settings: Settings, namespace: str = DEFAULT_NAMESPACE
 ) -> list[Problem]:
     """Every problem of one McpRunbook or McpRemediation; each ``path`` is from the
-    document's root. ``namespace``: the document's when its metadata names none."""
+    document's root. ``namespace``: the document's when its metadata names none. Never
+    raises."""
+    try:
+        return _check_document(doc, settings, namespace)
+    except Exception as exc:
+        return [unexpected("document", exc)]
+
+
+def _check_document(doc: Document, settings: Settings, namespace: str) -> list[Problem]:
     body = doc.body
     if body.get("apiVersion") != API_VERSION:
         return [Problem("WrongApiVersion", f"apiVersion must be {API_VERSION}", ("apiVersion",))]
@@ -132,7 +151,18 @@ def check_document(
                 ("spec", "serviceAccountName"),
             )
         ]
-    return _in_spec(check_steps(remediation.steps, settings, namespace))
+    problems = []
+    try:
+        refusals.check_run_namespace(settings, namespace)
+    except Refused as exc:
+        problems.append(Problem(exc.reason, exc.message, ("metadata",)))
+    return problems + _in_spec(check_steps(remediation.steps, settings, namespace))
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable (a line break in a name, a
+    control character in a value) escaped, so that each problem stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def lint_paths(
@@ -142,7 +172,7 @@ def lint_paths(
     for path in yaml_files(paths):
         try:
             docs = list(documents(path))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             return 2
         for doc in docs:
@@ -153,11 +183,10 @@ def lint_paths(
             if problems:
                 failed += 1
                 for problem in problems:
-                    print(
-                        f"{doc.where(problem.path)}: {problem.reason}: {problem.message}", file=out
-                    )
+                    line = f"{doc.where(problem.path)}: {problem.reason}: {problem.message}"
+                    print(one_line(line), file=out)
             else:
-                print(f"{doc.label}: ok", file=out)
+                print(one_line(f"{doc.label}: ok"), file=out)
     if checked == 0:
         print("no McpRunbook or McpRemediation documents found", file=out)
         return 2

@@ -17,18 +17,21 @@ Two ways in, one interface (``ArgoCd``), chosen by ``MCP_ARGOCD_MODE``:
   (``actions/credentials``).
 
 Called by ``actions/argocd.py``. Tokens never appear in messages: errors name the server
-by host only.
+by ``redact.safe_host`` only; a server URL that does not read unambiguously
+(``ArgoCdBadUrl``) or a token that cannot be sent in a header (``ArgoCdBadToken``: not
+visible ASCII) fails the step before anything is sent, naming where it came from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
+from mcp_remediator import redact
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube.client import KINDS, ApiError, KubeApi
 from mcp_remediator.settings import Settings
@@ -262,13 +265,25 @@ class ApiArgoCd:
             )
         self.http = http
         self.base = server.get_secret_value().rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
         self.token_source = token_source
-        try:
-            host = urlsplit(self.base).netloc.rpartition("@")[2]
-        except ValueError:
-            host = ""
+        # The URL may carry credentials; name the host, or else the URL's source.
+        host = redact.safe_host(self.base, "")
         self.where = f"Argo CD at {host or server_source}"
+        try:
+            scheme = httpx.URL(self.base).scheme
+        except httpx.InvalidURL:
+            scheme = ""
+        if not host or scheme not in ("http", "https"):
+            raise StepFailed(
+                f"{server_source} is not a valid http(s) URL of the Argo CD API server",
+                reason="ArgoCdBadUrl",
+            )
+        if not redact.header_safe(token.get_secret_value()):
+            raise StepFailed(
+                f"{token_source} is not a usable Argo CD token: it {redact.HEADER_SAFE_RULE}",
+                reason="ArgoCdBadToken",
+            )
+        self.headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
         self.default_namespace = settings.argocd_namespace
 
     def _url(self, name: str, suffix: str = "") -> str:
@@ -287,16 +302,20 @@ class ApiArgoCd:
                 f"{what}: {self.where} unreachable ({type(exc).__name__})",
                 reason="ArgoCdUnavailable",
             ) from exc
+        except httpx.InvalidURL:
+            # ``from None``: the exception's text quotes the URL, and with it the token.
+            raise StepFailed(f"{what}: not a valid URL for {self.where}") from None
         try:
             body = response.json() if response.content else {}
         except ValueError:
-            body = {"message": response.text[:200]}
+            body = {}  # not Argo CD's JSON: whatever answered is not quoted
         if not isinstance(body, dict):
             body = {}
         return response.status_code, body
 
     def _error(self, what: str, status: int, body: dict[str, Any]) -> StepFailed:
-        message = str(body.get("message") or body.get("error") or f"HTTP {status}")
+        said = [body.get(key) for key in ("message", "error")]
+        message = next((v[:300] for v in said if isinstance(v, str) and v), f"HTTP {status}")
         if status in (401, 403):
             return StepFailed(
                 f"{what}: {self.where} answered {status} ({message}); check the token's "

@@ -9,8 +9,10 @@ and with its own retries switched off: the engine owns the retry policy, and a q
 that must be retried should be retried where it shows in the step's status.
 
 Errors become step failures that say what went wrong: Prometheus unreachable or failing
-(transient), the query rejected (``BadQuery``, with Prometheus's own parser message),
-credentials refused. Messages name the server by host only, never the token.
+(transient), the query rejected (``BadQuery``, with Prometheus's own parser message; an
+answer that is not Prometheus's JSON error is not quoted),
+credentials refused, a token that cannot be sent (not header-safe: ``PrometheusBadToken``).
+Messages name the server by ``redact.safe_host`` only, never its user info or the token.
 
 Called by ``actions/prometheus.py``.
 """
@@ -24,7 +26,6 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -33,6 +34,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import SecretStr
 from urllib3.util.retry import Retry
 
+from mcp_remediator import redact
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.settings import Settings
 
@@ -97,9 +99,10 @@ def _answer(text: str) -> tuple[int, str]:
     try:
         content = ast.literal_eval(raw)
         body = json.loads(content.decode() if isinstance(content, bytes) else content)
-        return status, str(body.get("error") or body)[:300]
+        error = body.get("error")
     except (ValueError, SyntaxError, AttributeError):
-        return status, raw[:300]
+        return status, ""  # not Prometheus's JSON: whatever answered is not quoted
+    return status, error[:300] if isinstance(error, str) else ""
 
 
 class Prometheus:
@@ -124,14 +127,15 @@ class Prometheus:
         self.timeout = settings.prometheus_timeout_seconds
         self.headers: dict[str, str] = {}
         self.token_source = token_source
-        if token is not None:
-            self.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-        try:
-            host = urlsplit(self.url).netloc
-        except ValueError:
-            host = ""
         # The URL may carry credentials; name the host, or else the URL's source.
-        self.where = f"Prometheus at {host.rpartition('@')[2] or url_source}"
+        self.where = f"Prometheus at {redact.safe_host(self.url, url_source)}"
+        if token is not None:
+            if not redact.header_safe(token.get_secret_value()):
+                raise StepFailed(
+                    f"{token_source} is not a usable bearer token: it {redact.HEADER_SAFE_RULE}",
+                    reason="PrometheusBadToken",
+                )
+            self.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
 
     async def query(self, promql: str) -> list[Sample]:
         """Run an instant query; the samples of its answer."""
@@ -170,11 +174,12 @@ class Prometheus:
 
     def _failure(self, text: str) -> StepFailed:
         status, error = _answer(text)
+        said = f": {error}" if error else " (not a Prometheus API error)"
         if status in (400, 422):
-            return StepFailed(f"Prometheus rejected the query: {error}", reason=BAD_QUERY)
+            return StepFailed(f"Prometheus rejected the query{said}", reason=BAD_QUERY)
         if status in (401, 403):
             return StepFailed(
                 f"{self.where} answered {status}: check {self.token_source}",
                 reason="PrometheusUnauthorized",
             )
-        return TransientFailure(f"{self.where} answered {status}: {error}", reason=UNAVAILABLE)
+        return TransientFailure(f"{self.where} answered {status}{said}", reason=UNAVAILABLE)

@@ -9,6 +9,12 @@ The URL carries the password, so it stays a ``SecretStr`` and is only unwrapped 
 the connection: messages name the server by host, port and db, and where the URL came
 from, never by the URL itself. redis-py's own retries are switched off because the
 engine owns the retry policy; a hidden retry would also run a purge slice twice.
+
+What the server answered is quoted only when it is a Redis error reply (``-ERR …``) of one
+short printable line; a protocol error — the URL points at something that does not speak
+Redis, and redis-py quotes the bytes it got — is reported as such, without a byte of what
+answered (``RedisProtocolError``): a URL from a Secret must not let a step read the first
+line of an arbitrary service.
 """
 
 from __future__ import annotations
@@ -32,6 +38,41 @@ from mcp_remediator.settings import Settings
 SCHEMES = ("redis", "rediss")
 # Answers a retry may fix: the server is failing over, busy with a script or loading.
 TRANSIENT_REPLIES = ("BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+MAX_REPLY = 200
+
+
+def _short_text(exc: BaseException) -> str | None:
+    """The exception's text when it is one short line of printable ASCII, else ``None``."""
+    text = str(exc).strip()
+    if not text or len(text) > MAX_REPLY or not text.isascii() or not text.isprintable():
+        return None
+    return text
+
+
+def server_reply(exc: redis.exceptions.RedisError) -> str:
+    """The error reply the server sent (redis-py's text of a ``-ERR …`` line), when it is a
+    short printable line; else only the exception's type."""
+    return _short_text(exc) or f"an unexpected reply ({type(exc).__name__})"
+
+
+def protocol_error(exc: BaseException) -> bool:
+    """Whether the server did not speak Redis: redis-py raises ``InvalidResponse`` (quoting
+    the bytes it got), and wraps it in a ``ConnectionError`` while connecting."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return any(
+        isinstance(item, redis.exceptions.InvalidResponse) or "protocol error" in str(item).lower()
+        for item in chain
+    )
+
+
+def connect_error(exc: redis.exceptions.ConnectionError) -> str:
+    """Why a connection failed: redis-py's own sentence (the operating system's reason, the
+    server closed it) when it is short printable text; else the exception's type."""
+    return _short_text(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -146,7 +187,13 @@ def step_failure(
     ``timeout`` is the socket timeout that applied (redis-py's messages carry none).
     """
     where = f"Redis at {target.address}"
-    detail = str(exc).strip()
+    if protocol_error(exc):
+        return StepFailed(
+            f"{where} did not answer as a Redis server while {doing} (protocol error): check "
+            f"{target.source}",
+            reason="RedisProtocolError",
+        )
+    detail = server_reply(exc)
     if isinstance(exc, redis.exceptions.AuthenticationError):
         return StepFailed(
             f"{where} rejected the credentials from {target.source} while {doing}: {detail}",
@@ -177,15 +224,16 @@ def step_failure(
         return TransientFailure(f"{where} is loading its dataset while {doing}", reason="RedisBusy")
     if isinstance(exc, redis.exceptions.ConnectionError):
         return TransientFailure(
-            f"cannot reach {where} while {doing}: {detail or type(exc).__name__}",
+            f"cannot reach {where} while {doing}: {connect_error(exc)}",
             reason="RedisUnavailable",
         )
     if isinstance(exc, redis.exceptions.ResponseError):
-        if detail.startswith(("MOVED", "ASK ")):
+        text = str(exc).strip()
+        if text.startswith(("MOVED", "ASK ")):
             return StepFailed(
                 f"{where} is a Redis Cluster node; the Redis actions need a standalone server",
                 reason="RedisError",
             )
-        if detail.upper().startswith(TRANSIENT_REPLIES):
+        if text.upper().startswith(TRANSIENT_REPLIES):
             return TransientFailure(f"{where} is busy while {doing}: {detail}", reason="RedisBusy")
     return StepFailed(f"{where} answered an error while {doing}: {detail}", reason="RedisError")
