@@ -75,3 +75,14 @@ def test_lint_exit_codes_and_messages(tmp_path: Path, capsys: object) -> None:
         "'flushAll' (known: argocdSync, " in text
     )
     assert "1 checked, 0 invalid" in text
+
+
+def test_a_templated_port_is_not_refused_but_a_literal_bad_port_is() -> None:
+    settings = Settings(http_allowed_hosts=["finbot"])
+
+    def problems(url: str) -> list[str]:
+        step = {"name": "probe", "action": "httpHealthCheck", "params": {"url": url}}
+        return [p.reason for p in check_runbook({"steps": [step]}, settings)]
+
+    assert problems("http://finbot:{{ labels.port }}/health") == []
+    assert problems("http://finbot:99999/{{ labels.path }}") == ["HostNotAllowed"]

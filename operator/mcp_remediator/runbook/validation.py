@@ -57,6 +57,9 @@ def pydantic_message(exc: ValidationError) -> str:
 # no refusal rule singles either out (not a Kyverno or protected namespace, API group or
 # name), and any name, namespace or label pattern of a param accepts both.
 SAMPLES = ("x", "y")
+# A third sample for the "same refusal whatever renders" rule: a number, so that a template
+# where a port or a count belongs is not refused because a word cannot be a port.
+NUMERIC_SAMPLE = "1"
 # Refusals that a sample value cannot cause (a sample is never Kyverno's nor protected):
 # raised for a templated step, they hold for whatever its templates render.
 LITERAL_REFUSALS = frozenset({refusals.KYVERNO, refusals.PROTECTED_NAMESPACE})
@@ -95,7 +98,8 @@ def _templated_refusal(
 
     The step is checked with its placeholders replaced by each of two samples. A refusal
     counts when no sample can have caused it: one of ``LITERAL_REFUSALS`` raised for both
-    samples, or the very same refusal (reason and message) for both, as when a literal
+    samples, or the very same refusal (reason and message) for both and for a numeric
+    sample (a templated port is no reason to refuse), as when a literal
     ``kind`` or host is refused while the name or the path is templated. A refusal that
     names the sample (a templated kind or host outside an allow-list) is left to the run,
     which checks the rendered params again.
@@ -103,7 +107,10 @@ def _templated_refusal(
     first, second = (_refusal(spec, _sample(params, s), settings, namespace) for s in SAMPLES)
     if first is None or second is None or first.reason != second.reason:
         return None
-    if first.reason in LITERAL_REFUSALS or first.message == second.message:
+    if first.reason in LITERAL_REFUSALS:
+        return Refused(first.reason, _unsampled(first.message, params))
+    numeric = _refusal(spec, _sample(params, NUMERIC_SAMPLE), settings, namespace)
+    if numeric is not None and first.message == second.message == numeric.message:
         return Refused(first.reason, _unsampled(first.message, params))
     return None
 
