@@ -5,10 +5,11 @@ Endpoints: ``POST /alerts`` (webhook payload version 4), ``GET /healthz`` (liven
 
 ``POST /alerts`` answers so that Alertmanager retries exactly what should be retried (it
 retries 5xx, not 4xx): 401 for a missing or wrong bearer token (compared in constant
-time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 400 for a malformed payload
-(nothing is created for it), 503 while the runbook cache is cold or when the Kubernetes
-API cannot be reached (deterministic names make the retry safe), else 200 with a JSON
-summary of what became of every alert (see ``ingest.Summary``).
+time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 400 for a body that is not
+strict JSON (``payload.load_json``) or not a webhook payload (nothing is created for
+it), 503 while the runbook cache is cold or when the Kubernetes API cannot be reached
+(deterministic names make the retry safe), else 200 with a JSON summary of what became
+of every alert (see ``ingest.Summary``).
 
 Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
-from mcp_remediator.alerts.payload import PayloadError, WebhookPayload
+from mcp_remediator.alerts.payload import PayloadError, WebhookPayload, load_json
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
 from mcp_remediator.settings import Settings
@@ -47,7 +47,12 @@ class ReceiverConfigError(Exception):
     """The receiver cannot start with these settings."""
 
 
+MAX_MESSAGE = 2000  # characters of an error message: a payload's problems can be many
+
+
 def _error(status: int, message: str, **headers: str) -> web.Response:
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
@@ -178,10 +183,9 @@ class Receiver:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, too_large)
         try:
-            payload = WebhookPayload.parse(json.loads(raw))
-        except ValueError as exc:  # PayloadError, and JSON's and UTF-8's decode errors
-            message = str(exc) if isinstance(exc, PayloadError) else f"body is not JSON: {exc}"
-            return _error(400, message)
+            payload = WebhookPayload.parse(load_json(raw))
+        except PayloadError as exc:
+            return _error(400, str(exc))
         if not self.ready:
             return _error(503, "runbook cache not warm yet; Alertmanager will retry")
         try:
