@@ -425,3 +425,31 @@ async def test_routing_and_expect_errors_are_json_too(
             assert headers["allow"] == "POST"
         client.send(request("GET", "/healthz"))  # and the connection serves on
         assert (await client.response())[0] == 200
+
+
+async def test_headers_over_64_kib_in_all_answer_431_and_big_bodies_pass(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """Fields each within aiohttp's limits, too many bytes together; the count stops at the
+    headers' end, however the reads split it, so a large body is no header."""
+    cluster.seed(runbook())
+    async with started_receiver(cluster) as receiver:
+        stuffed = await connect(clients, receiver.port)
+        stuffed.send(request("GET", "/healthz", b"", *(f"X-F{i}: {'a' * 4000}" for i in range(20))))
+        elapsed, received = await stuffed.until_closed()
+        status, body = answer(received)
+        assert status == 431 and "over 65536 bytes" in body["error"]
+        assert metric(receiver, "mcp_receiver_dropped_connections_total", reason="headers") == 1
+
+        big = payload(alert(), padding="x" * 900_000)
+        data = request("POST", "/alerts", json.dumps(big).encode(), AUTH_HEADER.decode().strip())
+        at_once = await connect(clients, receiver.port)
+        at_once.send(data)
+        assert (await at_once.response())[0] == 200
+        split = await connect(clients, receiver.port)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        split.drip(head + b"\r\n\r", interval=0.001)  # the end split across reads ...
+        assert split.dripping is not None
+        await split.dripping
+        split.send(b"\n" + rest)  # ... and 900 KB of body after it
+        assert (await split.response())[0] == 200

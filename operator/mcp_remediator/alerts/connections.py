@@ -18,6 +18,9 @@ hour (``keepalive_timeout=3630``), and nothing caps how many such connections th
   ``408`` first when it was the connection's first request.
 - **an idle bound** (``MCP_RECEIVER_KEEPALIVE_TIMEOUT_SECONDS``): a kept-alive connection
   with no request for that long is closed.
+- **a size bound on the headers** (``MAX_HEADER_BYTES``, 64 KiB in all; aiohttp's limits
+  are per line and field): past it the connection is closed, with a ``431`` first when it
+  was the connection's first request. So a connection buffers at most that much of them.
 
 Request boundaries come from the receiver's outermost request handler (``_serve``, around
 aiohttp's application): aiohttp calls it as soon as a request's headers are parsed
@@ -26,8 +29,8 @@ aiohttp's application): aiohttp calls it as soon as a request's headers are pars
 receiver reads it under ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` and answers ``408``).
 
 Counted in ``mcp_receiver_connections`` (open now) and
-``mcp_receiver_dropped_connections_total{reason}`` (``limit``, ``evicted``, ``headers``;
-the receiver adds ``body``). Used by ``alerts.receiver`` only.
+``mcp_receiver_dropped_connections_total{reason}`` (``limit``, ``evicted``, ``headers``
+for both header bounds; the receiver adds ``body``). Used by ``alerts.receiver`` only.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ from mcp_remediator.settings import Settings
 
 # How long a closed connection may take to flush its last answer before it is aborted.
 CLOSE_GRACE_SECONDS = 1.0
+# A request's line and headers in all (Alertmanager's are well under 1 KiB; nginx allows
+# 32 KiB by default).
+MAX_HEADER_BYTES = 64 * 1024
+HEADER_END = b"\r\n\r\n"  # aiohttp accepts no other line ending
 
 Phase = Literal["headers", "active", "idle"]
 
@@ -91,6 +98,11 @@ class ConnectionGuard:
             "Request Timeout",
             f"request line and headers not received within {header:g}s "
             "(MCP_RECEIVER_HEADER_TIMEOUT_SECONDS)",
+        )
+        self.header_size_answer = canned_response(
+            431,
+            "Request Header Fields Too Large",
+            f"request line and headers over {MAX_HEADER_BYTES} bytes",
         )
         self.limit_answer = canned_response(
             503,
@@ -160,6 +172,9 @@ class GuardedConnection(asyncio.Protocol):
         self._phase: Phase = "headers"
         self._timer: asyncio.TimerHandle | None = None
         self._received = False  # bytes of the awaited request arrived
+        self._head_bytes = 0  # of them, before the end of its headers
+        self._head_tail = b""  # their last three bytes, for an end split across reads
+        self._head_done = False  # the end of its headers arrived
         self._served = 0  # requests begun on this connection
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -182,6 +197,10 @@ class GuardedConnection(asyncio.Protocol):
             self._arm(self._guard.limits.header_timeout)
         if self._phase == "headers" and data:
             self._received = True
+            if not self._head_done and self._too_much_head(data):
+                self._guard.metrics.dropped_connections.labels("headers").inc()
+                self.close(self._guard.header_size_answer if self._served == 0 else b"")
+                return
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -209,6 +228,7 @@ class GuardedConnection(asyncio.Protocol):
         self._phase = "active"
         self._served += 1
         self._received = False
+        self._head_bytes, self._head_tail, self._head_done = 0, b"", False
         self._disarm()
         self._guard._set_idle(self, False)
 
@@ -234,6 +254,18 @@ class GuardedConnection(asyncio.Protocol):
             self._timer = asyncio.get_running_loop().call_later(
                 CLOSE_GRACE_SECONDS, transport.abort
             )
+
+    def _too_much_head(self, data: bytes) -> bool:
+        """Count ``data`` as header bytes until the headers' end; true past the bound."""
+        seen = self._head_tail + data
+        end = seen.find(HEADER_END)
+        if end >= 0:
+            self._head_done = True
+            self._head_bytes += end + len(HEADER_END) - len(self._head_tail)
+        else:
+            self._head_bytes += len(data)
+            self._head_tail = seen[-(len(HEADER_END) - 1) :]
+        return self._head_bytes > MAX_HEADER_BYTES
 
     # -- timers --------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ but ``/metrics``' is JSON, aiohttp's own (404, 405) and an unexpected error's (a
 counted and logged with its cause) too; an ``Expect`` other than ``100-continue`` is 417.
 
 Connections are bounded beneath the app (``connections.ConnectionGuard``): their number,
-the time their request headers take and their idle time. Request lines and header
-fields are limited to 8190 bytes and 32 fields (aiohttp answers 400 beyond).
+the time and size of their request headers (64 KiB in all, else 431) and their idle
+time. Request lines and header fields are limited to 8190 bytes and 32 fields (aiohttp
+answers 400 beyond).
 
 Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
 
@@ -51,7 +52,7 @@ PATHS = frozenset({"/alerts", "/healthz", "/readyz", "/metrics"})
 WARM_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 COUNTER_FLUSH_SECONDS = 1.0
 # aiohttp's parser limits: a request line or header field of 8190 bytes (its default), and
-# 32 fields (Alertmanager sends about 6), so a connection buffers at most ~256 KiB of them.
+# 32 fields (Alertmanager sends about 6; proxies add some); the guard bounds their total.
 MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 32
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
