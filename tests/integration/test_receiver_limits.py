@@ -181,10 +181,11 @@ async def test_kept_alive_connections_close_after_the_idle_bound(
         cluster, receiver_keepalive_timeout_seconds=1, receiver_header_timeout_seconds=0.5
     ) as receiver:
         idle, reused = await connect(clients, receiver.port), await connect(clients, receiver.port)
-        for client in (idle, reused):
-            client.send(request("GET", "/healthz"))
-            assert (await client.response())[0] == 200
+        idle.send(request("GET", "/healthz"))
+        assert (await idle.response())[0] == 200
         answered = asyncio.get_running_loop().time()
+        reused.send(request("GET", "/healthz"))
+        assert (await reused.response())[0] == 200
         await asyncio.sleep(0.6)  # idle, but within the bound: the connection serves again
         reused.send(request("GET", "/healthz"))
         assert (await reused.response())[0] == 200
@@ -196,8 +197,8 @@ async def test_kept_alive_connections_close_after_the_idle_bound(
         )
 
         assert nothing == more == b""  # after a request, closed without a word
-        idle_for = idle.opened + idle_after - answered
-        assert 1 - 0.05 <= idle_for <= 1 + MARGIN
+        idle_for = idle.opened + idle_after - answered  # the bound began as the answer left
+        assert 1 - 0.1 <= idle_for <= 1 + MARGIN
         # the next request's headers: the header timeout from their first byte
         headers_for = reused.opened + reused_after - reused_at
         assert 0.5 - 0.05 <= headers_for <= 0.5 + MARGIN
