@@ -2,7 +2,7 @@
 
 Each ``OperatorMetrics`` owns its own ``CollectorRegistry`` (never the process-global
 one), so two receivers in one process (tests, HA simulations, benchmarks) keep apart.
-Fed by the receiver (requests, alerts), by the engine as its step observer
+Fed by the receiver (requests, alerts, connections), by the engine as its step observer
 (action durations) and by the Kopf event handlers (``remediation_event``: what the
 operator's watch already sees, at no extra API cost).
 """
@@ -13,7 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -81,6 +81,19 @@ class OperatorMetrics:
             "mcp_receiver_unrecorded_skips",
             "Guardrail hits beyond the per-minute bound of Skipped records: counted only here.",
             ["namespace", "runbook", "reason"],
+            registry=self.registry,
+        )
+        self.connections = Gauge(
+            "mcp_receiver_connections",
+            "Connections open to the receiver (at most MCP_RECEIVER_MAX_CONNECTIONS).",
+            registry=self.registry,
+        )
+        self.dropped_connections = Counter(
+            "mcp_receiver_dropped_connections",
+            "Connections the receiver ended early, by reason: limit (answered 503 at the "
+            "cap), evicted (idle, closed to make room at the cap), headers (header timeout), "
+            "body (body timeout, answered 408).",
+            ["reason"],
             registry=self.registry,
         )
         self.action_duration = Histogram(

@@ -40,7 +40,10 @@ def canonical_time(value: str) -> str:
         raise ValueError(f"not an RFC 3339 time: {value!r}")
     day, clock, fraction, zone = found.groups()
     zone = "+00:00" if zone in ("Z", "z") else zone
-    moment = datetime.datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(datetime.UTC)
+    try:
+        moment = datetime.datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(datetime.UTC)
+    except OverflowError:  # in range where written, out of it in UTC (9999-12-31T23:00-01:00)
+        raise ValueError(f"not an RFC 3339 time in years 1 to 9999 UTC: {value!r}") from None
     digits = (fraction or "").rstrip("0")
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "") + "Z"
 

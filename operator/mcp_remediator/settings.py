@@ -60,6 +60,32 @@ class Settings(BaseModel):
     receiver_max_body_bytes: int = Field(
         1_048_576, description="Largest accepted webhook body; larger ones answer 413."
     )
+    receiver_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers: from the "
+        "connection's opening, or on a kept-alive connection from the request's first byte. "
+        "Past it the connection is closed (a first request gets a 408 first).",
+    )
+    receiver_body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Time a client has to send a webhook body once its headers are in; "
+        "past it the receiver answers 408 and closes the connection.",
+    )
+    receiver_keepalive_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a kept-alive connection may stay idle between requests "
+        "before the receiver closes it.",
+    )
+    receiver_max_connections: int = Field(
+        256,
+        gt=0,
+        description="Open connections the receiver keeps at most. At the cap a new "
+        "connection first closes the longest-idle kept-alive one; with none idle it is "
+        "answered 503 (`Retry-After: 1`) and closed, so Alertmanager retries.",
+    )
     receiver_skip_records_per_minute: int = Field(
         60,
         description="Skipped-remediation records written per runbook per minute; beyond "

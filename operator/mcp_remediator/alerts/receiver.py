@@ -5,10 +5,20 @@ Endpoints: ``POST /alerts`` (webhook payload version 4), ``GET /healthz`` (liven
 
 ``POST /alerts`` answers so that Alertmanager retries exactly what should be retried (it
 retries 5xx, not 4xx): 401 for a missing or wrong bearer token (compared in constant
-time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 400 for a malformed payload
-(nothing is created for it), 503 while the runbook cache is cold or when the Kubernetes
-API cannot be reached (deterministic names make the retry safe), else 200 with a JSON
-summary of what became of every alert (see ``ingest.Summary``).
+time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 415 for a compressed body
+(``Content-Encoding``; Alertmanager sends none, and nothing is decompressed), 408 for a
+body not in within ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` of the headers (the connection
+is closed), 400 for a body that is not strict JSON (``payload.load_json``) or not a
+webhook payload (nothing is created for it), 503 while the runbook cache is cold or when
+the Kubernetes API cannot be reached (deterministic names make the retry safe), else 200
+with a JSON summary of what became of every alert (see ``ingest.Summary``). Every answer
+but ``/metrics``' is JSON, aiohttp's own (404, 405) and an unexpected error's (a 500,
+counted and logged with its cause) too; an ``Expect`` other than ``100-continue`` is 417.
+
+Connections are bounded beneath the app (``connections.ConnectionGuard``): their number,
+the time and size of their request headers (64 KiB in all, else 431) and their idle
+time. Request lines and header fields are limited to 8190 bytes and 32 fields (aiohttp
+answers 400 beyond).
 
 Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
 
@@ -21,17 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from mcp_remediator import redact
+from mcp_remediator.alerts.connections import ConnectionGuard, Limits
 from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
-from mcp_remediator.alerts.payload import PayloadError, WebhookPayload
+from mcp_remediator.alerts.payload import PayloadError, WebhookPayload, brief, load_json
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
 from mcp_remediator.settings import Settings
@@ -41,15 +52,35 @@ log = logging.getLogger(__name__)
 PATHS = frozenset({"/alerts", "/healthz", "/readyz", "/metrics"})
 WARM_RETRY_SECONDS = (0.2, 0.5, 1, 2, 5)
 COUNTER_FLUSH_SECONDS = 1.0
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# aiohttp's parser limits: a request line or header field of 8190 bytes (its default), and
+# 32 fields (Alertmanager sends about 6; proxies add some); the guard bounds their total.
+MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 32
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class ReceiverConfigError(Exception):
     """The receiver cannot start with these settings."""
 
 
+MAX_MESSAGE = 2000  # characters of an error message: a payload's problems can be many
+
+
 def _error(status: int, message: str, **headers: str) -> web.Response:
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more characters)"
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def _closing(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` and close the connection at once (aiohttp would otherwise go on
+    reading the unread body for up to ``lingering_time``)."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 class Receiver:
@@ -74,14 +105,14 @@ class Receiver:
         self.metrics = metrics or OperatorMetrics()
         extra = {"clock": clock} if clock else {}
         self.ingestor = AlertIngestor(settings, kube, self.metrics, **extra)
-        self.app = web.Application(
-            client_max_size=settings.receiver_max_body_bytes, middlewares=[self._count]
-        )
+        self.app = web.Application(client_max_size=settings.receiver_max_body_bytes)
         self.app.router.add_post("/alerts", self._alerts)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
+        self.connections = ConnectionGuard(Limits.from_settings(settings), self.metrics)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
@@ -101,15 +132,31 @@ class Receiver:
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         """Listen (``port=0`` picks a free port, see ``self.port``) and warm the cache."""
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            host or self.settings.receiver_host,
-            self.settings.receiver_port if port is None else port,
+        settings = self.settings
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            # The guard closes idle connections; aiohttp's own timer is only a backstop.
+            keepalive_timeout=(
+                settings.receiver_keepalive_timeout_seconds
+                + settings.receiver_header_timeout_seconds
+            ),
+            max_line_size=MAX_LINE_SIZE,
+            max_field_size=MAX_FIELD_SIZE,
+            max_headers=MAX_HEADERS,
+            auto_decompress=False,
         )
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+        server.request_handler = functools.partial(self._serve, server.request_handler)
+        # Served without an aiohttp site: each connection's protocol is wrapped by the guard.
+        self._server = await asyncio.get_running_loop().create_server(
+            self.connections.factory(server),
+            host or settings.receiver_host,
+            settings.receiver_port if port is None else port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [
             asyncio.create_task(self._warm(), name="receiver-warm"),
             asyncio.create_task(self._flush_counters(), name="receiver-counters"),
@@ -120,9 +167,13 @@ class Receiver:
         """Stop serving and flush the runbook counters; calling it again does nothing."""
         tasks, self._tasks = self._tasks, []
         runner, self._runner = self._runner, None
+        server, self._server = self._server, None
         if runner is None:
             return
+        if server is not None:
+            server.close()  # no new connections; the runner closes aiohttp's
         await runner.cleanup()
+        self.connections.close_refused()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -158,16 +209,38 @@ class Receiver:
 
     # -- HTTP --------------------------------------------------------------------------
 
-    @web.middleware
-    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _serve(self, app: Handler, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request, before aiohttp's routing: the guard learns when it starts and
+        ends, its answer is counted, and every answer is JSON (see ``_answer``)."""
         path = request.path if request.path in PATHS else "other"
+        self.connections.request_started(request.transport)
         try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            self.metrics.requests.labels(path, str(exc.status)).inc()
-            raise
+            response = await self._answer(app, request)
+        finally:
+            self.connections.request_finished(request.transport)
         self.metrics.requests.labels(path, str(response.status)).inc()
         return response
+
+    async def _answer(self, app: Handler, request: web.BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get("Expect")
+        if (
+            expect is not None
+            and request.version >= HttpVersion11
+            and expect.lower() != "100-continue"
+        ):  # aiohttp's own answer fails (a 500) on a value that is not UTF-8
+            return _error(417, f"Expect {brief(expect)} not supported; only 100-continue")
+        try:
+            return await app(request)
+        except web.HTTPException as exc:  # aiohttp's routing: 404, 405, ...
+            if exc.status < 400:
+                raise
+            kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+            return _error(
+                exc.status, f"{exc.reason}: {request.method} {brief(request.path)}", **kept
+            )
+        except Exception:  # a bug: still a JSON answer, counted, and logged with its cause
+            log.exception("%s %s failed", request.method, brief(request.path))
+            return _error(500, "internal error in the receiver; see the operator's log")
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -184,15 +257,29 @@ class Receiver:
         too_large = f"body over {limit} bytes (MCP_RECEIVER_MAX_BODY_BYTES)"
         if request.content_length is not None and request.content_length > limit:
             return _error(413, too_large)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return _error(
+                415, f"Content-Encoding {brief(encoding)} not accepted; send the body as is"
+            )
+        timeout = self.settings.receiver_body_timeout_seconds
         try:
-            raw = await request.read()
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, too_large)
+        except TimeoutError:
+            self.metrics.dropped_connections.labels("body").inc()
+            late = f"body not received within {timeout:g}s (MCP_RECEIVER_BODY_TIMEOUT_SECONDS)"
+            return await _closing(request, _error(408, late))
+        except web.RequestPayloadError as exc:  # framing (chunks) the parser could not read
+            return _error(400, f"body unreadable: {exc}")
+        except ConnectionError:
+            return _error(400, "connection lost before the body was complete")
         try:
-            payload = WebhookPayload.parse(json.loads(raw))
-        except ValueError as exc:  # PayloadError, and JSON's and UTF-8's decode errors
-            message = str(exc) if isinstance(exc, PayloadError) else f"body is not JSON: {exc}"
-            return _error(400, message)
+            payload = WebhookPayload.parse(load_json(raw))
+        except PayloadError as exc:
+            return _error(400, str(exc))
         if not self.ready:
             return _error(503, "runbook cache not warm yet; Alertmanager will retry")
         try:
