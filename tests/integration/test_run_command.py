@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fixtures.cluster import Cluster, deployment, remediation
@@ -14,34 +16,53 @@ from fixtures.daemons import free_port
 from mcp_remediator.testing.emulator import write_kubeconfig
 
 
-async def test_run_executes_an_applied_remediation_through_a_kubeconfig(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def running(
+    cluster: Cluster, tmp_path: Path, command: list[str], env: dict[str, str]
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``command run --kubeconfig …`` as a process, as the operator's ServiceAccount (the
+    token the shipped manifests give its pod), until its watch runs; stopped with SIGTERM
+    after the block, which it must survive with exit code 0."""
     kubeconfig = tmp_path / "kubeconfig"
-    # The operator's ServiceAccount token, as the shipped manifests give its pod.
     write_kubeconfig(kubeconfig, cluster.url, namespace="mcp", token=cluster.connection.token)
     env = {
-        **os.environ,
+        **env,
         "MCP_RECEIVER_PORT": str(free_port()),
         "MCP_RECEIVER_HOST": "127.0.0.1",
         "MCP_RECEIVER_INSECURE": "true",
-        "MCP_POLL_INTERVAL_SECONDS": "0.05",
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    log = (tmp_path / "operator.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mcp_remediator", "run", "--kubeconfig", str(kubeconfig)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        await cluster.wait_for(
-            lambda: "mcpremediations" in cluster.api.watched_plurals() or process.poll(),
-            30,
-            "the operator's watch",
+    path = tmp_path / "operator.log"
+    with path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "run", "--kubeconfig", str(kubeconfig)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        assert process.poll() is None, (tmp_path / "operator.log").read_text()
+        try:
+            await cluster.wait_for(
+                lambda: "mcpremediations" in cluster.api.watched_plurals() or process.poll(),
+                30,
+                "the operator's watch",
+            )
+            assert process.poll() is None, path.read_text()[-3000:]
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    assert process.returncode == 0, path.read_text()[-3000:]
+
+
+async def test_run_executes_an_applied_remediation_through_a_kubeconfig(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MCP_POLL_INTERVAL_SECONDS": "0.05"}
+    async with running(cluster, tmp_path, [sys.executable, "-m", "mcp_remediator"], env):
         cluster.seed(deployment("finbot-api"))
         cluster.seed(
             remediation(
@@ -66,15 +87,6 @@ async def test_run_executes_an_applied_remediation_through_a_kubeconfig(
 
         # The final Event is posted right after the final status: wait for it.
         await cluster.wait_for(lambda: "Succeeded" in reasons(), what="the Succeeded Event")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
-    assert process.returncode == 0, (tmp_path / "operator.log").read_text()[-3000:]
 
 
 # Python run as the image's uid: no passwd entry (pwd raises, as it does for uid 65532 in
@@ -92,35 +104,6 @@ sys.exit(main(sys.argv[1:]))
 async def test_run_starts_without_a_passwd_entry_or_a_user_in_the_environment(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    write_kubeconfig(kubeconfig, cluster.url, namespace="mcp", token=cluster.connection.token)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.pathsep.join(sys.path),
-        "MCP_RECEIVER_PORT": str(free_port()),
-        "MCP_RECEIVER_HOST": "127.0.0.1",
-        "MCP_RECEIVER_INSECURE": "true",
-    }
-    log = (tmp_path / "operator.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", NO_PASSWD, "run", "--kubeconfig", str(kubeconfig)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        await cluster.wait_for(
-            lambda: "mcpremediations" in cluster.api.watched_plurals() or process.poll(),
-            30,
-            "the operator's watch",
-        )
-        assert process.poll() is None, (tmp_path / "operator.log").read_text()[-3000:]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        log.close()
-    assert process.returncode == 0, (tmp_path / "operator.log").read_text()[-3000:]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    async with running(cluster, tmp_path, [sys.executable, "-c", NO_PASSWD], env):
+        pass  # running() checks that it started, watches, and stops cleanly
