@@ -56,7 +56,7 @@ demo: deps
 e2e: deps-python
 	MCP_E2E=1 $(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
 
-# Property-based fuzzing at 5,000 examples per property (make test runs 250-300 each):
+# Property-based fuzzing at 5,000 examples per property (make test runs 300 each):
 # the receiver, validation, lint, step preparation, templates, redaction (the receiver's
 # 30,000 examples alone took 4 min 17 s here).
 fuzz: deps

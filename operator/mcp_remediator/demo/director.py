@@ -443,6 +443,9 @@ class IncidentStage:
         return obj
 
 
+OPERATOR_STOP_SECONDS = 15
+
+
 def display_name(namespace: str, name: str) -> str:
     """A remediation's name in the timeline: qualified outside the MCP layer's namespace."""
     return name if namespace == NAMESPACE else f"{namespace}/{name}"
@@ -543,7 +546,9 @@ async def run_demo(out: TextIO, *, keep_running: bool = False, verbose: bool = F
             # Closed first: a kept-alive connection would hold the receiver's shutdown up.
             await director.http.aclose()
             if operator is not None:
-                await operator.stop()
+                # Bounded: a Kopf stop that stalls must not hold a Ctrl-C up (the operator
+                # thread is a daemon thread; the daemons below are stopped regardless).
+                await operator.stop(timeout=OPERATOR_STOP_SECONDS)
             await world.stop()
         finally:
             world.stop_daemons_now()
