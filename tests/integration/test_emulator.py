@@ -38,6 +38,7 @@ WIDGETS = f"/apis/{GROUP}/v1/namespaces/ns/widgets"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/ns/deployments"
 CONFIGMAPS = "/api/v1/namespaces/ns/configmaps"
 APPLICATIONS = "/apis/argoproj.io/v1alpha1/namespaces/ns/applications"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
 
 WIDGET_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -745,6 +746,57 @@ async def test_watch_with_initial_events_ends_them_with_a_bookmark(em: ApiServer
     assert bookmark["type"] == "BOOKMARK"
     assert bookmark["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
     response.close()
+
+
+# --- leases (leader election) ---------------------------------------------------------------
+
+
+def lease(holder: str, renewed: str, resource_version: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "leader"}
+    if resource_version is not None:
+        meta["resourceVersion"] = resource_version
+    spec = {"holderIdentity": holder, "leaseDurationSeconds": 10, "renewTime": renewed}
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+
+async def test_leases_are_served_without_a_status_subresource(em: ApiServerEmulator) -> None:
+    _, coordination = await call(em, "GET", "/apis/coordination.k8s.io/v1")
+    assert [(r["name"], r["kind"], r["namespaced"]) for r in coordination["resources"]] == [
+        ("leases", "Lease", True)
+    ]
+    _, groups = await call(em, "GET", "/apis")
+    assert "coordination.k8s.io" in {g["name"] for g in groups["groups"]}
+
+
+async def test_a_lease_changes_hands_only_with_its_current_resource_version(
+    em: ApiServerEmulator,
+) -> None:
+    """Two candidates read the same Lease; the first PUT wins, the second is 409 Conflict, as
+    the operator's leader election relies on."""
+    watch = Watch(await open_watch(em, LEASES))
+    made = await create(em, LEASES, lease("a", "2030-01-01T00:00:00.000000Z"))
+    assert made["spec"]["holderIdentity"] == "a"
+    status, error = await call(em, "POST", LEASES, lease("b", "2030-01-01T00:00:01.000000Z"))
+    assert (status, error["reason"]) == (409, "AlreadyExists")
+
+    read_by_both = made["metadata"]["resourceVersion"]
+    renewal = lease("a", "2030-01-01T00:00:02.000000Z", read_by_both)
+    status, renewed = await call(em, "PUT", f"{LEASES}/leader", renewal)
+    assert status == 200 and renewed["spec"]["holderIdentity"] == "a"
+    assert int(renewed["metadata"]["resourceVersion"]) > int(read_by_both)
+    assert renewed["metadata"]["uid"] == made["metadata"]["uid"]
+
+    takeover = lease("b", "2030-01-01T00:00:03.000000Z", read_by_both)
+    status, error = await call(em, "PUT", f"{LEASES}/leader", takeover)
+    assert (status, error["reason"]) == (409, "Conflict")
+    status, current = await call(em, "GET", f"{LEASES}/leader")
+    assert status == 200 and current == renewed
+
+    status, listed = await call(em, "GET", LEASES)
+    assert status == 200 and listed["kind"] == "LeaseList"
+    assert [item["spec"]["holderIdentity"] for item in listed["items"]] == ["a"]
+    assert await watch.take(2) == [("ADDED", "leader"), ("MODIFIED", "leader")]
+    watch.response.close()
 
 
 # --- reactors -------------------------------------------------------------------------------

@@ -1576,6 +1576,9 @@ _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ("apps/v1", "statefulsets", "StatefulSet", True, True, ["sts"]),
     ("apps/v1", "daemonsets", "DaemonSet", True, True, ["ds"]),
     ("apps/v1", "replicasets", "ReplicaSet", True, True, ["rs"]),
+    # The operator's leader election: one Lease, read, created and replaced (PUT with its
+    # resourceVersion, so that two candidates cannot both take it).
+    ("coordination.k8s.io/v1", "leases", "Lease", True, False, []),
     # Served so that Kopf's resource observer can list and watch them (and RBAC decide);
     # register_crd still decides what is served, the stored objects are only listed.
     (
