@@ -7,7 +7,9 @@
 - manifests/default: built with ``kubectl kustomize``; every object is well formed, the
   operator's ClusterRole covers what the framework needs and nothing more (no write on
   workloads, ConfigMaps or Applications, no Secret read: steps impersonate a runner), no
-  role writes to Kyverno's groups, and the pod is locked down.
+  role writes to Kyverno's groups, and the pod is locked down; two replicas roll one at a
+  time, spread over nodes, with a budget that keeps one; the leader-election Role grants the
+  operator exactly create, and get and update of its one Lease.
 - manifests/runner: the catalogue's runner account in ``mcp`` is granted exactly what the
   catalogue's steps declare (``@action(..., access=...)``), scoped to ``mcp``, Argo CD's
   Applications by name, and read-only Kyverno evidence.
@@ -43,11 +45,16 @@ from mcp_remediator.kube.client import KINDS
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import GROUP, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import SECRET_SETTINGS, Settings, env_var_name
+from mcp_remediator.testing import authz
+from mcp_remediator.testing.emulator import ApiServerEmulator
 
 ROOT = Path(__file__).parents[2]
 MANIFESTS = ROOT / "manifests"
 PROMETHEUS = MANIFESTS / "prometheus"
 NAMESPACE = "mcp-remediator"
+# The Lease the replicas elect their leader through (MCP_LEASE_NAME's default).
+LEASE = "mcp-remediator"
+LEADER_ELECTION = "mcp-remediator-leader-election"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 READ_VERBS = {"get", "list", "watch"}
 # Kyverno's API groups and its admission webhooks: no role of ours may write to them.
@@ -189,6 +196,8 @@ def test_every_object_parses_and_is_named_and_placed(built: list[dict[str, Any]]
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
@@ -313,6 +322,62 @@ def test_the_operator_runs_with_its_cluster_role(built: list[dict[str, Any]]) ->
     one(built, "ServiceAccount", pod["serviceAccountName"])
 
 
+def test_the_leader_election_role_grants_one_lease_only(built: list[dict[str, Any]]) -> None:
+    """Create (which cannot name the Lease), and get and update of the Lease by name: what a
+    candidate needs to read it, take it and renew it, and no other Lease."""
+    role = one(built, "Role", LEADER_ELECTION)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    rules = sorted(
+        (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ())), v)
+        for r in role["rules"]
+        for v in r["verbs"]
+    )
+    leases = (("coordination.k8s.io",), ("leases",))
+    assert rules == [
+        (*leases, (), "create"),
+        (*leases, (LEASE,), "get"),
+        (*leases, (LEASE,), "update"),
+    ]
+    # ... and nothing about Leases anywhere else.
+    others = [o for o in roles(built) if o is not role]
+    assert not [g for o in others for g in granted(o) if g[0] == "coordination.k8s.io"]
+
+
+def test_the_leader_election_role_is_bound_to_the_operator(built: list[dict[str, Any]]) -> None:
+    binding = one(built, "RoleBinding", LEADER_ELECTION)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEADER_ELECTION,
+    }
+    pod = one(built, "Deployment", "mcp-remediator")["spec"]["template"]["spec"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}
+    ]
+
+
+def test_rbac_lets_the_operator_take_its_lease_and_no_other(built: list[dict[str, Any]]) -> None:
+    """The built RBAC, decided by the emulator's RBAC authorizer as kube-apiserver would."""
+    em = ApiServerEmulator()
+    em.register_builtins()
+    em.apply([o for o in built if o["apiVersion"].startswith("rbac.authorization.k8s.io/")])
+    operator = authz.UserInfo(
+        authz.service_account_username(NAMESPACE, "mcp-remediator"),
+        (*authz.service_account_groups(NAMESPACE), authz.AUTHENTICATED),
+    )
+
+    def can(verb: str, name: str = "", namespace: str = NAMESPACE) -> bool:
+        lease = {"group": "coordination.k8s.io", "namespace": namespace, "name": name}
+        return em.can(operator, verb, "leases", **lease)
+
+    assert can("create") and can("get", LEASE) and can("update", LEASE)
+    assert not can("get", "other") and not can("update", "other")
+    assert not can("create", namespace="default") and not can("get", LEASE, "default")
+    for verb in ("list", "watch", "patch", "delete"):
+        assert not can(verb, LEASE), verb
+
+
 def test_no_role_writes_to_kyverno_or_admission_webhooks(
     built: list[dict[str, Any]], runner: list[dict[str, Any]]
 ) -> None:
@@ -384,11 +449,49 @@ def test_the_pod_is_locked_down(pod_spec: dict[str, Any]) -> None:
             assert {"cpu", "memory"} <= set(container["resources"][bound]), bound
 
 
-def test_the_pod_names_itself_for_kopf(pod_spec: dict[str, Any]) -> None:
-    """The image's uid has no passwd entry: Kopf's identity comes from POD_ID, the pod name."""
+def test_the_pod_knows_its_name_and_namespace(pod_spec: dict[str, Any]) -> None:
+    """The image's uid has no passwd entry: the replica's identity comes from POD_ID, the pod
+    name; the Lease's namespace defaults to POD_NAMESPACE, the pod's own."""
     (container,) = pod_spec["containers"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
+def test_two_replicas_roll_one_at_a_time_on_different_nodes(built: list[dict[str, Any]]) -> None:
+    """Every replica receives alerts: an update adds a pod before it removes one, and the
+    scheduler prefers to keep the two on different nodes (preferred: one node still runs)."""
+    spec = one(built, "Deployment", "mcp-remediator")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod_labels = spec["template"]["metadata"]["labels"]
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    term = preferred["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"] == {"matchLabels": spec["selector"]["matchLabels"]}
+    assert term["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+
+
+def test_the_disruption_budget_keeps_one_replica(built: list[dict[str, Any]]) -> None:
+    deployment = one(built, "Deployment", "mcp-remediator")
+    budget = one(built, "PodDisruptionBudget", "mcp-remediator")["spec"]
+    assert budget["minAvailable"] == 1 and "maxUnavailable" not in budget
+    assert budget["minAvailable"] < deployment["spec"]["replicas"], "a drain would hang"
+    assert budget["selector"] == deployment["spec"]["selector"]
+
+
+def test_kopf_peering_is_gone(built: list[dict[str, Any]]) -> None:
+    """MCP_PEERING fails the operator at start-up: leader election replaced Kopf's peering."""
+    assert "MCP_PEERING" not in yaml.safe_dump_all(built)
+    for path in sorted(MANIFESTS.rglob("*")):
+        if path.is_file():
+            assert "MCP_PEERING" not in path.read_text(), path
 
 
 def test_probes_ask_the_receiver(pod_spec: dict[str, Any]) -> None:

@@ -29,7 +29,15 @@ PACKAGED_RBAC = "operator/mcp_remediator/demo/rbac"
 # The RBAC the demo applies to its emulated cluster, so that its operator runs with the
 # identity and rights an installation gives it: (folder, prefix of the packaged copy).
 RBAC_SOURCES = (("manifests/rbac", "operator-"), ("manifests/runner", "runner-"))
-OPERATOR_RBAC_FILES = ("service_account.yaml", "role.yaml", "role_binding.yaml")
+# The operator's own files (not the users' editor/viewer roles); the leader-election Role
+# too, since the demo's operator takes the Lease as its ServiceAccount.
+OPERATOR_RBAC_FILES = (
+    "service_account.yaml",
+    "role.yaml",
+    "role_binding.yaml",
+    "leader_election_role.yaml",
+    "leader_election_role_binding.yaml",
+)
 README = "README.md"
 
 
