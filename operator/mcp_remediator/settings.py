@@ -73,6 +73,14 @@ class Settings(BaseModel):
         description="Time a client has to send a webhook body once its headers are in; "
         "past it the receiver answers 408 and closes the connection.",
     )
+    receiver_api_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Time the receiver gives the Kubernetes API to handle one notification "
+        "(its lists, creates and status writes); past it the work is cancelled and the "
+        "answer is 503, so that Alertmanager retries (records have deterministic names: "
+        "the retry creates no second one).",
+    )
     receiver_keepalive_timeout_seconds: float = Field(
         60.0,
         gt=0,

@@ -3,8 +3,9 @@
 Raw sockets play the slow clients: a slow loris on the headers and on the body is cut
 within its timeout (measured, asserted with a margin for a loaded machine), idle kept-alive
 connections close, connections beyond the cap are answered 503 at once, and 200 slow
-clients at a time neither stay nor stop the receiver serving. Pathological bodies answer
-400 with the reason and write nothing.
+clients at a time neither stay nor stop the receiver serving. A hung Kubernetes API holds a
+notification no longer than ``MCP_RECEIVER_API_TIMEOUT_SECONDS`` (503, and Alertmanager's
+retry makes one record). Pathological bodies answer 400 with the reason and write nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import kmock
 import pytest
 
 from fixtures.cluster import Cluster, OperatorFactory
 from fixtures.daemons import free_port
 from fixtures.receiver import TOKEN, alert, payload, runbook, started_receiver
 from mcp_remediator.alerts.receiver import Receiver
-from mcp_remediator.models import REMEDIATIONS
+from mcp_remediator.models import API_VERSION, REMEDIATIONS
 
 # What a loaded 2-core machine may add to a timeout before the close is seen.
 MARGIN = 1.5
@@ -275,6 +277,61 @@ async def test_two_hundred_slow_clients_are_all_cut_and_the_receiver_serves_mean
         times = [elapsed for elapsed, _ in await closing]
         assert 2 - 0.05 <= min(times) and max(times) <= 2 + MARGIN, (min(times), max(times))
         assert metric(receiver, "mcp_receiver_dropped_connections_total", reason="headers") == 200
+
+
+# -- a hung Kubernetes API ---------------------------------------------------------------
+
+REMEDIATIONS_PATH = f"/apis/{API_VERSION}/namespaces/mcp/{REMEDIATIONS}"
+
+
+@pytest.mark.parametrize("applied_late", [False, True], ids=["lost", "applied-late"])
+async def test_a_hung_api_answers_503_within_the_bound_and_the_retry_makes_one_record(
+    cluster: Cluster, clients: list[Client], applied_late: bool
+) -> None:
+    """The record's create hangs in the API. The receiver gives up at its bound (not the
+    HTTP client's 30 s) and answers 503; the hung create is then lost, or applied after all
+    (as an API may commit a write whose answer never came back). Either way Alertmanager's
+    retry, once the API answers again, leaves exactly one record."""
+    cluster.seed(runbook())
+    hung, released = True, asyncio.Event()
+
+    async def create_while_hung() -> object:
+        if not hung:
+            return NotImplemented  # no reaction: the emulated API serves the request
+        await released.wait()  # the receiver hangs up first, which ends this request
+        return 503
+
+    creates = cluster.api[kmock.method.POST, kmock.path(REMEDIATIONS_PATH)]
+    creates << create_while_hung
+    body = json.dumps(payload(alert())).encode()
+    notification = request("POST", "/alerts", body, f"Authorization: Bearer {TOKEN}")
+    bound = 1.0
+    try:
+        async with started_receiver(cluster, receiver_api_timeout_seconds=bound) as receiver:
+            client = await connect(clients, receiver.port)
+            sent = asyncio.get_running_loop().time()
+            client.send(notification)
+            status, _, text = await client.response()
+            elapsed = asyncio.get_running_loop().time() - sent
+
+            assert status == 503, text
+            assert elapsed <= bound + MARGIN
+            assert "MCP_RECEIVER_API_TIMEOUT_SECONDS" in json.loads(text)["error"]
+            (hung_create,) = creates
+            assert cluster.api.list_objects(API_VERSION, REMEDIATIONS) == []
+
+            hung = False
+            if applied_late:
+                cluster.api.seed(json.loads(hung_create.body))
+            client.send(notification)
+            status, _, text = await client.response()
+
+            assert status == 200, text
+            summary = json.loads(text)
+            assert summary["duplicates" if applied_late else "created"] == 1
+            assert len(cluster.api.list_objects(API_VERSION, REMEDIATIONS)) == 1
+    finally:
+        released.set()
 
 
 # -- bad input: a clear answer, nothing written -------------------------------------------

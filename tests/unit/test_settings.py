@@ -34,3 +34,12 @@ def test_bad_values_are_rejected_with_the_variable_named() -> None:
         Settings.from_env({"MCP_RECEIVER_PORT": "eighty"})
     with pytest.raises(SettingsError, match="^MCP_MODULE_BASE_URLS: .*module=url"):
         Settings.from_env({"MCP_MODULE_BASE_URLS": "finbot"})
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_the_receivers_api_bound_must_be_positive(value: str) -> None:
+    assert Settings().receiver_api_timeout_seconds == 5.0
+    tight = Settings.from_env({"MCP_RECEIVER_API_TIMEOUT_SECONDS": "0.5"})
+    assert tight.receiver_api_timeout_seconds == 0.5
+    with pytest.raises(SettingsError, match="^MCP_RECEIVER_API_TIMEOUT_SECONDS: .*greater than 0"):
+        Settings.from_env({"MCP_RECEIVER_API_TIMEOUT_SECONDS": value})

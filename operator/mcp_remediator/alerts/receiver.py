@@ -9,11 +9,21 @@ time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 415 for a compressed
 (``Content-Encoding``; Alertmanager sends none, and nothing is decompressed), 408 for a
 body not in within ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` of the headers (the connection
 is closed), 400 for a body that is not strict JSON (``payload.load_json``) or not a
-webhook payload (nothing is created for it), 503 while the runbook cache is cold or when
-the Kubernetes API cannot be reached (deterministic names make the retry safe), else 200
-with a JSON summary of what became of every alert (see ``ingest.Summary``). Every answer
-but ``/metrics``' is JSON, aiohttp's own (404, 405) and an unexpected error's (a 500,
-counted and logged with its cause) too; an ``Expect`` other than ``100-continue`` is 417.
+webhook payload (nothing is created for it), 503 while the runbook cache is cold, when the
+Kubernetes API cannot be reached or when it takes longer than
+``MCP_RECEIVER_API_TIMEOUT_SECONDS`` over one notification, else 200 with a JSON summary
+of what became of every alert (see ``ingest.Summary``). Every answer but ``/metrics``' is
+JSON, aiohttp's own (404, 405) and an unexpected error's (a 500, counted and logged with
+its cause) too; an ``Expect`` other than ``100-continue`` is 417.
+
+The API bound keeps a hung API from holding Alertmanager's POST until the client's own
+timeout: past it the notification's work is cancelled and left to Alertmanager's retry,
+which is safe. Records are created under deterministic names, so a create cut off after
+the API applied it is found by the retry's list and counted a duplicate; a skip record cut
+off before its ``Skipped`` status carries its verdict in annotations, by which the engine
+finishes it; a cancellation of a resolved alert cut off is decided again by the retry. A
+cut loses only best-effort bookkeeping (a runbook counter tick, a slot of the per-minute
+skip window), and the retry counts its alerts' outcomes again in the metrics.
 
 Connections are bounded beneath the app (``connections.ConnectionGuard``): their number,
 the time and size of their request headers (64 KiB in all, else 431) and their idle
@@ -41,7 +51,7 @@ from aiohttp import HttpVersion11, web
 
 from mcp_remediator import redact
 from mcp_remediator.alerts.connections import ConnectionGuard, Limits
-from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock
+from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock, Summary
 from mcp_remediator.alerts.payload import PayloadError, WebhookPayload, brief, load_json
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
@@ -282,17 +292,41 @@ class Receiver:
             return _error(400, str(exc))
         if not self.ready:
             return _error(503, "runbook cache not warm yet; Alertmanager will retry")
-        try:
-            summary = await self.ingestor.ingest(payload)
-        except ApiUnavailable as exc:
-            log.warning("Kubernetes API unavailable; notification left to a retry: %s", exc)
-            return _error(503, f"Kubernetes API unavailable, retry later: {exc}")
+        summary = await self._ingest(payload)
+        if isinstance(summary, web.Response):
+            return summary
         result = summary.as_dict()
         level = (
             logging.INFO if summary.remediations or summary.counts["cancelled"] else logging.DEBUG
         )
         log.log(level, "notification %s: %s", payload.groupKey, result)
         return web.json_response(result)
+
+    async def _ingest(self, payload: WebhookPayload) -> Summary | web.Response:
+        """The notification's summary, or the 503 that leaves it to Alertmanager's retry: the
+        API is unreachable, or slower than the bound (see the module docstring on why
+        cancelling the work half-way is safe)."""
+        bound = self.settings.receiver_api_timeout_seconds
+        deadline = asyncio.timeout(bound)
+        try:
+            async with deadline:
+                return await self.ingestor.ingest(payload)
+        except ApiUnavailable as exc:
+            log.warning("Kubernetes API unavailable; notification left to a retry: %s", exc)
+            return _error(503, f"Kubernetes API unavailable, retry later: {exc}")
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not ours: a bug, answered 500 by _answer
+            log.warning(
+                "Kubernetes API slower than %gs; notification %s left to a retry",
+                bound,
+                payload.groupKey,
+            )
+            return _error(
+                503,
+                f"Kubernetes API did not handle the notification within {bound:g}s "
+                "(MCP_RECEIVER_API_TIMEOUT_SECONDS), retry later",
+            )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
