@@ -40,6 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcp_remediator import records
+from mcp_remediator.index import RecordIndex, RunbookStore
 from mcp_remediator.kube.client import KubeApi
 from mcp_remediator.models import (
     ANNOTATION_SKIP_MESSAGE,
@@ -90,8 +91,17 @@ def _of_runbook_and_group(
             yield body
 
 
-async def admit(kube: KubeApi, body: Mapping[str, Any]) -> dict[str, Any] | None:
+async def admit(
+    kube: KubeApi,
+    body: Mapping[str, Any],
+    *,
+    index: RecordIndex | None = None,
+    runbooks: RunbookStore | None = None,
+) -> dict[str, Any] | None:
     """Judge the run ``body`` by its runbook's guardrails and label it (see the module).
+
+    The runbook and the group's records come from the executor's ``runbooks`` and ``index``
+    when given (the index once synced), else from the API.
 
     Returns the patched object's metadata, or ``None`` when nothing was written: nothing to
     judge, or a runbook that is missing or invalid (the engine then fails the run).
@@ -101,7 +111,9 @@ async def admit(kube: KubeApi, body: Mapping[str, Any]) -> dict[str, Any] | None
         return None
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    found = await kube.get_or_none(API_VERSION, RUNBOOKS, namespace, runbook)
+    found = runbooks.get(namespace, runbook) if runbooks is not None else None
+    if found is None:
+        found = await kube.get_or_none(API_VERSION, RUNBOOKS, namespace, runbook)
     if found is None:
         return None
     try:
@@ -118,7 +130,30 @@ async def admit(kube: KubeApi, body: Mapping[str, Any]) -> dict[str, Any] | None
     wait = candidate.created + SETTLE - datetime.datetime.now(datetime.UTC)
     if wait.total_seconds() > 0:
         await asyncio.sleep(wait.total_seconds())
-    selector = f"{LABEL_RUNBOOK}={labels[LABEL_RUNBOOK]},{LABEL_GROUP}={group}"
+    moment = datetime.datetime.now(datetime.UTC)
+    if index is not None and index.synced:
+        counted = {
+            entry.name: entry.record
+            for entry in index.of_group(namespace, runbook, group, spec.guardrails.groupBy)
+        }
+    else:
+        counted = {
+            name: guardrails.record_of(other, moment)
+            for name, other in (await _listed(kube, namespace, runbook, spec, group)).items()
+        }
+    counted.pop(name, None)
+    verdict = guardrails.admit(runbook, spec, counted.values(), candidate)
+    if verdict is not None:
+        skip = {ANNOTATION_SKIP_REASON: verdict.reason, ANNOTATION_SKIP_MESSAGE: verdict.message}
+        metadata = await _patch_metadata(kube, namespace, name, {"annotations": skip})
+    return metadata
+
+
+async def _listed(
+    kube: KubeApi, namespace: str, runbook: str, spec: RunbookSpec, group: str
+) -> dict[str, Mapping[str, Any]]:
+    """The group's records from the API: labelled with it, and unlabelled runs of it."""
+    selector = f"{LABEL_RUNBOOK}={records.label_value(runbook)},{LABEL_GROUP}={group}"
     counted: dict[str, Mapping[str, Any]] = {
         r["metadata"]["name"]: r
         for r in await kube.list(API_VERSION, REMEDIATIONS, namespace, label_selector=selector)
@@ -128,15 +163,7 @@ async def admit(kube: KubeApi, body: Mapping[str, Any]) -> dict[str, Any] | None
     )
     for other in _of_runbook_and_group(unlabelled, runbook, spec, group):
         counted.setdefault(other["metadata"]["name"], other)
-    counted.pop(name, None)
-    moment = datetime.datetime.now(datetime.UTC)
-    verdict = guardrails.admit(
-        runbook, spec, [guardrails.record_of(r, moment) for r in counted.values()], candidate
-    )
-    if verdict is not None:
-        skip = {ANNOTATION_SKIP_REASON: verdict.reason, ANNOTATION_SKIP_MESSAGE: verdict.message}
-        metadata = await _patch_metadata(kube, namespace, name, {"annotations": skip})
-    return metadata
+    return counted
 
 
 async def _patch_metadata(

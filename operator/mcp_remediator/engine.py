@@ -32,8 +32,11 @@ else (``refusals.check_run_namespace``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import datetime
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +46,7 @@ from mcp_remediator import admission, records, redact
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.index import RecordIndex, RunbookStore
 from mcp_remediator.kube import refusals
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
@@ -67,12 +71,19 @@ from mcp_remediator.models import (
     StepStatus,
     set_condition,
 )
-from mcp_remediator.runbook import templates
+from mcp_remediator.runbook import guardrails, templates
 from mcp_remediator.runbook.validation import check_steps, pydantic_message
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "InternalError"
+ACCOUNT_CACHE_SECONDS = 60.0
+SAVE_RETRIES = 5
+
+
+class LostOwnership(Exception):
+    """Another replica executes this run now (or this one is no longer the leader): stop,
+    and write nothing more."""
 
 
 class PlanError(Exception):
@@ -111,6 +122,11 @@ class Run:
                 self.status.phase = phase  # type: ignore[assignment]
             self.invalid = ("InvalidStatus", f"status: {pydantic_message(exc)}")
         self.account_found = False  # the plan's ServiceAccount was seen in this pass
+        # A transition decided but not written yet: the next save carries it, under the
+        # resourceVersion read (a Conflict means: read again and decide again), and then
+        # posts its Events. So the start of a run and its first step's attempt are one write.
+        self.transition = False
+        self.deferred_events: list[tuple[str, str]] = []
 
     @property
     def plan(self) -> Plan:
@@ -178,27 +194,52 @@ class Engine:
     """Executes remediations with the given clients and settings."""
 
     def __init__(
-        self, clients: Clients, settings: Settings, *, observers: Sequence[StepObserver] = ()
+        self,
+        clients: Clients,
+        settings: Settings,
+        *,
+        observers: Sequence[StepObserver] = (),
+        index: RecordIndex | None = None,
+        runbooks: RunbookStore | None = None,
+        identity: str = "",
+        may_act: Callable[[], bool] = lambda: True,
     ):
         self.clients = clients
         self.settings = settings
         self.kube = clients.kube
         self.observers = tuple(observers)
+        self.index = index
+        self.runbooks = runbooks
+        self.identity = identity
+        self.may_act = may_act
+        self._accounts: dict[tuple[str, str], float] = {}
+        self._admissions: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._reserved: set[tuple[str, str]] = set()  # admitted, start not written yet
 
-    async def reconcile(self, namespace: str, name: str) -> None:
-        """Advance the remediation as far as it can go now."""
+    async def reconcile(
+        self, namespace: str, name: str, body: dict[str, Any] | None = None
+    ) -> None:
+        """Advance the remediation as far as it can go now; ``body``: the object as last
+        seen (the executor's index), else it is read. After a conflict it is read again."""
+        seen = body
 
         async def attempt() -> None:
-            body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
-            if body is None:
+            nonlocal seen
+            current = seen
+            seen = None
+            if current is None:
+                current = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
+            if current is None:
                 return
-            run = Run(body)
+            run = Run(copy.deepcopy(current))
             try:
                 await self._advance(run)
-            except (ApiError, Conflict):
-                raise  # transient: Kopf (or retry_on_conflict) tries again
+            except (ApiError, Conflict, LostOwnership):
+                raise  # transient: the executor (or retry_on_conflict) tries again
             except Exception as exc:
                 await self._internal_error(run, exc)
+            finally:
+                self._reserved.discard((namespace, name))
 
         await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
 
@@ -235,61 +276,137 @@ class Engine:
     async def _advance(self, run: Run) -> None:
         status = run.status
         if status.phase in FINISHED_PHASES:
+            if status.escalatedTo is not None and status.escalatedTo.created is False:
+                await self._create_escalation(run)
             return
         if run.invalid is not None:
             await self._finish(run, "Failed", *run.invalid, precondition=True)
             return
         if status.plan is None:
-            try:
-                refusals.check_run_namespace(self.settings, run.namespace)
-            except Refused as exc:
-                await self._finish(run, "Refused", exc.reason, exc.message, precondition=True)
+            async with self._admission(run):
+                if not await self._start(run):
+                    return
+        else:
+            await self._own(run)
+            if status.phase == "AwaitingApproval" and not run.spec.approved:
                 return
-            await self._admit(run)
+        if status.phase != "Running":
+            self._begin(run)
+        await self._run_steps(run)
+
+    async def _start(self, run: Run) -> bool:
+        """Judge, plan and start a run that has no plan yet; false when it ended or waits
+        for approval. Runs under the admission lock of its runbook and group, so that this
+        executor's decisions on one group are made one at a time, each seeing the last."""
+        status = run.status
+        try:
+            refusals.check_run_namespace(self.settings, run.namespace)
+        except Refused as exc:
+            await self._finish(run, "Refused", exc.reason, exc.message, precondition=True)
+            return False
+        await self._admit(run)
         annotations = run.body["metadata"].get("annotations") or {}
-        if status.plan is None and ANNOTATION_SKIP_REASON in annotations:
+        if ANNOTATION_SKIP_REASON in annotations:
             reason = annotations[ANNOTATION_SKIP_REASON]
             message = annotations.get(ANNOTATION_SKIP_MESSAGE, reason)
             await self._finish(run, "Skipped", reason, message, precondition=True)
-            return
-        if status.plan is None:
-            try:
-                status.plan = await self._make_plan(run)
-            except Refused as exc:
-                await self._finish(run, "Refused", exc.reason, exc.message, precondition=True)
-                return
-            except PlanError as exc:
-                await self._finish(run, "Failed", exc.reason, exc.message, precondition=True)
-                return
-            status.steps = [StepStatus(name=s.name, action=s.action) for s in status.plan.steps]
-            escalated_from = run.body["metadata"].get("labels", {}).get(LABEL_ESCALATED_FROM)
-            if escalated_from:
-                status.escalatedFrom = Escalation(name=escalated_from)
-            if status.plan.requireApproval and not run.spec.approved:
-                status.phase, status.reason = "AwaitingApproval", "ApprovalRequired"
-                status.message = "set spec.approved=true to run the steps"
-                await self._save(run, precondition=True)
-                await self._event(run, "AwaitingApproval", status.message)
-                return
-        elif status.phase == "AwaitingApproval":
-            if not run.spec.approved:
-                return
-        if status.phase != "Running":
-            status.phase, status.reason = "Running", "Started"
-            status.message = f"running {len(run.plan.steps)} steps"
-            if self._dry_run(run):
-                status.message += " in dry-run: nothing will be changed"
-            status.startedAt = now()
-            self._set_condition(run, "Running", "True", "Started", status.message)
+            return False
+        verdict = self._started_runs_verdict(run)
+        if verdict is not None:
+            await self._finish(run, "Skipped", verdict.reason, verdict.message, precondition=True)
+            return False
+        try:
+            status.plan = await self._make_plan(run)
+        except Refused as exc:
+            await self._finish(run, "Refused", exc.reason, exc.message, precondition=True)
+            return False
+        except PlanError as exc:
+            await self._finish(run, "Failed", exc.reason, exc.message, precondition=True)
+            return False
+        status.steps = [StepStatus(name=s.name, action=s.action) for s in status.plan.steps]
+        escalated_from = run.body["metadata"].get("labels", {}).get(LABEL_ESCALATED_FROM)
+        if escalated_from:
+            status.escalatedFrom = Escalation(name=escalated_from)
+        if status.plan.requireApproval and not run.spec.approved:
+            status.phase, status.reason = "AwaitingApproval", "ApprovalRequired"
+            status.message = "set spec.approved=true to run the steps"
             await self._save(run, precondition=True)
-            await self._event(run, "Started", status.message)
-        await self._run_steps(run)
+            await self._event(run, "AwaitingApproval", status.message)
+            return False
+        # Admitted: the next save (the first step's attempt) writes the start; until then
+        # the run is reserved, so that the next decision on the group counts it.
+        self._reserved.add((run.namespace, run.name))
+        self._begin(run)
+        return True
+
+    def _begin(self, run: Run) -> None:
+        """Pending or AwaitingApproval → Running; written by the next save."""
+        status = run.status
+        status.phase, status.reason = "Running", "Started"
+        status.message = f"running {len(run.plan.steps)} steps"
+        if self._dry_run(run):
+            status.message += " in dry-run: nothing will be changed"
+        status.startedAt = now()
+        self._set_condition(run, "Running", "True", "Started", status.message)
+        run.transition = True
+        run.deferred_events.append(("Started", status.message))
+
+    @contextlib.asynccontextmanager
+    async def _admission(self, run: Run) -> AsyncIterator[None]:
+        runbook = run.spec.runbookRef.name if run.spec.runbookRef else ""
+        if not runbook or self.index is None:
+            yield
+            return
+        group = run.body["metadata"].get("labels", {}).get(LABEL_GROUP) or ""
+        lock = self._admissions.setdefault((run.namespace, runbook, group), asyncio.Lock())
+        async with lock:
+            yield
+
+    def _started_runs_verdict(self, run: Run) -> guardrails.Verdict | None:
+        """The guardrails over the runs of the group this executor has started: the final
+        word on a run of a runbook, exact however many replicas created records at once
+        (the receiver judged from its own view; two replicas may each have let one in)."""
+        if self.index is None or run.spec.runbookRef is None:
+            return None
+        runbook = run.spec.runbookRef.name
+        body = self._runbook_body(run.namespace, runbook)
+        if body is None:
+            return None
+        try:
+            spec = RunbookSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return None  # _make_plan fails the run with the reason
+        group = run.body["metadata"].get("labels", {}).get(LABEL_GROUP) or admission.group_of(
+            run.body, spec.guardrails.groupBy
+        )
+        started = [
+            entry.record
+            for entry in self.index.of_group(run.namespace, runbook, group, spec.guardrails.groupBy)
+            if (entry.started or entry.key in self._reserved) and entry.name != run.name
+        ]
+        return guardrails.evaluate(runbook, spec, started, datetime.datetime.now(datetime.UTC))
+
+    def _runbook_body(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.runbooks.get(namespace, name) if self.runbooks is not None else None
+
+    async def _own(self, run: Run) -> None:
+        """Take over a run another replica was executing (it stopped, or lost the Lease):
+        our name in ``status.executor``, written under the version read, so that the
+        previous executor's next write fails instead of overwriting ours."""
+        if not self.identity or run.status.executor == self.identity:
+            return
+        previous = run.status.executor or "an earlier operator"
+        run.status.executor = self.identity
+        await self._save(run, precondition=True)
+        log.info("remediation %s/%s: taken over from %s", run.namespace, run.name, previous)
 
     async def _admit(self, run: Run) -> None:
         """The runbook's guardrails for a run the receiver did not judge (by hand or by
         escalation; see ``admission``): labels it with its runbook and group, and on a hit
         adds the skip annotations, with which ``_advance`` finishes it as Skipped."""
-        metadata = await admission.admit(self.kube, run.body)
+        metadata = await admission.admit(
+            self.kube, run.body, index=self.index, runbooks=self.runbooks
+        )
         if metadata is not None:
             run.body["metadata"] = metadata
             run.resource_version = metadata.get("resourceVersion")
@@ -311,7 +428,11 @@ class Engine:
             )
         if spec.runbookRef is not None:
             runbook_name = spec.runbookRef.name
-            body = await self.kube.get_or_none(API_VERSION, RUNBOOKS, run.namespace, runbook_name)
+            body = self._runbook_body(run.namespace, runbook_name)
+            if body is None:  # not seen by the watch (yet): ask
+                body = await self.kube.get_or_none(
+                    API_VERSION, RUNBOOKS, run.namespace, runbook_name
+                )
             if body is None:
                 raise PlanError(
                     "RunbookNotFound", f"McpRunbook {runbook_name} not found in {run.namespace}"
@@ -425,6 +546,10 @@ class Engine:
         if run.account_found:
             return
         account = self._account(run)
+        loop = asyncio.get_running_loop()
+        if self._accounts.get((run.namespace, account), 0.0) > loop.time():
+            run.account_found = True  # seen a moment ago: a missing one ends in a 403 anyway
+            return
         try:
             found = await self.kube.get_or_none("v1", "serviceaccounts", run.namespace, account)
         except ApiError as exc:
@@ -437,6 +562,7 @@ class Engine:
                 reason="ServiceAccountNotFound",
             )
         run.account_found = True
+        self._accounts[(run.namespace, account)] = loop.time() + ACCOUNT_CACHE_SECONDS
 
     def step_kube(self, run: Run) -> KubeApi:
         """The Kubernetes client of the run's steps: acting as its ServiceAccount, and
@@ -473,6 +599,8 @@ class Engine:
             await self._save(run)
 
         while True:
+            if not self.may_act():
+                raise LostOwnership("this replica no longer holds the Lease")
             result.attempts += 1
             result.phase = "Running"
             result.startedAt = result.startedAt or now()
@@ -578,6 +706,11 @@ class Engine:
         *,
         precondition: bool = False,
     ) -> None:
+        """End the run. Its Event is posted before the status is written when the run is
+        ours (a crash in between re-runs the finish: the Event may show twice, never
+        not at all); a run that never started gets it after (its write may lose a race).
+        A failed run with ``onFailure.escalateTo`` records its escalation in the same
+        write, then creates it (``_create_escalation``)."""
         status = run.status
         status.phase, status.reason, status.message = phase, reason, message
         status.finishedAt = now()
@@ -586,28 +719,44 @@ class Engine:
         self._set_condition(
             run, "Succeeded", "True" if phase == "Succeeded" else "False", reason, message
         )
-        await self._save(run, precondition=precondition)
+        escalate = status.plan.escalateTo if phase == "Failed" and status.plan else None
+        if escalate and status.escalatedTo is None:
+            name = records.escalation_name(escalate, run.name)
+            status.escalatedTo = Escalation(name=name, runbook=escalate, created=False)
         good = phase in ("Succeeded", "Skipped")
-        await self._event(run, phase, message, "Normal" if good else "Warning")
-        if phase == "Failed" and status.plan is not None and status.plan.escalateTo:
-            await self._escalate(run, status.plan.escalateTo)
+        type_: Literal["Normal", "Warning"] = "Normal" if good else "Warning"
+        if precondition:
+            await self._save(run, precondition=True)
+            await self._event(run, phase, message, type_)
+        else:
+            await self._event(run, phase, message, type_)
+            await self._save(run)
+        if status.escalatedTo is not None and status.escalatedTo.created is False:
+            await self._create_escalation(run)
 
-    async def _escalate(self, run: Run, runbook: str) -> None:
-        name = records.escalation_name(runbook, run.name)
+    async def _create_escalation(self, run: Run) -> None:
+        """Create the escalation recorded in ``status.escalatedTo`` (under its deterministic
+        name: a 409 means it exists), then mark it created. An error is raised to the
+        executor, which tries again, after a restart or a takeover too."""
+        escalation = run.status.escalatedTo
+        assert escalation is not None and escalation.runbook is not None
         labels = {**(run.body["metadata"].get("labels") or {}), LABEL_ESCALATED_FROM: run.name}
         labels.pop(LABEL_GROUP, None)  # the failed run's group; _admit sets the target's
         spec = run.spec.model_dump(mode="json", exclude_none=True, exclude={"approved"})
-        body = records.remediation_body(name, run.namespace, runbook, spec=spec, labels=labels)
+        body = records.remediation_body(
+            escalation.name, run.namespace, escalation.runbook, spec=spec, labels=labels
+        )
         try:
             await self.kube.create(API_VERSION, REMEDIATIONS, run.namespace, body)
         except ApiError as exc:
             if exc.status != 409:
-                log.error("could not escalate %s to %s: %s", run.name, runbook, exc)
-                await self._event(run, "EscalationFailed", str(exc), "Warning")
-                return
-        run.status.escalatedTo = Escalation(name=name, runbook=runbook)
+                log.error("could not escalate %s to %s: %s", run.name, escalation.runbook, exc)
+                await self._event(run, "EscalationFailed", f"{exc}; trying again", "Warning")
+                raise ApiError(503, "EscalationPending", str(exc)) from exc
+        message = f"started {escalation.name} from runbook {escalation.runbook}"
+        await self._event(run, "Escalated", message, "Warning")
+        escalation.created = True
         await self._save(run)
-        await self._event(run, "Escalated", f"started {name} from runbook {runbook}", "Warning")
 
     # -- persistence -------------------------------------------------------------------
 
@@ -625,22 +774,54 @@ class Engine:
         run.status.conditions = set_condition(run.status.conditions, condition)
 
     async def _save(self, run: Run, *, precondition: bool = False) -> None:
-        """Write the run's status; with ``precondition``, only onto the version read
-        (``Conflict`` otherwise)."""
+        """Write the run's status, always under the resourceVersion last read or written.
+
+        With ``precondition`` (or a transition pending, ``Run.transition``), a 409 raises
+        ``Conflict``: the run is read again and decided again. Otherwise the run is ours
+        and a 409 means someone wrote something else (the receiver's ``alertResolvedAt``,
+        an approval): read again, and write again if ``status.executor`` still names this
+        replica — else ``LostOwnership``.
+        """
+        precondition = precondition or run.transition
+        if self.identity:
+            run.status.executor = self.identity
         run.status.observedGeneration = run.body["metadata"].get("generation")
         # alertResolvedAt belongs to the receiver, which may set it while a run is under
         # way: writing back the value read earlier would erase it.
         status = run.status.model_dump(mode="json", exclude={"alertResolvedAt"})
-        updated = await patch_status(
-            self.kube,
-            API_VERSION,
-            REMEDIATIONS,
-            run.namespace,
-            run.name,
-            status,
-            resource_version=run.resource_version if precondition else None,
-        )
+        for _ in range(SAVE_RETRIES):
+            try:
+                updated = await patch_status(
+                    self.kube,
+                    API_VERSION,
+                    REMEDIATIONS,
+                    run.namespace,
+                    run.name,
+                    status,
+                    resource_version=run.resource_version,
+                )
+                break
+            except Conflict:
+                if precondition:
+                    raise
+            fresh = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, run.namespace, run.name)
+            if fresh is None:
+                raise LostOwnership("the record was deleted")
+            owner = (fresh.get("status") or {}).get("executor")
+            if owner and owner != self.identity:
+                raise LostOwnership(f"{owner} executes it now")
+            run.resource_version = fresh["metadata"].get("resourceVersion")
+        else:
+            raise ApiError(
+                409, "Conflict", f"remediation {run.namespace}/{run.name} keeps changing"
+            )
         run.resource_version = updated.get("metadata", {}).get("resourceVersion")
+        if self.index is not None:
+            self.index.apply("MODIFIED", updated)
+        run.transition = False
+        events, run.deferred_events = run.deferred_events, []
+        for reason, message in events:
+            await self._event(run, reason, message)
 
     async def _event(
         self, run: Run, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal"

@@ -12,6 +12,7 @@ from typing import Any
 from mcp_remediator.alerts.receiver import Receiver
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
+from mcp_remediator.executor import Executor
 from mcp_remediator.kube.client import ConnectionConfig
 from mcp_remediator.settings import Settings
 
@@ -24,6 +25,7 @@ class Memo:
     connection: ConnectionConfig
     clients: Clients
     engine: Engine
+    executor: Executor
     receiver: Receiver | None = None
 
     @staticmethod

@@ -42,6 +42,13 @@ class RemediationIndex(Collector):
         phase = (body.get("status") or {}).get("phase") or "Pending"
         self._phases[key] = (runbook, phase)
 
+    def track(self, key: tuple[str, str], runbook: str | None, phase: str | None) -> None:
+        """One record's runbook and phase (``phase`` None: the record is gone)."""
+        if phase is None:
+            self._phases.pop(key, None)
+        else:
+            self._phases[key] = (runbook or "", phase)
+
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "mcp_remediations",

@@ -271,6 +271,11 @@ class Escalation(_Model):
 
     name: str
     runbook: str | None = None
+    created: bool | None = Field(
+        None,
+        description="On escalatedTo: the escalation exists (false: recorded, to be created; "
+        "the executor creates it, under this deterministic name, until it is).",
+    )
 
 
 class RemediationStatus(_Model):
@@ -289,3 +294,9 @@ class RemediationStatus(_Model):
     plan: Plan | None = None
     escalatedTo: Escalation | None = None
     escalatedFrom: Escalation | None = None
+    executor: str | None = Field(
+        None,
+        description="The replica executing (or that executed) the run: status writes of a "
+        "run in progress are made only by it; a new leader takes a run over by writing its "
+        "own name here.",
+    )

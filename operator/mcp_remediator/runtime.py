@@ -1,15 +1,19 @@
-"""All wiring, in one place: runs Kopf's reactor and the alert receiver in one event loop.
+"""All wiring, in one place: runs Kopf's reactor, the executor and the alert receiver in
+one event loop.
 
-``run_operator`` builds every part once — clients, metrics, the engine (with the metrics
-as its step observer), the receiver — into the typed ``Memo`` the handlers read, runs
-the receiver beside Kopf, and closes the clients on exit. httpx's request log lines show
-URLs without user info or query (``redact.redact_http_logs``). ``mcp-remediator run`` calls
-it; the tests and the demo too (``testing.operator_thread``), with their own flags.
+``run_operator`` builds every part once — clients, metrics, the record index, the engine
+(with the metrics as its step observer), the executor (the remediations' watch, the Lease
+election, the runs, the TTL sweeper), the receiver — into the typed ``Memo`` the handlers
+read, runs the executor and the receiver beside Kopf, and closes the clients on exit.
+httpx's request log lines show URLs without user info or query
+(``redact.redact_http_logs``). ``mcp-remediator run`` calls it; the tests and the demo too
+(``testing.operator_thread``), with their own flags.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -23,6 +27,8 @@ from mcp_remediator import handlers, redact
 from mcp_remediator.alerts.receiver import Receiver
 from mcp_remediator.clients import Clients
 from mcp_remediator.engine import Engine
+from mcp_remediator.executor import Executor
+from mcp_remediator.index import Entry, RecordIndex, RunbookStore
 from mcp_remediator.kube.client import ConnectionConfig
 from mcp_remediator.memo import Memo
 from mcp_remediator.metrics import OperatorMetrics
@@ -52,24 +58,50 @@ async def run_operator(
     stop_flag: Flag | None = None,
     ready_flag: Flag | None = None,
     kopf_settings: kopf.OperatorSettings | None = None,
+    identity: str | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or forever); ``receiver=False`` runs Kopf alone.
 
-    The receiver runs beside Kopf for the operator's lifetime: if either ends, both stop,
-    and the first error is raised.
+    The receiver and the executor run beside Kopf for the operator's lifetime: if any
+    ends, all stop, and the first error is raised (``LeaseUnavailable`` at start-up when
+    the replicas cannot elect an executor). ``identity``: this replica's name in the Lease
+    and in ``status.executor`` (default ``own_identity()``).
     """
     redact.redact_http_logs()
     clients = Clients.build(settings, connection)
     companions: list[asyncio.Task[None]] = []
+    me = identity or own_identity()
     try:
         metrics = OperatorMetrics()
+        index = RecordIndex(
+            default_ttl=settings.remediation_ttl_seconds,
+            unresolved_ttl=settings.remediation_unresolved_ttl_seconds,
+        )
+        index.listeners.append(functools.partial(_gauge, metrics))
+        runbooks = RunbookStore()
+        leader = _Leadership()
+        engine = Engine(
+            clients,
+            settings,
+            observers=[metrics.observe_step],
+            index=index,
+            runbooks=runbooks,
+            identity=me,
+            may_act=leader,
+        )
+        executor = Executor(settings, clients.kube, engine, index, runbooks, identity=me)
+        leader.executor = executor
         memo = Memo(
             settings=settings,
             connection=connection,
             clients=clients,
-            engine=Engine(clients, settings, observers=[metrics.observe_step]),
-            receiver=Receiver(settings, clients.kube, metrics=metrics) if receiver else None,
+            engine=engine,
+            executor=executor,
+            receiver=Receiver(settings, clients.kube, metrics=metrics, index=index)
+            if receiver
+            else None,
         )
+        companions.append(asyncio.create_task(executor.run()))
         if memo.receiver is not None:
             companions.append(asyncio.create_task(_serve(memo.receiver)))
         namespaces = settings.watch_namespaces
@@ -80,9 +112,8 @@ async def run_operator(
                 memo=memo,
                 clusterwide=not namespaces,
                 namespaces=namespaces,
-                standalone=settings.peering is None,
-                identity=cast(Any, own_identity()),  # Kopf's Identity: a NewType of str
-                peering_name=settings.peering,
+                standalone=True,  # Kopf's peering is not used: see executor
+                identity=cast(Any, me),  # Kopf's Identity: a NewType of str
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
             )
@@ -98,6 +129,22 @@ async def run_operator(
             task.cancel()
         await asyncio.gather(*companions, return_exceptions=True)
         await clients.aclose()
+
+
+def _gauge(metrics: OperatorMetrics, old: Entry | None, new: Entry | None) -> None:
+    """Keep the ``mcp_remediations`` gauge in step with the index."""
+    entry = new or old
+    if entry is not None:
+        metrics.remediations.track(entry.key, entry.runbook, new.phase if new else None)
+
+
+class _Leadership:
+    """Whether this replica may act on runs now (the engine asks before each attempt)."""
+
+    executor: Executor | None = None
+
+    def __call__(self) -> bool:
+        return self.executor is not None and self.executor.leader
 
 
 async def _serve(receiver: Receiver) -> None:

@@ -183,8 +183,33 @@ class Settings(BaseModel):
     watch_namespaces: list[str] = Field(
         [], description="Namespaces to watch (comma-separated); empty means all."
     )
+    remediation_unresolved_ttl_seconds: int = Field(
+        2_592_000,
+        ge=0,
+        description="How long a finished record of an alert occurrence is kept at most while "
+        "its alert has not been seen resolved (re-sends of it stay duplicates meanwhile).",
+    )
     peering: str | None = Field(
-        None, description="Kopf peering name for HA; empty runs standalone."
+        None,
+        description="No longer used (Kopf peering): replicas elect the one that executes "
+        "runs through the Lease `MCP_LEASE_NAME`; setting it is an error.",
+    )
+    lease_name: str = Field(
+        "mcp-remediator",
+        min_length=1,
+        description="The `coordination.k8s.io` Lease through which replicas elect the one "
+        "that executes runs (every replica receives alerts).",
+    )
+    lease_namespace: str = Field(
+        "",
+        description="Namespace of the Lease; empty: `POD_NAMESPACE` (the Deployment passes "
+        "the pod's), else `mcp-remediator`.",
+    )
+    lease_duration_seconds: float = Field(
+        10.0,
+        ge=1.0,
+        description="A leader that stops renewing is replaced after this long (it renews "
+        "every fifth of it and steps down after two thirds).",
     )
     retry_backoff_seconds: float = Field(
         2.0, description="First retry delay of a failed step; doubles per attempt."
@@ -229,6 +254,21 @@ class Settings(BaseModel):
         if value is not None and not redact.header_safe(value.get_secret_value()):
             raise ValueError(f"a bearer token {redact.HEADER_SAFE_RULE}")
         return value
+
+    @field_validator("peering")
+    @classmethod
+    def _no_peering(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError(
+                "Kopf peering is no longer used: every replica receives alerts and the "
+                "replicas elect the one that executes runs through a Lease (MCP_LEASE_NAME, "
+                "MCP_LEASE_NAMESPACE); unset MCP_PEERING"
+            )
+        return None
+
+    def lease_namespace_or_default(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.lease_namespace or env.get("POD_NAMESPACE") or "mcp-remediator"
 
     def is_trusted(self, namespace: str) -> bool:
         """Whether remediations of ``namespace`` may use operator-level credentials."""

@@ -51,6 +51,7 @@ from mcp_remediator import records, redact
 from mcp_remediator.alerts.cache import CachedRunbook, RunbookCache
 from mcp_remediator.alerts.payload import WebhookAlert, WebhookPayload
 from mcp_remediator.errors import Refused
+from mcp_remediator.index import RecordIndex
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
 from mcp_remediator.kube.status import Conflict, patch_status, retry_on_conflict
@@ -139,9 +140,11 @@ class AlertIngestor:
         metrics: OperatorMetrics,
         *,
         clock: Clock = utc_now,
+        index: RecordIndex | None = None,
     ):
         self.settings = settings
         self.kube = kube
+        self.index = index
         self.metrics = metrics
         self.clock = clock
         self.runbooks = RunbookCache(settings)
@@ -243,27 +246,18 @@ class AlertIngestor:
         self, alert: WebhookAlert, runbook: CachedRunbook, name: str, group_key: str
     ) -> Outcome:
         key = (runbook.namespace, name)
-        if key in self._known:
+        if key in self._known or self._indexed(key):
             return "duplicates"
         group = records.group_key(runbook.spec.guardrails.groupBy, alert.labels)
-        runbook_label = records.label_value(runbook.name)
         async with self._lock((runbook.namespace, runbook.name, group)):
-            existing = await self.kube.list(
-                API_VERSION,
-                REMEDIATIONS,
-                runbook.namespace,
-                label_selector=f"{LABEL_RUNBOOK}={runbook_label},{LABEL_GROUP}={group}",
-            )
-            if any(r.get("metadata", {}).get("name") == name for r in existing):
-                self._remember(key)
+            if self._indexed(key):
                 return "duplicates"
             moment = self.clock()
-            verdict = guardrails.evaluate(
-                runbook.name,
-                runbook.spec,
-                [guardrails.record_of(r, moment) for r in existing],
-                moment,
-            )
+            existing = await self._group_records(runbook, group, moment)
+            if any(r.name == name for r in existing):
+                self._remember(key)
+                return "duplicates"
+            verdict = guardrails.evaluate(runbook.name, runbook.spec, existing, moment)
             if verdict is not None and not self._take_skip_slot(runbook, moment):
                 await self._unrecorded_skip(runbook, verdict)
                 return "skippedUnrecorded"
@@ -295,11 +289,37 @@ class AlertIngestor:
                 self._remember(key)
                 return "duplicates"
             self._remember(key)
+            if self.index is not None:
+                self.index.apply("ADDED", created)
         self._tally(runbook, skipped=verdict is not None)
         if verdict is None:
             return "created"
         await self._mark_skipped(created, verdict)
         return "skipped"
+
+    def _indexed(self, key: tuple[str, str]) -> bool:
+        """Whether the watch-fed index (synced) knows the record: a duplicate, no request."""
+        return self.index is not None and self.index.get(*key) is not None
+
+    async def _group_records(
+        self, runbook: CachedRunbook, group: str, moment: datetime.datetime
+    ) -> list[guardrails.Record]:
+        """The group's records, from the index once it is synced (no request: the API's 409
+        on the deterministic name stays the backstop for what the watch has not shown
+        yet), else listed by the runbook and group labels."""
+        if self.index is not None and self.index.synced:
+            entries = self.index.of_group(
+                runbook.namespace, runbook.name, group, runbook.spec.guardrails.groupBy
+            )
+            return [entry.record for entry in entries]
+        existing = await self.kube.list(
+            API_VERSION,
+            REMEDIATIONS,
+            runbook.namespace,
+            label_selector=f"{LABEL_RUNBOOK}={records.label_value(runbook.name)},"
+            f"{LABEL_GROUP}={group}",
+        )
+        return [guardrails.record_of(r, moment) for r in existing]
 
     async def _mark_skipped(self, created: dict[str, Any], verdict: guardrails.Verdict) -> None:
         meta = created["metadata"]
@@ -355,8 +375,24 @@ class AlertIngestor:
     async def _resolve(self, runbook: CachedRunbook, name: str) -> Outcome:
         namespace = runbook.namespace
 
+        first = True
+
         async def attempt() -> Outcome:
-            body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
+            nonlocal first
+            entry = self.index.get(namespace, name) if first and self.index else None
+            first = False
+            if entry is not None and entry.finished:  # no read: only the stamp may change
+                if entry.resolved_at is None:
+                    stamped = {"alertResolvedAt": now()}
+                    updated = await patch_status(
+                        self.kube, API_VERSION, REMEDIATIONS, namespace, name, stamped
+                    )
+                    if self.index is not None:
+                        self.index.apply("MODIFIED", updated)
+                return "resolved"
+            body = entry.body if entry is not None else None
+            if body is None:
+                body = await self.kube.get_or_none(API_VERSION, REMEDIATIONS, namespace, name)
             if body is None:
                 return "resolvedWithoutRecord"
             meta, status = body["metadata"], body.get("status") or {}

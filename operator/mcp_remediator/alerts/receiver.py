@@ -53,6 +53,7 @@ from mcp_remediator import redact
 from mcp_remediator.alerts.connections import ConnectionGuard, Limits
 from mcp_remediator.alerts.ingest import AlertIngestor, ApiUnavailable, Clock, Summary
 from mcp_remediator.alerts.payload import PayloadError, WebhookPayload, brief, load_json
+from mcp_remediator.index import RecordIndex
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.metrics import CONTENT_TYPE, OperatorMetrics
 from mcp_remediator.settings import Settings
@@ -103,6 +104,7 @@ class Receiver:
         *,
         metrics: OperatorMetrics | None = None,
         clock: Clock | None = None,
+        index: RecordIndex | None = None,
     ):
         token = settings.receiver_token.get_secret_value() if settings.receiver_token else ""
         if not token and not settings.receiver_insecure:
@@ -114,7 +116,7 @@ class Receiver:
         self._token = token.encode() if token else None
         self.metrics = metrics or OperatorMetrics()
         extra = {"clock": clock} if clock else {}
-        self.ingestor = AlertIngestor(settings, kube, self.metrics, **extra)
+        self.ingestor = AlertIngestor(settings, kube, self.metrics, index=index, **extra)
         self.app = web.Application(client_max_size=settings.receiver_max_body_bytes)
         self.app.router.add_post("/alerts", self._alerts)
         self.app.router.add_get("/healthz", self._healthz)

@@ -19,10 +19,11 @@ RBAC, not the operator's own role, decides what a step may touch; its 403 answer
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -390,6 +391,58 @@ class KubeApi:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
+    async def list_page(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], dict[str, Any]]:
+        """One page of a list: its items and the list's metadata (``resourceVersion``,
+        ``continue``)."""
+        params = {"limit": str(limit)}
+        if continue_token:
+            params["continue"] = continue_token
+        result = await self._request(
+            "GET", resource_path(api_version, plural, namespace), params=params
+        )
+        return list(result.get("items") or []), dict(result.get("metadata") or {})
+
+    async def watch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events after ``resource_version`` until the server ends the stream
+        (``timeout_seconds``); an ``ERROR`` event (410 Gone) is yielded like the others."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        path = resource_path(api_version, plural, namespace)
+        headers = self.identity.headers() if self.identity is not None else {}
+        timeout = httpx.Timeout(self._client.timeout.connect, read=timeout_seconds + 30)
+        try:
+            async with self._client.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode(errors="replace")
+                    raise ApiError(response.status_code, str(response.status_code), text[:500])
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "Unreachable", f"WATCH {path}: {exc!r}") from exc
+
     async def create(
         self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
     ) -> Any:
@@ -416,6 +469,33 @@ class KubeApi:
             content_type=CONTENT_TYPES[patch_type],
         )
 
-    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str) -> Any:
+    async def replace(
+        self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
+    ) -> Any:
+        """PUT the whole object; its ``metadata.resourceVersion`` makes it conditional."""
+        name = body["metadata"]["name"]
         self._guard(api_version, plural, namespace, name)
-        return await self._request("DELETE", resource_path(api_version, plural, namespace, name))
+        body = {"apiVersion": api_version, **body}
+        path = resource_path(api_version, plural, namespace, name)
+        return await self._request("PUT", path, body=body)
+
+    async def delete(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+    ) -> Any:
+        """DELETE; with ``uid``/``resource_version``, only that very object (409 otherwise)."""
+        self._guard(api_version, plural, namespace, name)
+        preconditions = {
+            key: value
+            for key, value in (("uid", uid), ("resourceVersion", resource_version))
+            if value is not None
+        }
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": preconditions}
+        path = resource_path(api_version, plural, namespace, name)
+        return await self._request("DELETE", path, body=body if preconditions else None)

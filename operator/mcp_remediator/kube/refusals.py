@@ -38,7 +38,13 @@ WEBHOOK_GROUP = "admissionregistration.k8s.io"
 POLICY_EXCEPTION_KINDS = frozenset({"policyexception", "policyexceptions"})
 # (API group, plural) of what the operator writes for itself: its records and Events.
 BOOKKEEPING = frozenset(
-    {(GROUP, REMEDIATIONS), (GROUP, RUNBOOKS), ("", "events"), ("events.k8s.io", "events")}
+    {
+        (GROUP, REMEDIATIONS),
+        (GROUP, RUNBOOKS),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+        ("coordination.k8s.io", "leases"),  # the executor's election (``kube.lease``)
+    }
 )
 
 
@@ -56,7 +62,8 @@ def kyverno_message(settings: Settings, what: str) -> str:
 
 def is_bookkeeping(api_version: str, resource: str) -> bool:
     """Whether a write is of the operator's own records (McpRemediation, McpRunbook, their
-    status) or an Event: what the operator writes with its own identity."""
+    status), an Event or its election Lease: what the operator writes with its own
+    identity."""
     return (api_group(api_version), resource.lower()) in BOOKKEEPING
 
 

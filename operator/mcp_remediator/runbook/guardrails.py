@@ -66,6 +66,12 @@ class Record:
         return self
 
 
+def skip_marked(body: Mapping[str, Any]) -> bool:
+    """Whether the record carries the skip annotations (a guardrail hit, decided before its
+    status was written)."""
+    return ANNOTATION_SKIP_REASON in ((body.get("metadata") or {}).get("annotations") or {})
+
+
 def record_of(body: Mapping[str, Any], now: datetime.datetime) -> Record:
     """A ``Record`` from an McpRemediation as the API returns it.
 

@@ -59,12 +59,13 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
 checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
 that do not exist), garbage collection of owned objects or ``propagationPolicy``; no
-server-side apply, ``deletecollection`` or list paging (``limit`` is ignored, every list is
-one page); built-in kinds get no defaults and no pruning, and every kind gets
-``metadata.generation``. Strategic merge patch merges lists whose items all carry a
-``name`` by that name and replaces every other list (the real one uses per-field merge keys);
-on custom resources it is refused with 415, as a real server does. All served versions of a
-CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
+server-side apply or ``deletecollection``; a list is one page unless ``limit`` asks for
+pages, whose ``continue`` token resumes after the last name (later pages show objects as
+they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
+and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
+all carry a ``name`` by that name and replaces every other list (the real one uses per-field
+merge keys); on custom resources it is refused with 415, as a real server does. All served
+versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
 deleted while their last finalizer is removed show the emptied finalizers in the DELETED
 event. Of authentication and authorization: no client certificates, JWT service account
 tokens, TokenRequest/TokenReview, webhook or Node authorizers; RBAC objects are not
@@ -95,6 +96,7 @@ under an alias and are put back before any reaction sees them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import contextvars
@@ -896,13 +898,23 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     def _list(self, request: kmock.Request) -> tuple[int, JsonDict]:
         spec = self._resolve(request, named=False)
         matcher = self._matcher(request)
-        items = [
-            self._present(spec, obj) for obj in self._objects_of(spec, request.namespace, matcher)
-        ]
+        objects = list(self._objects_of(spec, request.namespace, matcher))
+        metadata: JsonDict = {"resourceVersion": str(self._rv)}
+        limit = _int_param(request, "limit") if request.params.get("limit") else 0
+        token = request.params.get("continue")
+        if token:
+            listed_rv, after = _read_continue(token)
+            metadata["resourceVersion"] = listed_rv
+            objects = [o for o in objects if _order_key(o) > after]
+        if limit > 0 and len(objects) > limit:
+            objects = objects[:limit]
+            metadata["continue"] = _write_continue(metadata["resourceVersion"], objects[-1])
+            metadata["remainingItemCount"] = 0  # unknown here; present as the real one is
+        items = [self._present(spec, obj) for obj in objects]
         return 200, {
             "apiVersion": spec.api_version,
             "kind": f"{spec.kind}List",
-            "metadata": {"resourceVersion": str(self._rv)},
+            "metadata": metadata,
             "items": items,
         }
 
@@ -1801,6 +1813,24 @@ def _json_body(request: kmock.Request) -> Any:
         return json.loads(request.body)
     except ValueError as exc:
         raise _bad_request(f"the request body is not valid JSON: {exc}") from None
+
+
+def _order_key(obj: JsonDict) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return (str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+def _write_continue(resource_version: str, last: JsonDict) -> str:
+    raw = json.dumps([resource_version, *_order_key(last)]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _read_continue(token: str) -> tuple[str, tuple[str, str]]:
+    try:
+        rv, namespace, name = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(rv), (str(namespace), str(name))
+    except (ValueError, TypeError) as exc:
+        raise _bad_request(f"invalid continue token: {token!r}") from exc
 
 
 def _int_param(request: kmock.Request, name: str) -> int:

@@ -7,13 +7,17 @@ in a pod, so a caller's loop (the emulated API, pytest's) never blocks on it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 
 import kopf
 
 from mcp_remediator.kube.client import ConnectionConfig
-from mcp_remediator.runtime import run_operator
+from mcp_remediator.runtime import own_identity, run_operator
 from mcp_remediator.settings import Settings
+
+
+_numbers = itertools.count(1)
 
 
 class OperatorThread:
@@ -21,7 +25,8 @@ class OperatorThread:
 
     Kopf in a caller's main loop would take over Ctrl-C and, when it stops, cancel every
     task the caller started after it; in its own loop it keeps to itself, as in a pod.
-    ``error`` holds what ended the operator early, if anything did.
+    ``error`` holds what ended the operator early, if anything did. Each has an identity
+    of its own (the Lease, ``status.executor``), as each replica has its pod's name.
     """
 
     def __init__(
@@ -30,7 +35,9 @@ class OperatorThread:
         connection: ConnectionConfig,
         *,
         receiver: bool = True,
+        identity: str | None = None,
     ):
+        self.identity = identity or f"{own_identity()}-{next(_numbers)}"
         self.settings = settings
         self.connection = connection
         self.receiver = receiver
@@ -56,6 +63,7 @@ class OperatorThread:
                     ready_flag=self.ready,
                     receiver=self.receiver,
                     kopf_settings=kopf_settings,
+                    identity=self.identity,
                 )
             )
         except BaseException as exc:  # handed to whoever stops or watches the thread
