@@ -9,7 +9,9 @@ import pytest
 
 from fixtures.actions import ActionsEnvFactory
 from fixtures.cluster import Cluster, deployment
+from mcp_remediator.actions.resources import merged
 from mcp_remediator.errors import Refused, StepFailed
+from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.refusals import (
     GITOPS_MANAGED,
     KIND_NOT_ALLOWED,
@@ -62,7 +64,10 @@ async def test_merge_patches_a_config_map(cluster: Cluster, actions_env: Actions
     [write] = cluster.writes("configmaps")
     assert write.headers["Content-Type"] == "application/merge-patch+json"
 
-    again = await env.run("patchResource", {"name": "dese-api-config", "mergePatch": RAISE_TIMEOUT})
+    # Another step (the same one again would be a retry: see the tests of retries below).
+    again = await env.run(
+        "patchResource", {"name": "dese-api-config", "mergePatch": RAISE_TIMEOUT}, step="again"
+    )
     assert again.outputs["changed"] == "false"
 
 
@@ -170,3 +175,87 @@ async def test_messages_name_keys_never_values(
     assert "s3cr3t" not in result.message
     assert "s3cr3t" not in str(result.outputs)
     assert result.outputs["keys"] == "stringData.JWT_SECRET"
+
+
+def lose_the_first_answer(monkeypatch: pytest.MonkeyPatch, *, applied: bool) -> None:
+    """The first PATCH fails as a timeout would: after the API server applied it, or
+    before it reached the server."""
+    original = KubeApi.patch
+    calls: list[str] = []
+
+    async def patch(self: KubeApi, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[3])
+        if len(calls) == 1 and not applied:
+            raise ApiError(0, "Unreachable", "PATCH: ConnectTimeout()")
+        answer = await original(self, *args, **kwargs)
+        if len(calls) == 1:
+            raise ApiError(0, "Unreachable", "PATCH: ReadTimeout()")
+        return answer
+
+    monkeypatch.setattr(KubeApi, "patch", patch)
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["answer-lost", "never-arrived"])
+async def test_a_retried_patch_reports_the_change_its_first_attempt_made(
+    cluster: Cluster,
+    actions_env: ActionsEnvFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    applied: bool,
+) -> None:
+    # Issue 12, for patchResource: the retry's PATCH changes nothing when the first one
+    # landed; the step still changed the object, and says so.
+    cluster.seed(config_map())
+    env = await actions_env(cluster.connection)
+    lose_the_first_answer(monkeypatch, applied=applied)
+    params = {"name": "dese-api-config", "mergePatch": RAISE_TIMEOUT}
+
+    with pytest.raises(StepFailed) as first:
+        await env.run("patchResource", params)
+    assert first.value.transient
+    assert data(cluster)["MCP_PROMETHEUS_TIMEOUT_MS"] == ("8000" if applied else "3000")
+
+    retry = await env.run("patchResource", params)
+
+    assert data(cluster)["MCP_PROMETHEUS_TIMEOUT_MS"] == "8000"
+    assert retry.outputs["changed"] == "true"
+    assert not {"readVersion", "wouldChange", "changedEarlier"} & set(retry.outputs)
+    if applied:
+        assert retry.message == (
+            "patched data.MCP_PROMETHEUS_TIMEOUT_MS of ConfigMap mcp/dese-api-config "
+            "(by an earlier attempt, whose answer was lost)"
+        )
+    else:
+        assert retry.message.startswith("patched data.MCP_PROMETHEUS_TIMEOUT_MS of")
+        assert "earlier attempt" not in retry.message
+
+
+async def test_a_retried_patch_that_changed_nothing_still_says_so(
+    cluster: Cluster, actions_env: ActionsEnvFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster.seed({**config_map(), "data": {"MCP_PROMETHEUS_TIMEOUT_MS": "8000"}})
+    env = await actions_env(cluster.connection)
+    lose_the_first_answer(monkeypatch, applied=True)
+    params = {"name": "dese-api-config", "mergePatch": RAISE_TIMEOUT}
+    with pytest.raises(StepFailed):
+        await env.run("patchResource", params)
+    # Someone else writes the object meanwhile: its version moves, not because of us.
+    await cluster.api.patch_object(
+        "v1", "configmaps", "mcp", "dese-api-config", {"metadata": {"labels": {"team": "a"}}}
+    )
+
+    retry = await env.run("patchResource", params)
+
+    assert retry.outputs["changed"] == "false"
+    assert retry.message.startswith("patch changed nothing in")
+
+
+def test_merged_applies_a_json_merge_patch() -> None:
+    # RFC 7386's own examples, in part.
+    assert merged({"a": "b"}, {"a": "c"}) == {"a": "c"}
+    assert merged({"a": "b"}, {"b": "c"}) == {"a": "b", "b": "c"}
+    assert merged({"a": "b"}, {"a": None}) == {}
+    assert merged({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}) == {"a": {"b": "d"}}
+    assert merged({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
+    assert merged(["a", "b"], {"a": "c"}) == {"a": "c"}
+    assert merged({"e": None}, {"a": 1}) == {"e": None, "a": 1}
+    assert merged({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +23,8 @@ import httpx
 import pytest
 import redis.exceptions
 
-from fixtures.cluster import Cluster
+from fixtures import cluster as cluster_fixtures
+from fixtures.cluster import Cluster, OperatorFactory
 from fixtures.daemons import free_port
 from fixtures.redis_server import RedisFactory, RedisServer
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
@@ -33,6 +34,7 @@ from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 from mcp_remediator.kube.refusals import PREFIX_NOT_ALLOWED
 from mcp_remediator.settings import Settings
+from mcp_remediator.vendors import redis as vendor
 
 PASSWORD = "s3cret-Pa55/word"  # the slash must be %-quoted in a URL
 QUOTED_PASSWORD = quote(PASSWORD, safe="")
@@ -57,11 +59,16 @@ async def run_action(
     attempt: int = 1,
     deadline: float | None = None,
     checkpoints: list[dict[str, str]] | None = None,
+    on_checkpoint: Callable[[dict[str, str]], Awaitable[None]] | None = None,
     validate: bool = True,
     remediation: str = f"{NAMESPACE}/test",
     connection: ConnectionConfig | None = None,
 ) -> ActionResult:
-    """Run an action the way the engine does: parse, validate (unless told not to), call."""
+    """Run an action the way the engine does: parse, validate (unless told not to), call.
+
+    Each checkpoint is appended to ``checkpoints``, then ``on_checkpoint`` sees it (and may
+    stand for an API server that hangs or an operator that dies right after it).
+    """
     spec = REGISTRY[name]
     parsed = spec.parse(params)
     if validate and spec.validate is not None:
@@ -77,6 +84,8 @@ async def run_action(
     async def checkpoint(values: Mapping[str, str]) -> None:
         if checkpoints is not None:
             checkpoints.append(dict(values))
+        if on_checkpoint is not None:
+            await on_checkpoint(dict(values))
 
     ctx = ActionContext(
         clients=clients,
@@ -582,7 +591,12 @@ async def test_an_attempt_out_of_time_checkpoints_and_the_next_resumes(
             "redisExpireKeys", params, settings, deadline=time.monotonic(), checkpoints=saved
         )
     assert out_of_time.value.transient and out_of_time.value.reason == "Timeout"
-    [checkpoint] = saved
+    # Before its first slice it declared how far it might go unrecorded; stopping, it
+    # recorded everything it did: nothing is pending.
+    declared, checkpoint = saved
+    assert (declared["cursor"], declared["changed"]) == ("0", "0")
+    assert declared["pending"] == str(redis_actions.WINDOW_KEYS)
+    assert checkpoint["pending"] == "0"
     first = int(checkpoint["changed"])
     assert 0 < first < 30_000 and checkpoint["cursor"] != "0"
     keys, with_ttl, longest = await ttl_summary(redis_server, "mcp:dashboard:*")
@@ -591,7 +605,9 @@ async def test_an_attempt_out_of_time_checkpoints_and_the_next_resumes(
     result = await run_action("redisExpireKeys", params, settings, outputs=checkpoint, attempt=2)
 
     assert result.outputs["changed"] == "30000"  # counted across both attempts
+    assert (result.outputs["exact"], result.outputs["uncounted"]) == ("true", "0")
     assert result.outputs["complete"] == "true" and "cursor" not in result.outputs
+    assert not {"pending", "at", "uncountedSince"} & set(result.outputs)
     keys, with_ttl, longest = await ttl_summary(redis_server, "mcp:dashboard:*")
     assert (keys, with_ttl) == (30_000, 30_000) and 0 < longest <= 600
     commands = await info(redis_server, "commandstats")
@@ -612,10 +628,334 @@ async def test_progress_is_checkpointed_while_a_purge_runs(
     )
 
     assert result.outputs["changed"] == "30000"
-    assert saved, "a purge of several slices saves its progress"
-    done = [int(checkpoint["changed"]) for checkpoint in saved]
+    declared, *periodic = saved
+    assert (declared["cursor"], declared["changed"]) == ("0", "0")
+    assert periodic, "a purge of several slices saves its progress"
+    done = [int(checkpoint["changed"]) for checkpoint in periodic]
     assert done == sorted(set(done)) and 0 < done[0] and done[-1] < 30_000
-    assert all(c["cursor"] != "0" and c["pattern"] == "mcp:dashboard:*" for c in saved)
+    assert all(c["cursor"] != "0" and c["pattern"] == "mcp:dashboard:*" for c in periodic)
+    # Each opens a window: the most the attempt may match before it writes the next one.
+    assert {c["pending"] for c in saved} == {str(redis_actions.WINDOW_KEYS)}
+
+
+# -- exact counts over interrupted attempts (issue 12) -----------------------------------
+
+# One event per slice reply, as the server sent it, and per checkpoint, in their order.
+Events = list[tuple[str, Any]]
+
+
+class OperatorKilled(BaseException):
+    """Where the operator's process dies: no code of the action runs after it (the
+    action's own handler catches exceptions and cancellations, not this)."""
+
+
+def watch_slices(
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    fault: Callable[[int], BaseException | None] = lambda _: None,
+) -> None:
+    """Record each purge slice's reply in ``events``; after the server ran slice ``n``
+    (from 1), raise ``fault(n)`` if it is an exception: the reply is lost to the action."""
+    original = vendor.Script.__call__
+
+    async def call(self: vendor.Script, *args: str | int) -> Any:
+        reply = await original(self, *args)
+        events.append(("slice", reply))
+        failure = fault(sum(1 for kind, _ in events if kind == "slice"))
+        if failure is not None:
+            raise failure
+        return reply
+
+    monkeypatch.setattr(vendor.Script, "__call__", call)
+
+
+def slice_changes(events: Events) -> list[int]:
+    return [int(reply[3]) for kind, reply in events if kind == "slice"]
+
+
+def unrecorded(events: Events) -> int:
+    """Keys changed by the slices after the last checkpoint."""
+    last = max(i for i, (kind, _) in enumerate(events) if kind == "checkpoint")
+    return sum(int(reply[3]) for kind, reply in events[last:] if kind == "slice")
+
+
+def lost_reply(at: int) -> Callable[[int], BaseException | None]:
+    """The connection drops after the server ran slice ``at``, before its reply arrived."""
+
+    def fault(n: int) -> BaseException | None:
+        return redis.exceptions.ConnectionError("Connection reset by peer") if n == at else None
+
+    return fault
+
+
+KEYS = 100_000
+DELETE = {"pattern": "mcp:dashboard:*", "ttlSeconds": 0}
+ONLY_WITHOUT_TTL = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600, "onlyWithoutTtl": True}
+
+
+async def changed_on_server(server: RedisServer, params: Mapping[str, Any]) -> int:
+    """How many of the KEYS keys the purge ``params`` changed, by the server's own count."""
+    keys, with_ttl, _ = await ttl_summary(server, "mcp:dashboard:*")
+    return KEYS - keys if params["ttlSeconds"] == 0 else with_ttl
+
+
+@pytest.mark.parametrize("cap", [700, 100], ids=["whole-batches", "one-batch-over-the-cap"])
+async def test_a_slice_never_matches_more_than_its_cap(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, cap: int
+) -> None:
+    # The cap bounds what a slice whose reply is lost may have done. SCAN batches of about
+    # SCAN_COUNT (500) keys are taken whole: at 700, one per slice; a batch bigger than the
+    # cap is only named (needed), and the next call, with the cap raised to it, takes it.
+    monkeypatch.setattr(redis_actions, "SLICE_MAX_KEYS", cap)
+    await fill(redis_server, "mcp:dashboard:", 20_000)
+    calls: list[tuple[int, list[Any]]] = []
+    original = vendor.Script.__call__
+
+    async def call(self: vendor.Script, *args: str | int) -> Any:
+        reply = await original(self, *args)
+        calls.append((int(args[-1]), reply))
+        return reply
+
+    monkeypatch.setattr(vendor.Script, "__call__", call)
+
+    result = await run_action("redisExpireKeys", DELETE, settings_for(redis_server))
+
+    assert (result.outputs["changed"], result.outputs["exact"]) == ("20000", "true")
+    assert await ttl_summary(redis_server, "mcp:dashboard:*") == (0, 0, -1)
+    assert all(int(reply[2]) <= given for given, reply in calls)
+    named = [int(reply[5]) for _, reply in calls if int(reply[5])]
+    if cap < redis_actions.SCAN_COUNT:
+        assert named and all(n > cap for n in named)
+        for (_, reply), (given, _) in zip(calls, calls[1:], strict=False):
+            if int(reply[5]):
+                assert given == int(reply[5])  # nothing done; the next call may take it
+                assert (int(reply[2]), int(reply[3])) == (0, 0)
+    else:
+        assert not named
+        assert max(int(reply[2]) for _, reply in calls) > redis_actions.SCAN_COUNT // 2
+
+
+@pytest.mark.parametrize("params", [DELETE, ONLY_WITHOUT_TTL], ids=["unlink", "onlyWithoutTtl"])
+async def test_a_lost_reply_is_reported_as_at_most_one_slice_uncounted(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]
+) -> None:
+    # The issue's case: a retried purge, its first attempt cut off mid-way. Every slice
+    # whose reply arrived is counted; the one whose reply was lost deleted keys no later
+    # SCAN can see, so the outputs say so, and by how many keys at most.
+    await fill(redis_server, "mcp:dashboard:", KEYS)
+    await fill(redis_server, "other:", 10_000)
+    settings = settings_for(redis_server)
+    events: Events = []
+    watch_slices(monkeypatch, events, lost_reply(at=5))
+    saved: list[dict[str, str]] = []
+
+    with pytest.raises(StepFailed) as dropped:
+        await run_action("redisExpireKeys", params, settings, checkpoints=saved)
+
+    assert dropped.value.transient and dropped.value.reason == "RedisUnavailable"
+    *seen, unseen = slice_changes(events)
+    assert len(seen) == 4 and unseen > 0
+    final = saved[-1]
+    # Saved on the way out: every slice the action saw, and the one it did not as pending.
+    assert int(final["changed"]) == sum(seen)
+    assert final["pending"] == str(redis_actions.SLICE_MAX_KEYS)
+    assert await changed_on_server(redis_server, params) == sum(seen) + unseen
+
+    result = await run_action("redisExpireKeys", params, settings, outputs=final, attempt=2)
+
+    out = result.outputs
+    truth = await changed_on_server(redis_server, params)
+    assert truth == KEYS
+    assert int(out["changed"]) == KEYS - unseen  # before the fix: KEYS - sum(seen) - unseen
+    assert (out["exact"], out["uncounted"]) == ("false", str(redis_actions.SLICE_MAX_KEYS))
+    assert int(out["changed"]) <= truth <= int(out["changed"]) + int(out["uncounted"])
+    assert out["complete"] == "true"
+    assert f"and at most {redis_actions.SLICE_MAX_KEYS} more that interrupted attempts" in (
+        result.message
+    )
+    assert await ttl_summary(redis_server, "other:*") == (10_000, 0, -1)
+
+
+async def test_the_engine_retries_a_purge_and_reports_its_total(
+    redis_server: RedisServer,
+    cluster: Cluster,
+    operator_factory: OperatorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same through the engine's retries (engine._attempts): the second attempt resumes
+    # from what the first saved in the step's status, and its outputs replace them.
+    await fill(redis_server, "mcp:dashboard:", KEYS)
+    events: Events = []
+    watch_slices(monkeypatch, events, lost_reply(at=5))
+    await operator_factory(redis_url=redis_server.url())
+    step = {"name": "purge", "action": "redisExpireKeys", "params": DELETE, "retries": 2}
+    cluster.seed(cluster_fixtures.remediation("purge-cache", [step]))
+
+    done = await cluster.wait_phase("mcp", "purge-cache", {"Succeeded", "Failed"})
+
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    [purge] = done["status"]["steps"]
+    assert purge["attempts"] == 2
+    unseen = slice_changes(events)[4]
+    assert await changed_on_server(redis_server, DELETE) == KEYS
+    out = purge["outputs"]
+    assert int(out["changed"]) == KEYS - unseen
+    assert (out["exact"], out["uncounted"]) == ("false", str(redis_actions.SLICE_MAX_KEYS))
+    assert not {"cursor", "pending", "at", "uncountedSince"} & set(out)
+    assert f"and at most {redis_actions.SLICE_MAX_KEYS} more" in purge["message"]
+
+
+async def test_a_timeout_between_slices_loses_no_count(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine's timeout cancels the attempt while it writes a checkpoint (an API server
+    # that hangs): no slice is in flight, so the saved counts are exact, and so is the total.
+    monkeypatch.setattr(redis_actions, "SLICE_MAX_KEYS", 3000)
+    monkeypatch.setattr(redis_actions, "WINDOW_KEYS", 12_000)
+    await fill(redis_server, "mcp:dashboard:", KEYS)
+    settings = settings_for(redis_server)
+    events: Events = []
+    watch_slices(monkeypatch, events)
+    saved: list[dict[str, str]] = []
+
+    async def hang_on_the_third(values: dict[str, str]) -> None:
+        events.append(("checkpoint", values))
+        if len(saved) == 3:
+            await asyncio.sleep(3600)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(
+            run_action(
+                "redisExpireKeys",
+                DELETE,
+                settings,
+                checkpoints=saved,
+                on_checkpoint=hang_on_the_third,
+            ),
+            timeout=2,
+        )
+
+    assert len(saved) == 4  # three windows, then the last word of the cancelled attempt
+    final = saved[-1]
+    assert final["pending"] == "0" and final["exact"] == "true"
+    assert int(final["changed"]) == sum(slice_changes(events)) > 0
+    assert await changed_on_server(redis_server, DELETE) == int(final["changed"])
+
+    result = await run_action("redisExpireKeys", DELETE, settings, outputs=final, attempt=2)
+
+    assert await changed_on_server(redis_server, DELETE) == KEYS
+    assert (result.outputs["changed"], result.outputs["exact"]) == (str(KEYS), "true")
+    assert result.outputs["uncounted"] == "0"
+    assert result.message.startswith(f"deleted {KEYS} keys matching mcp:dashboard:* (")
+
+
+async def test_an_operator_killed_mid_window_is_bounded_by_its_window(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The operator dies right after a slice: nothing runs on the way out, so the slices
+    # since the last checkpoint are unrecorded; that checkpoint's window bounds them.
+    monkeypatch.setattr(redis_actions, "SLICE_MAX_KEYS", 3000)
+    monkeypatch.setattr(redis_actions, "WINDOW_KEYS", 12_000)
+    await fill(redis_server, "mcp:dashboard:", KEYS)
+    settings = settings_for(redis_server)
+    events: Events = []
+    watch_slices(monkeypatch, events, lambda n: OperatorKilled() if n == 10 else None)
+    saved: list[dict[str, str]] = []
+
+    async def record(values: dict[str, str]) -> None:
+        events.append(("checkpoint", values))
+
+    with pytest.raises(OperatorKilled):
+        await run_action(
+            "redisExpireKeys", DELETE, settings, checkpoints=saved, on_checkpoint=record
+        )
+
+    lost = unrecorded(events)
+    last = saved[-1]
+    assert 0 < lost <= int(last["pending"]) == 12_000
+    assert await changed_on_server(redis_server, DELETE) == int(last["changed"]) + lost
+
+    result = await run_action("redisExpireKeys", DELETE, settings, outputs=last, attempt=2)
+
+    out = result.outputs
+    assert await changed_on_server(redis_server, DELETE) == KEYS
+    assert int(out["changed"]) == KEYS - lost
+    assert (out["exact"], out["uncounted"]) == ("false", "12000")
+    assert int(out["changed"]) <= KEYS <= int(out["changed"]) + int(out["uncounted"])
+
+
+async def test_a_plain_expiry_redoes_an_unseen_slice_and_counts_it_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Setting TTLs is done again by the retry, which resumes before the unseen slice and
+    # counts its keys itself; their new TTL cannot have run out meanwhile, so it is exact.
+    await fill(redis_server, "mcp:dashboard:", 30_000)
+    settings = settings_for(redis_server)
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 600}
+    events: Events = []
+    watch_slices(monkeypatch, events, lost_reply(at=3))
+    saved: list[dict[str, str]] = []
+    with pytest.raises(StepFailed):
+        await run_action("redisExpireKeys", params, settings, checkpoints=saved)
+    unseen = slice_changes(events)[-1]
+    assert saved[-1]["pending"] == str(redis_actions.SLICE_MAX_KEYS)
+    await reset_stats(redis_server)
+
+    result = await run_action("redisExpireKeys", params, settings, outputs=saved[-1], attempt=2)
+
+    out = result.outputs
+    assert (out["changed"], out["exact"], out["uncounted"]) == ("30000", "true", "0")
+    assert await ttl_summary(redis_server, "mcp:dashboard:*") == (30_000, 30_000, 600)
+    commands = await info(redis_server, "commandstats")
+    # The retry set the TTL of the unseen slice's keys again: counted once, by it.
+    assert commands["cmdstat_expire"]["calls"] == 30_000 - sum(slice_changes(events)[:2])
+    assert unseen > 0
+
+
+async def test_a_plain_expiry_whose_ttl_ran_out_before_the_retry_says_so(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a TTL shorter than the pause before the retry, the unseen slice's keys are gone
+    # when it resumes: it cannot count them, and says it may have missed that many.
+    await fill(redis_server, "mcp:dashboard:", 30_000)
+    settings = settings_for(redis_server)
+    params = {"pattern": "mcp:dashboard:*", "ttlSeconds": 1}
+    events: Events = []
+    watch_slices(monkeypatch, events, lost_reply(at=2))
+    saved: list[dict[str, str]] = []
+    with pytest.raises(StepFailed):
+        await run_action("redisExpireKeys", params, settings, checkpoints=saved)
+    seen, unseen = slice_changes(events)
+    while (await ttl_summary(redis_server, "mcp:dashboard:*"))[0] > 30_000 - seen - unseen:
+        await asyncio.sleep(0.1)  # both slices' keys expire
+
+    result = await run_action("redisExpireKeys", params, settings, outputs=saved[-1], attempt=2)
+
+    out = result.outputs
+    assert int(out["changed"]) == 30_000 - unseen
+    assert (out["exact"], out["uncounted"]) == ("false", str(redis_actions.SLICE_MAX_KEYS))
+
+
+async def test_keys_possibly_changed_unseen_count_against_max_keys(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill(redis_server, "mcp:dashboard:", KEYS)
+    settings = settings_for(redis_server)
+    params = {**DELETE, "maxKeys": 20_000}
+    events: Events = []
+    watch_slices(monkeypatch, events, lost_reply(at=3))
+    saved: list[dict[str, str]] = []
+    with pytest.raises(StepFailed):
+        await run_action("redisExpireKeys", params, settings, checkpoints=saved)
+
+    result = await run_action("redisExpireKeys", params, settings, outputs=saved[-1], attempt=2)
+
+    out = result.outputs
+    truth = await changed_on_server(redis_server, DELETE)
+    assert truth <= 20_000  # the budget holds, whatever the unseen slice did
+    assert int(out["matched"]) + int(out["uncounted"]) == 20_000
+    assert int(out["changed"]) <= truth <= int(out["changed"]) + int(out["uncounted"])
+    assert out["complete"] == "false"
 
 
 # -- tenancy: MCP_REDIS_URL serves trusted namespaces only --------------------------------

@@ -21,10 +21,35 @@ the slice is the longest any other client waits behind us; the next slice starts
 round trip later, after Redis has served everyone who queued meanwhile. Progress
 (cursor and counters) is checkpointed into the step's outputs, so an attempt cut short
 by the step's timeout or an operator restart resumes where the last one stopped.
+
+Its counts are totals over all the step's attempts, and exact whenever they can be
+(issue 12: a retried purge reported 291,426 of 400,000 deleted keys). A count and the
+cursor are only ever saved together, so the next attempt resumes after exactly the keys
+counted: nothing is counted twice. What can be lost is work no checkpoint records: a
+deleted key, or under ``onlyWithoutTtl`` one that now has a TTL, is not matched again by a
+later SCAN. Hence an attempt that ends early (a Redis error, the engine's timeout, its own
+deadline) first saves the counts of every slice whose reply came. While it runs, it
+checkpoints every ``WINDOW_KEYS`` matched keys rather than after every slice (an API
+write per ~2 ms slice would slow a purge several times over).
+
+Two things stay unknown, and the outputs say so (``exact: false``, and at most how many
+keys in ``uncounted``) instead of under-reporting in silence. A slice whose reply never
+came (the connection dropped, the socket timed out, the attempt was cancelled) may or
+may not have run: it is bounded by its cap, ``SLICE_MAX_KEYS``, as the script takes whole
+SCAN batches only while they fit. And an operator that dies leaves unrecorded the slices
+since its last checkpoint: each checkpoint declares that window beforehand (``pending``),
+and the attempt writes the next one before going past it. A plain expiry (no
+``onlyWithoutTtl``) needs neither bound in the end: the next attempt sets those keys'
+TTLs again and counts them itself, unless the TTL ran out first (``Progress.settle``).
+Keys that may have been changed unseen count against ``maxKeys``, which therefore holds.
+A key that SCAN returns twice (it can, when the keyspace's hash table shrinks during the
+walk) is counted twice by a plain expiry, which sets its TTL twice, and by a dry run;
+deleted, or given a TTL under ``onlyWithoutTtl``, it is not matched again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import statistics
 import time
@@ -38,6 +63,7 @@ import redis.asyncio
 import redis.exceptions
 from pydantic import Field
 
+from mcp_remediator import redact
 from mcp_remediator.actions import credentials
 from mcp_remediator.actions.credentials import SecretKeyRef
 from mcp_remediator.actions.registry import (
@@ -60,6 +86,15 @@ SCAN_COUNT = 500
 # UNLINK takes many keys; chunks stay well below Lua's stack limit for unpack().
 UNLINK_CHUNK = 256
 CHECKPOINT_SECONDS = 5.0
+# What a purge may have done that no checkpoint records yet (see Progress): a slice takes
+# SCAN batches whole while the keys it matches stay within its cap (a slice of 2 ms
+# matches about 1,000 to 2,500), and an attempt writes a checkpoint before the slices
+# since its last one could match more than a window.
+SLICE_MAX_KEYS = 8192
+WINDOW_KEYS = 65_536
+# Primary and replica clocks may differ by this much (Progress.settle compares server
+# times taken before and after a failover).
+CLOCK_MARGIN_MICROSECONDS = 1_000_000
 # An attempt stops and checkpoints this long before the step's deadline, so that the
 # next attempt resumes instead of the engine cancelling a slice half-way.
 STOP_BEFORE_DEADLINE_SECONDS = 1.0
@@ -80,25 +115,35 @@ _HEX_LETTERS = re.compile(r"[a-f]{6,}")
 
 # ARGV: cursor, pattern, scan count, mode (expire|unlink|count), ttl (passed on to EXPIRE
 # as the string it arrives as, saving a conversion per key), only keys without
-# TTL (1|0), how many more keys may match (-1: no limit), slice in µs, max SCAN batches.
-# Returns {cursor, scanned, matched, changed, stopped}; stopped=1 when the limit left
-# keys of the last batch untouched. Keys come from SCAN, not KEYS[]: a standalone server.
+# TTL (1|0), how many more keys may match (-1: no limit), slice in µs, max SCAN batches,
+# cap (-1: none): a SCAN batch is taken whole, or left whole to the next call when its keys
+# would take those matched past the cap. Returns {cursor, scanned, matched, changed,
+# stopped, needed, time}: stopped=1 when the limit left keys of the last batch untouched;
+# needed=n (cursor unchanged, nothing done) when the first batch alone held n keys, more
+# than the cap; time: the server's clock (µs) at the end. Keys come from SCAN, not
+# KEYS[]: a standalone server.
 PURGE_SCRIPT = """
 local call = redis.call
 local cursor, pattern, count, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local ttl, only_without_ttl, limit = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
-local slice, max_scans = tonumber(ARGV[8]), tonumber(ARGV[9])
+local slice, max_scans, cap = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local function now()
   local t = call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local started = now()
-local scanned, matched, changed, stopped, scans = 0, 0, 0, 0, 0
+local scanned, matched, changed, stopped, scans, needed = 0, 0, 0, 0, 0, 0
 repeat
   local reply = call('SCAN', cursor, 'MATCH', pattern, 'COUNT', count)
-  cursor = reply[1]
   scans = scans + 1
   local keys, victims = reply[2], {}
+  if cap >= 0 and matched + #keys > cap then
+    if scans == 1 then
+      needed = #keys
+    end
+    break
+  end
+  cursor = reply[1]
   for i = 1, #keys do
     if limit >= 0 and matched >= limit then
       stopped = 1
@@ -120,7 +165,7 @@ repeat
   end
 until cursor == '0' or stopped == 1 or (limit >= 0 and matched >= limit)
   or scans >= max_scans or now() - started >= slice
-return {cursor, scanned, matched, changed, stopped}
+return {cursor, scanned, matched, changed, stopped, needed, now()}
 """.replace("CHUNK", str(UNLINK_CHUNK))
 
 Section = Literal["memory", "stats", "keyspace"]
@@ -504,9 +549,28 @@ def _keyspace(
     return text
 
 
+UNKNOWN = "unknown"
+
+
 @dataclass
 class Progress:
-    """How far a purge got; saved in the step's outputs so that a retry resumes."""
+    """How far a purge got over all its attempts, and how exactly it knows.
+
+    Saved in the step's outputs by ``checkpoint``: the counts, with the SCAN cursor they
+    belong to (the next attempt resumes there, so no key is counted twice), and
+    ``pending``: at most how many keys the attempt that wrote it may match after it,
+    should it end without writing another (a killed operator; a final checkpoint says 0,
+    or the cap of the slice whose reply never came). ``resume`` adds that to
+    ``uncounted``: keys which earlier attempts may have matched and changed (and, in
+    unlink mode, scanned) without counting them. A slice that only sets TTLs is done
+    again by the next attempt, which counts it; ``settle`` drops what it thereby counted.
+
+    ``uncounted`` is ``None`` when unknown: a checkpoint of an earlier version (which did
+    not say what its attempt did after it), or one that cannot be read.
+    ``uncounted_since``: the server's clock (µs) at the earliest moment an attempt may have
+    changed a key it did not count; ``server_time``: the server's clock at the end of the
+    last slice (or when the attempt began).
+    """
 
     pattern: str
     mode: str
@@ -515,15 +579,19 @@ class Progress:
     matched: int = 0
     changed: int = 0
     seconds: float = 0.0
+    uncounted: int | None = 0
+    uncounted_since: int | None = None
+    server_time: int = 0
 
     @classmethod
     def resume(cls, outputs: dict[str, str], pattern: str, mode: str) -> Progress:
-        """Continue from a checkpoint of the same purge, else start afresh."""
+        """Continue from a checkpoint of the same purge, else start afresh (not knowing,
+        from a checkpoint that cannot be read, what the attempts before did)."""
         fresh = cls(pattern, mode)
         if outputs.get("pattern") != pattern or outputs.get("mode") != mode:
             return fresh
         try:
-            return cls(
+            progress = cls(
                 pattern,
                 mode,
                 cursor=str(int(outputs["cursor"])),
@@ -532,8 +600,66 @@ class Progress:
                 changed=int(outputs["changed"]),
                 seconds=int(outputs["durationMs"]) / 1000,
             )
+            if mode == "count":
+                return progress  # a dry run changes nothing; what it counted, it redoes
+            if "pending" not in outputs or outputs.get("uncounted") == UNKNOWN:
+                progress.uncounted = None
+                return progress
+            pending = int(outputs["pending"])
+            progress.uncounted = int(outputs["uncounted"]) + pending
+            since = outputs.get("uncountedSince")
+            candidates = [int(since)] if since else []
+            if pending > 0:
+                candidates.append(int(outputs["at"]))
+            progress.uncounted_since = min(candidates, default=None)
+            if pending < 0 or progress.uncounted < 0:
+                raise ValueError("a negative count")
         except (KeyError, ValueError):
+            # A finished step's outputs have no cursor: nothing is lost starting afresh.
+            if "cursor" in outputs and mode != "count":
+                fresh.uncounted = None
             return fresh
+        return progress
+
+    def record(self, reply: Sequence[Any]) -> tuple[int, bool, int]:
+        """Add a slice's reply; returns (keys it matched, stopped, keys needed)."""
+        cursor, scanned, matched, changed, stopped, needed, server_time = reply
+        self.cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
+        self.scanned += int(scanned)
+        self.matched += int(matched)
+        self.changed += int(changed)
+        self.server_time = int(server_time)
+        return int(matched), bool(stopped), int(needed)
+
+    def checkpoint(self, pending: int) -> dict[str, str]:
+        """What to save so that the next attempt resumes here (see the class)."""
+        return {
+            **self.outputs(),
+            "cursor": self.cursor,
+            "pending": str(pending),
+            "at": str(self.server_time),
+            "uncountedSince": "" if self.uncounted_since is None else str(self.uncounted_since),
+        }
+
+    def settle(self, ttl_seconds: int, complete: bool) -> None:
+        """Drop the uncounted keys of a plain expiry that later attempts counted.
+
+        Such a purge sets the TTL of every key it finds, so an attempt resuming before an
+        unseen slice sets (and counts) its keys again, provided they still exist: each got a
+        TTL of ``ttl_seconds`` no earlier than ``uncounted_since``, so none can have expired
+        before a walk that reached the end of the keyspace before that TTL ran out. (One
+        that another client deleted meanwhile is not counted: the purge's TTL on it did
+        nothing.)
+        """
+        if (
+            self.mode == "expire"
+            and complete
+            and self.uncounted
+            and self.uncounted_since is not None
+            and self.server_time + CLOCK_MARGIN_MICROSECONDS
+            < self.uncounted_since + ttl_seconds * 1_000_000
+        ):
+            self.uncounted, self.uncounted_since = 0, None
 
     def outputs(self) -> dict[str, str]:
         return {
@@ -542,6 +668,8 @@ class Progress:
             "scanned": str(self.scanned),
             "matched": str(self.matched),
             "changed": str(self.changed),
+            "exact": str(self.uncounted == 0).lower(),
+            "uncounted": UNKNOWN if self.uncounted is None else str(self.uncounted),
             "durationMs": str(round(self.seconds * 1000)),
         }
 
@@ -553,7 +681,11 @@ class Progress:
     "cursor-based SCAN in short server-side slices, never KEYS/FLUSHDB/FLUSHALL; the "
     "pattern must begin with an allowed prefix. Outputs `scanned` (keys matching the "
     "pattern), `matched` (of those, the keys to change), `changed` (0 in a dry run), "
-    "`durationMs`, `complete` (`false` when `maxKeys` stopped it).",
+    "`durationMs`, `complete` (`false` when `maxKeys` stopped it), all over every attempt "
+    "of the step; `exact` (`false` when an interrupted attempt may have changed keys it "
+    "could not count: its last slice's reply was lost, or the operator died) and "
+    "`uncounted` (at most how many: `changed` is then a lower bound, `changed + "
+    "uncounted` an upper one; `maxKeys` counts them as spent).",
     writes=True,
     access=REDIS_ACCESS,
     validate=_validate_pattern,
@@ -565,49 +697,109 @@ async def redis_expire_keys(params: RedisExpireKeysParams, ctx: ActionContext) -
     else:
         mode = "unlink" if params.ttlSeconds == 0 else "expire"
     progress = Progress.resume(ctx.outputs, params.pattern, mode)
-    complete = False
     async with _connection(params.redis, ctx, f"expiring keys matching {params.pattern}") as client:
-        script = vendor.Script(client, PURGE_SCRIPT)
-        last_checkpoint = time.monotonic()
-        earlier, started = progress.seconds, time.perf_counter()
-        while not complete and not _budget_spent(params, progress):
-            limit = -1 if params.maxKeys is None else params.maxKeys - progress.matched
+        complete = await _purge(params, ctx, client, progress)
+    if not params.onlyWithoutTtl:
+        # Only a plain expiry redoes an unseen slice: a deleted key, or one that now has a
+        # TTL under onlyWithoutTtl, is not matched again.
+        progress.settle(params.ttlSeconds, complete)
+    outputs = {**progress.outputs(), "complete": str(complete).lower()}
+    return ActionResult(_purge_message(params, progress, complete), outputs)
+
+
+async def _purge(
+    params: RedisExpireKeysParams,
+    ctx: ActionContext,
+    client: redis.asyncio.Redis,
+    progress: Progress,
+) -> bool:
+    """Run slices from ``progress`` on; True when the keyspace was walked to its end.
+
+    Counts stay exact because the durable record (the checkpoint) always covers what the
+    server did: before a slice that could take the keys matched since the last checkpoint
+    past the window that checkpoint declared (``pending``), a new one is written; and an
+    attempt that ends early, by an error, the engine's timeout (a cancellation) or its
+    deadline, first saves the counts of every slice whose reply came, with ``pending``
+    the cap of a slice still awaiting its reply (it may have run), else 0.
+    """
+    writes = progress.mode != "count"
+    script = vendor.Script(client, PURGE_SCRIPT)
+    if writes:
+        seconds, micros = await client.time()
+        progress.server_time = int(seconds) * 1_000_000 + int(micros)
+    window = 0  # keys this attempt may still match before it must checkpoint again
+    needed = 0
+    in_flight = 0  # the cap of the slice awaiting its reply
+    saved_final = False
+    earlier, started = progress.seconds, time.perf_counter()
+    last_checkpoint = time.monotonic()
+
+    async def save(pending: int) -> None:
+        progress.seconds = earlier + time.perf_counter() - started
+        await ctx.checkpoint(progress.checkpoint(pending))
+
+    try:
+        while not _budget_spent(params, progress):
+            limit = -1 if params.maxKeys is None else params.maxKeys - _spent(progress)
+            cap = max(SLICE_MAX_KEYS, needed) if writes else -1
+            bound = 0 if not writes else cap if limit < 0 else min(cap, limit)
+            if bound > window:
+                window = max(WINDOW_KEYS, bound)
+                await save(window)
+                last_checkpoint = time.monotonic()
+            in_flight = bound
             reply = await script(
                 progress.cursor,
                 params.pattern,
                 SCAN_COUNT,
-                mode,
+                progress.mode,
                 params.ttlSeconds,
                 int(params.onlyWithoutTtl),
                 limit,
                 SLICE_MICROSECONDS,
                 MAX_SCANS_PER_SLICE,
+                cap,
             )
+            matched, stopped, needed = progress.record(reply)
+            in_flight = 0
+            window -= matched
             progress.seconds = earlier + time.perf_counter() - started
-            cursor, scanned, matched, changed, stopped = reply
-            progress.cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-            progress.scanned += int(scanned)
-            progress.matched += int(matched)
-            progress.changed += int(changed)
-            complete = progress.cursor == "0" and not stopped
-            if complete or _budget_spent(params, progress):
-                break
+            if progress.cursor == "0" and not stopped and not needed:
+                return True
+            if stopped or _budget_spent(params, progress):
+                return False
             if ctx.remaining() < STOP_BEFORE_DEADLINE_SECONDS:
-                await ctx.checkpoint({**progress.outputs(), "cursor": progress.cursor})
+                await save(0)
+                saved_final = True
                 raise TransientFailure(
                     f"{progress.changed} keys matching {params.pattern} done when the step's "
                     "time ran out; the next attempt resumes from the saved SCAN cursor",
                     reason="Timeout",
                 )
             if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                await ctx.checkpoint({**progress.outputs(), "cursor": progress.cursor})
+                window = WINDOW_KEYS if writes else 0
+                await save(window)
                 last_checkpoint = time.monotonic()
-    outputs = {**progress.outputs(), "complete": str(complete).lower()}
-    return ActionResult(_purge_message(params, progress, complete), outputs)
+        return False
+    except (Exception, asyncio.CancelledError):
+        if not saved_final:
+            try:
+                await save(in_flight)
+            except Exception as exc:
+                # The last checkpoint stands: its window covers everything done since.
+                ctx.log.warning(
+                    "could not save the purge's progress (%s)", redact.exception_type(exc)
+                )
+        raise
+
+
+def _spent(progress: Progress) -> int:
+    """Keys counted against ``maxKeys``: those matched and those possibly matched unseen."""
+    return progress.matched + (progress.uncounted or 0)
 
 
 def _budget_spent(params: RedisExpireKeysParams, progress: Progress) -> bool:
-    return params.maxKeys is not None and progress.matched >= params.maxKeys
+    return params.maxKeys is not None and _spent(progress) >= params.maxKeys
 
 
 def _purge_message(params: RedisExpireKeysParams, progress: Progress, complete: bool) -> str:
@@ -620,6 +812,16 @@ def _purge_message(params: RedisExpireKeysParams, progress: Progress, complete: 
         text = f"deleted {progress.changed} {what}"
     else:
         text = f"set a {params.ttlSeconds}s TTL on {progress.changed} {what}"
+    if progress.uncounted is None:
+        text += (
+            ", and an unknown number more: a checkpoint of an earlier attempt (written by an "
+            "earlier version, or unreadable) does not say what it did after it"
+        )
+    elif progress.uncounted:
+        text += (
+            f", and at most {progress.uncounted} more that interrupted attempts may have "
+            "changed unseen"
+        )
     text += f" ({progress.scanned} scanned in {progress.seconds * 1000:.0f} ms)"
     if not complete:
         text += f"; stopped at the budget of maxKeys={params.maxKeys}, more keys may match"

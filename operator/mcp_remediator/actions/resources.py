@@ -10,6 +10,17 @@ annotation ``argocd.argoproj.io/tracking-id``) are refused unless the step says
 ``allowGitOpsDrift: true``: a self-healing Argo CD would revert the patch, and the lasting
 fix belongs in Git. Messages name the patched keys, never their values (the kind may be
 a Secret).
+
+``changed`` says whether the step changed the object, over all its attempts. A PATCH
+whose answer was lost (a timeout, a dropped connection, a 504 from a proxy) may have been
+applied, and the retry's identical PATCH then changes nothing: alone, it would report
+``changed: false`` for a change the step made. So each attempt first checkpoints the
+resourceVersion it read and whether the patch changes the object as read
+(``merged``); the next attempt, finding another version and its own patch a no-op, knows
+that patch landed (``changed_earlier``). It can say so wrongly only when someone else
+wrote the object meanwhile and either wrote the patch's very values, or the patch was a
+no-op all along although the object as read did not show its values (a write-only field,
+such as a Secret's ``stringData``): nothing the API keeps tells these apart.
 """
 
 from __future__ import annotations
@@ -96,6 +107,28 @@ def key_paths(patch: dict[str, Any], prefix: str = "") -> list[str]:
     return paths
 
 
+def merged(target: Any, patch: Any) -> Any:
+    """``target`` with the JSON merge patch ``patch`` applied (RFC 7386)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
+def changed_earlier(outputs: dict[str, str], version: str) -> bool:
+    """Whether an earlier attempt's patch changed the object, by its checkpoint: one said
+    so, or the last read another ``version`` of it, one its patch would change (the caller
+    uses this only when its own patch changes nothing: the values are in place)."""
+    return outputs.get("changedEarlier") == "true" or (
+        outputs.get("readVersion", version) != version and outputs.get("wouldChange") == "true"
+    )
+
+
 def argocd_manager(obj: dict[str, Any]) -> str | None:
     """The Argo CD application that tracks this object, if any."""
     meta = obj.get("metadata") or {}
@@ -110,7 +143,9 @@ def argocd_manager(obj: dict[str, Any]) -> str | None:
     "patchResource",
     PatchResourceParams,
     "JSON merge patch of an allowed kind (`MCP_PATCH_ALLOWED_KINDS`, ConfigMap by default); "
-    "refuses objects Argo CD manages unless `allowGitOpsDrift: true`.",
+    "refuses objects Argo CD manages unless `allowGitOpsDrift: true`. Outputs `keys`, "
+    "`resourceVersion`, `changed` (whether the step changed the object, counting an earlier "
+    "attempt's patch whose answer was lost).",
     writes=True,
     access=[
         Access.on_kinds(
@@ -149,16 +184,30 @@ async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> Act
         outputs["gitOpsDrift"] = app
     if ctx.dry_run:
         return ActionResult(f"would patch {keys} of {target}", outputs)
-    before = obj["metadata"].get("resourceVersion")
+    before = str(obj["metadata"].get("resourceVersion") or "")
+    earlier = changed_earlier(ctx.outputs, before)
+    await ctx.checkpoint(
+        {
+            **outputs,
+            "readVersion": before,
+            "wouldChange": str(merged(obj, params.mergePatch) != obj).lower(),
+            "changedEarlier": str(earlier).lower(),
+        }
+    )
     try:
         patched = await kube.patch(
             params.apiVersion, resource, namespace, params.name, params.mergePatch
         )
     except ApiError as exc:
         raise exc.as_step_failure(f"patching {target}") from exc
-    after = patched.get("metadata", {}).get("resourceVersion")
-    outputs["resourceVersion"] = str(after or "")
-    outputs["changed"] = "true" if after != before else "false"
+    after = str(patched.get("metadata", {}).get("resourceVersion") or "")
+    outputs["resourceVersion"] = after
+    outputs["changed"] = str(after != before or earlier).lower()
     drift = f" (drifts from Git: Argo CD application {app})" if app else ""
-    verb = "patched" if after != before else "patch changed nothing in"
-    return ActionResult(f"{verb} {keys} of {target}{drift}", outputs)
+    if after != before:
+        text = f"patched {keys} of {target}"
+    elif earlier:
+        text = f"patched {keys} of {target} (by an earlier attempt, whose answer was lost)"
+    else:
+        text = f"patch changed nothing in {keys} of {target}"
+    return ActionResult(f"{text}{drift}", outputs)
