@@ -35,6 +35,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from mcp_remediator import redact
 from mcp_remediator.engine import Engine, LostOwnership
 from mcp_remediator.index import Entry, Key, RecordIndex, RunbookStore
 from mcp_remediator.kube.client import ApiError, KubeApi
@@ -91,6 +92,7 @@ class Executor:
         self._again: set[Key] = set()
         self._wake_sweeper = asyncio.Event()
         self._takeover: asyncio.Task[None] | None = None
+        self._stopping = False
         index.listeners.append(self._changed)
 
     @property
@@ -133,6 +135,12 @@ class Executor:
         for body in self.runbooks.all():
             await self.validate_runbook(body)
 
+    async def stop(self) -> None:
+        """Stop executing (the operator is stopping): cancel the runs in progress, which
+        resume from their status wherever the Lease goes next."""
+        self._stopping = True
+        await self._stop_all()
+
     async def _stop_all(self) -> None:
         tasks = list(self._tasks.values())
         if self._takeover is not None:
@@ -150,6 +158,8 @@ class Executor:
             self._wake_sweeper.set()
 
     def _schedule(self, key: Key) -> None:
+        if self._stopping:
+            return
         if key in self._tasks:
             self._again.add(key)
             return
@@ -171,6 +181,14 @@ class Executor:
                     log.warning("remediation %s/%s: %s; again in %gs", *key, exc, RETRY_SECONDS)
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
+                except Exception as exc:  # the engine finishes runs it fails on; not this
+                    log.error(
+                        "remediation %s/%s: %s\n%s",
+                        *key,
+                        redact.exception_type(exc),
+                        redact.traceback_without_text(exc),
+                    )
+                    return
                 if key not in self._again:
                     return
         finally:

@@ -63,6 +63,9 @@ async def feed_runbook(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
 @kopf.on.cleanup(registry=registry)
 async def stop_receiver(memo: Any, **_: Any) -> None:
     # Stop taking alerts as the operator begins to stop: Alertmanager retries elsewhere, and
-    # Kopf's exit does not wait on the receiver's connections and background tasks.
-    if (receiver := Memo.of(memo).receiver) is not None:
-        await receiver.stop()
+    # Kopf's exit does not wait on the receiver's connections and background tasks. The
+    # runs in progress stop too, before Kopf's exit sweeps the loop's remaining tasks.
+    m = Memo.of(memo)
+    if m.receiver is not None:
+        await m.receiver.stop()
+    await m.executor.stop()

@@ -162,8 +162,9 @@ class RecordIndex:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         old = self._entries.get(key)
-        if old is not None and _version(meta) < old.version:
-            return old
+        version = _version(meta)
+        if old is not None and (version < old.version or (version == old.version > 0)):
+            return old  # older, or the watch's echo of a write already applied
         if event_type == "DELETED":
             self._remove(key)
             return None

@@ -101,6 +101,7 @@ async def run_operator(
             if receiver
             else None,
         )
+        await executor.elector.check()  # no election possible: fail now, never idle
         companions.append(asyncio.create_task(executor.run()))
         if memo.receiver is not None:
             companions.append(asyncio.create_task(_serve(memo.receiver)))
