@@ -3,7 +3,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES = redis-server redis-tools openssl prometheus prometheus-alertmanager prometheus-redis-exporter
 PYTEST_ARGS ?=
 
-.PHONY: deps deps-system deps-python test lint generate crds docs demo e2e fuzz bench bench-redis bench-ingest
+.PHONY: deps deps-system deps-python test lint generate crds docs demo e2e fuzz chaos bench bench-redis bench-ingest
 
 deps: deps-system deps-python
 
@@ -55,6 +55,12 @@ demo: deps
 # deletes the cluster. Skipped, with the reason, where docker or kind is missing.
 e2e: deps-python
 	MCP_E2E=1 $(PYTHON) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+# Chaos, opt-in at length: two operator processes, the leader SIGKILLed at a random point
+# while 50 remediations run, CHAOS_ROUNDS times (make test runs one round).
+CHAOS_ROUNDS ?= 20
+chaos: deps-python
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(PYTHON) -m pytest tests/integration/test_chaos.py -s $(PYTEST_ARGS)
 
 # Property-based fuzzing at 5,000 examples per property (make test runs 300 each):
 # the receiver, validation, lint, step preparation, templates, redaction (the receiver's

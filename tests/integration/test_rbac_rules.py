@@ -26,16 +26,22 @@ from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import Settings
 
 ROOT = Path(__file__).parents[2]
-FILES = [ROOT / "manifests" / "rbac" / "role.yaml"] + sorted(
+FILES = [
+    ROOT / "manifests" / "rbac" / "role.yaml",
+    ROOT / "manifests" / "rbac" / "leader_election_role.yaml",
+] + sorted(
     p for p in (ROOT / "manifests" / "runner").glob("*.yaml") if p.name != "kustomization.yaml"
 )
 ROLE_KINDS = ("Role", "ClusterRole")
 
 
 def rule_id(role: dict[str, Any], rule: dict[str, Any]) -> str:
-    return f"{role['metadata']['name']}@{role['metadata'].get('namespace', '-')}:" + ",".join(
+    """``role@namespace:resources``, and ``#verbs`` where a role has two rules on them."""
+    base = f"{role['metadata']['name']}@{role['metadata'].get('namespace', '-')}:" + ",".join(
         rule["resources"]
     )
+    twins = [r for r in role["rules"] if r["resources"] == rule["resources"]]
+    return base if len(twins) == 1 else f"{base}#{','.join(rule['verbs'])}"
 
 
 def shipped_roles() -> list[dict[str, Any]]:
@@ -54,6 +60,8 @@ NEEDED_BY = {
     "mcp-remediator@-:events": "operator",
     "mcp-remediator@-:customresourcedefinitions": "operator",
     "mcp-remediator@-:serviceaccounts": "operator",
+    "mcp-remediator-leader-election@mcp-remediator:leases#create": "operator",
+    "mcp-remediator-leader-election@mcp-remediator:leases#get,update": "operator",
     "mcp-remediator-runner@mcp:deployments,statefulsets,daemonsets": "restart",
     "mcp-remediator-runner@mcp:pods": "pods",
     "mcp-remediator-runner@mcp:configmaps": "patch-config",
