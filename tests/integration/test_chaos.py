@@ -44,7 +44,9 @@ def runbook(name: str, target: str, escalate: str | None = None) -> dict[str, An
 def restarts(cluster: Cluster, name: str) -> int:
     history = cluster.api.objects[cluster.api.resource("apps/v1", "deployments"), "mcp", name]
     values = {
-        ((v.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations", {})
+        ((v.get("spec") or {}).get("template") or {})
+        .get("metadata", {})
+        .get("annotations", {})
         .get(RESTARTED_AT)
         for v in history.history
     }
@@ -122,7 +124,9 @@ async def test_killing_the_leader_mid_runs_repeats_nothing_and_loses_nothing(
         def finished() -> bool:
             return all(
                 (cluster.get(API_VERSION, REMEDIATIONS, "mcp", r["metadata"]["name"]) or {})
-                .get("status", {}).get("phase") in DONE
+                .get("status", {})
+                .get("phase")
+                in DONE
                 for r in runs
             )
 
@@ -148,8 +152,9 @@ async def test_killing_the_leader_mid_runs_repeats_nothing_and_loses_nothing(
 
         def escalated() -> bool:
             return all(
-                (cluster.remediation("mcp", f"fragile-{i}")["status"].get("escalatedTo") or {})
-                .get("created")
+                (cluster.remediation("mcp", f"fragile-{i}")["status"].get("escalatedTo") or {}).get(
+                    "created"
+                )
                 for i in range(10)
             )
 

@@ -63,7 +63,7 @@ def restarts(cluster: Cluster, name: str) -> int:
 
 
 def finished_record(name: str, *, minutes_ago: int = 5, **status: Any) -> dict[str, Any]:
-    stamp = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes_ago))
+    stamp = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes_ago)
     at = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
     body = remediation(name, restart("gone"))
     body["status"] = {"phase": "Succeeded", "reason": "Completed", "startedAt": at,
@@ -258,8 +258,9 @@ async def test_an_escalation_whose_create_fails_is_created_later_exactly_once(
     failed = await cluster.wait_phase("mcp", "run-broken", DONE)
     assert failed["status"]["phase"] == "Failed"
     await cluster.wait_for(
-        lambda: (cluster.remediation("mcp", "run-broken")["status"].get("escalatedTo") or {})
-        .get("created"),
+        lambda: (cluster.remediation("mcp", "run-broken")["status"].get("escalatedTo") or {}).get(
+            "created"
+        ),
         30,
         "the escalation to be created",
     )
@@ -291,8 +292,10 @@ async def test_expired_records_go_but_an_unresolved_alerts_record_stays(
 
     await operator_factory()
     await cluster.wait_for(
-        lambda: cluster.get(API_VERSION, REMEDIATIONS, "mcp", resolved_name) is None
-        and cluster.get(API_VERSION, REMEDIATIONS, "mcp", "by-hand") is None,
+        lambda: (
+            cluster.get(API_VERSION, REMEDIATIONS, "mcp", resolved_name) is None
+            and cluster.get(API_VERSION, REMEDIATIONS, "mcp", "by-hand") is None
+        ),
         20,
         "the expired records to go",
     )

@@ -16,7 +16,6 @@ from mcp_remediator.kube.client import ConnectionConfig
 from mcp_remediator.runtime import own_identity, run_operator
 from mcp_remediator.settings import Settings
 
-
 _numbers = itertools.count(1)
 
 
