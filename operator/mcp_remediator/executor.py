@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from mcp_remediator import redact
@@ -93,6 +93,7 @@ class Executor:
         self._wake_sweeper = asyncio.Event()
         self._takeover: asyncio.Task[None] | None = None
         self._stopping = False
+        self._chores: set[asyncio.Task[None]] = set()
         index.listeners.append(self._changed)
 
     @property
@@ -142,7 +143,7 @@ class Executor:
         await self._stop_all()
 
     async def _stop_all(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._chores]
         if self._takeover is not None:
             tasks.append(self._takeover)
         for task in tasks:
@@ -232,7 +233,19 @@ class Executor:
         """A watched runbook: stored, and validated when this replica is the leader."""
         stored = self.runbooks.apply(event_type, body)
         if stored is not None and self.leader and self.informer.synced.is_set():
-            asyncio.create_task(self.validate_runbook(stored))
+            self._background(self.validate_runbook(stored))
+
+    def _revalidate(self, namespace: str, name: str) -> None:
+        """Validate the runbook again (its status write failed on a transient error)."""
+        body = self.runbooks.get(namespace, name)
+        if body is not None and self.leader and not self._stopping:
+            self._background(self.validate_runbook(body))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in a task kept until it ends (the loop holds tasks only weakly)."""
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     async def validate_runbook(self, body: Mapping[str, Any]) -> None:
         """Write the runbook's ``Valid`` condition when it differs from the stored one."""
@@ -280,6 +293,10 @@ class Executor:
             )
         except ApiError as exc:
             log.warning("McpRunbook %s/%s: status not written: %s", namespace, name, exc)
+            if exc.transient and exc.status != 409:
+                asyncio.get_running_loop().call_later(
+                    RETRY_SECONDS, self._revalidate, namespace, name
+                )
             return
         self.runbooks.apply("MODIFIED", updated)
         if problems:
