@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime
 import math
 from typing import Any
 
+import httpx
 import kmock
 import pytest
 
@@ -22,12 +24,15 @@ from fixtures.cluster import (
     deployment,
     remediation,
 )
+from fixtures.daemons import free_port
+from fixtures.receiver import AUTH, TOKEN, alert, payload
+from fixtures.receiver import runbook as receiver_runbook
 from mcp_remediator import records
 from mcp_remediator.kube.client import KubeApi
 from mcp_remediator.kube.informer import PAGE
 from mcp_remediator.kube.lease import API_VERSION as LEASE_API
 from mcp_remediator.kube.lease import LEASES, LeaderElector, LeaseUnavailable
-from mcp_remediator.models import API_VERSION, LABEL_GROUP, LABEL_RUNBOOK, REMEDIATIONS, RUNBOOKS
+from mcp_remediator.models import API_VERSION, LABEL_GROUP, LABEL_RUNBOOK, REMEDIATIONS
 from mcp_remediator.settings import Settings
 from mcp_remediator.testing.emulator import complete_rollouts
 
@@ -181,7 +186,7 @@ async def test_a_new_run_costs_at_most_six_requests_to_its_first_action(
 ) -> None:
     cluster.seed(deployment("api"))
     cluster.seed(remediation("warm", restart("api")))  # the account check is cached after it
-    operator = await operator_factory()
+    await operator_factory()
     await cluster.wait_phase("mcp", "warm", DONE)
     await asyncio.sleep(0.5)
     cluster.seed(deployment("web"))
@@ -195,7 +200,6 @@ async def test_a_new_run_costs_at_most_six_requests_to_its_first_action(
     # + the create (by the test here, by the receiver in production): at most 6 in all
     assert len(counted) + 1 <= 6, [(e.verb, e.resource, e.name) for e in counted]
     assert len(lease) <= 2  # renewals happen on their own clock
-    assert operator.identity
 
 
 # -- two replicas ---------------------------------------------------------------------------
@@ -303,4 +307,44 @@ async def test_expired_records_go_but_an_unresolved_alerts_record_stays(
     assert cluster.get(API_VERSION, REMEDIATIONS, "mcp", alert_name) is not None
     deletes = [e for e in own_requests(cluster) if e.verb == "delete"]
     assert sorted(e.name for e in deletes) == sorted([resolved_name, "by-hand"])
-    assert RUNBOOKS  # (imported for the runbook kind above)
+
+
+async def test_a_resent_alert_stays_a_duplicate_after_its_ttl_and_a_restart(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    cluster.seed(deployment("x"))
+    cluster.api.apply([receiver_runbook("rb")])
+    port = free_port()
+    options = {"receiver": True, "receiver_port": port, "receiver_host": "127.0.0.1",
+               "receiver_token": TOKEN, "remediation_ttl_seconds": 1}  # fmt: skip
+
+    async def post(body: dict[str, Any]) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as c:
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await c.get("/readyz")).status_code == 200:
+                        break
+                assert asyncio.get_running_loop().time() < deadline, "receiver not ready"
+                await asyncio.sleep(0.05)
+            answer = await c.post("/alerts", json=body)
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    first = await operator_factory(**options)
+    assert (await post(payload(alert())))["created"] == 1
+    name = records.remediation_name("rb", alert()["fingerprint"], alert()["startsAt"])
+    assert (await cluster.wait_phase("mcp", name, DONE))["status"]["phase"] == "Succeeded"
+    await asyncio.sleep(2.5)  # past its TTL: kept, as its alert has not resolved
+    assert cluster.get(API_VERSION, REMEDIATIONS, "mcp", name) is not None
+    await first.stop()
+
+    await operator_factory(**options)  # a restart: nothing in memory
+    assert (await post(payload(alert())))["duplicates"] == 1
+    assert restarts(cluster, "x") == 1
+    resolved = {**alert(), "status": "resolved", "endsAt": "2026-11-28T02:00:00Z"}
+    assert (await post(payload(resolved, status="resolved")))["resolved"] == 1
+    await cluster.wait_for(
+        lambda: cluster.get(API_VERSION, REMEDIATIONS, "mcp", name) is None, 20, "expiry"
+    )
