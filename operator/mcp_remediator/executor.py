@@ -107,10 +107,16 @@ class Executor:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.informer.run())
+                group.create_task(self._mark_synced())
                 group.create_task(self.elector.run())
                 group.create_task(self._sweep())
         finally:
             await self._stop_all()
+
+    async def _mark_synced(self) -> None:
+        """Once listed, the index answers the receiver (every replica's, leader or not)."""
+        await self.informer.synced.wait()
+        self.index.synced = True
 
     # -- leadership ----------------------------------------------------------------------
 
@@ -127,7 +133,6 @@ class Executor:
     async def _take_over(self) -> None:
         """Once the index is synced: every record with work left, every runbook."""
         await self.informer.synced.wait()
-        self.index.synced = True
         working = list(self.index.working())
         if working:
             log.info("executing: taking up %d records with work left", len(working))
