@@ -334,6 +334,37 @@ async def test_a_hung_api_answers_503_within_the_bound_and_the_retry_makes_one_r
         released.set()
 
 
+async def test_a_stop_lets_the_request_in_flight_finish_and_refuses_new_connections(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """SIGTERM (the operator's clean-up stops the receiver): a notification being handled
+    gets its answer — its record is created — and only then does the receiver go."""
+    cluster.seed(runbook())
+    released = asyncio.Event()
+
+    async def slow_create() -> object:
+        await released.wait()
+        return NotImplemented  # then the emulated API serves it
+
+    cluster.api[kmock.method.POST, kmock.path(REMEDIATIONS_PATH)] << slow_create
+    body = json.dumps(payload(alert())).encode()
+    async with started_receiver(cluster) as receiver:
+        client = await connect(clients, receiver.port)
+        client.send(request("POST", "/alerts", body, f"Authorization: Bearer {TOKEN}"))
+        await asyncio.sleep(0.3)  # the notification is in the handler, its create pending
+        stopping = asyncio.create_task(receiver.stop())
+        await asyncio.sleep(0.3)
+        assert not stopping.done()  # waiting for the request in flight
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", receiver.port)
+        released.set()
+        status, _, text = await client.response()
+        await stopping
+    assert status == 200, text
+    assert json.loads(text)["created"] == 1
+    assert len(cluster.api.list_objects(API_VERSION, REMEDIATIONS)) == 1
+
+
 # -- bad input: a clear answer, nothing written -------------------------------------------
 
 

@@ -157,6 +157,11 @@ class Receiver:
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
             auto_decompress=False,
+            # A stop waits for the requests in flight (each bounded by the body and API
+            # timeouts), then closes what is left: never aiohttp's default 60 s.
+            shutdown_timeout=settings.receiver_body_timeout_seconds
+            + settings.receiver_api_timeout_seconds
+            + 1.0,
         )
         await self._runner.setup()
         server = self._runner.server
