@@ -32,6 +32,10 @@ answers 400 beyond).
 
 Without a token the receiver refuses to start unless ``MCP_RECEIVER_INSECURE=true``.
 
+A stop (SIGTERM: the operator's clean-up) closes the listening socket first, so new
+connections go to the other replica, then lets the requests in flight finish — at most the
+body and API timeouts — before it closes what is left.
+
 ``runtime.run_operator`` builds the receiver, runs it beside Kopf and puts it in the memo,
 where the Kopf event handlers feed its runbook cache and remediation gauges. Tests and
 the benchmark run ``Receiver`` alone.
