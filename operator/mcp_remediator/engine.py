@@ -1,11 +1,24 @@
 """The remediation engine: runs an McpRemediation's steps and records every result.
 
-``Engine.reconcile(namespace, name)`` is the one entry point (called by the Kopf handlers
-on create, resume and approval). It reads the object fresh from the API and continues
-from its status, so it can be called any number of times, by a restarted operator too:
-a step whose phase is finished never runs again, and a step interrupted mid-attempt runs
-its next attempt with the outputs it checkpointed (``rolloutRestart`` uses them to never
-restart twice).
+``Engine.reconcile(namespace, name, body)`` is the one entry point, called by the executor
+(``executor``) on the replica that holds the Lease, with the object as its index last saw
+it (read again after a conflict). It continues from the status, so it can be called any
+number of times, by a restarted operator or a new leader too: a step whose phase is
+finished never runs again, and a step interrupted mid-attempt runs its next attempt with
+the outputs it checkpointed (``rolloutRestart`` uses them to never restart twice).
+
+Ownership: every status write is conditional on the ``resourceVersion`` last read or
+written, and names this replica in ``status.executor``; a run found under another
+executor's name is taken over with a conditional write first. A 409 on a transition
+(Pending → Running, → Skipped, …) re-reads and decides again; a 409 on a run in progress
+re-reads and writes again if ``status.executor`` still names this replica, else the run
+stops (``LostOwnership``) without writing anything more. Before each attempt the engine
+checks that this replica still holds the Lease (``may_act``).
+
+Cheap by construction: the runbook comes from the executor's store, the run's
+ServiceAccount check is cached for a minute, and the start of a run is written together
+with its first attempt, so a one-step run makes at most six requests up to its first
+action, the receiver's create included (its Events among them).
 
 Every request a step makes to the Kubernetes API impersonates the run's ServiceAccount
 (``Plan.serviceAccountName``, of the remediation's own namespace: the runbook's, or the
@@ -18,7 +31,12 @@ The run's plan (steps, namespace, account, dry-run, approval, escalation) is fro
 already under way. Transitions that race with the receiver (Pending → Running versus
 Pending → Cancelled) are written with a ``resourceVersion`` precondition. A run of a
 runbook that the receiver did not create (by hand, by escalation) passes the runbook's
-guardrails first (``admission``), so that every run of a runbook is counted and limited.
+guardrails first (``admission``), so that every run of a runbook is counted and limited;
+every run of a runbook is then judged once more over the runs this executor has started
+(``_started_runs_verdict``), which keeps the guardrails exact when two replicas' receivers
+each let one alert of a group in. A failed run with ``onFailure.escalateTo`` records its
+escalation (a deterministic name, ``created: false``) in the same write as the failure,
+then creates it; the executor retries that until ``created`` is true.
 
 Nothing wedges a run: a step whose preparation (templating, params, validation) or action
 fails unexpectedly fails with reason ``InternalError`` and a message naming the exception's
