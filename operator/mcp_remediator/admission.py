@@ -10,8 +10,8 @@ the same records:
 - its group is the runbook's ``groupBy`` over the run's labels (``spec.alert.labels``
   overlaid by ``spec.labels``, as the templates see them); an escalation carries the
   failed run's labels but not its group (``Engine._escalate``): it gets its own here;
-- the records counted are those of the runbook and group (listed by the runbook and group
-  labels, as the receiver lists them) and the runs of the runbook not labelled yet (other
+- the records counted are those of the runbook and group (from the executor's index, or
+  listed by the runbook and group labels) and the runs of the runbook not labelled yet (other
   runs by hand), of which only those created before the run: by ``creationTimestamp``,
   then by name (``guardrails.admit``), each as it stood at the run's creation. Creation
   times have whole seconds, so the run is judged only once its second is over (a wait of

@@ -9,9 +9,12 @@ runbook takes is counted ``unmatched``):
   fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
   ``/fingerprint`` and ``/group``. A name that already exists (409, or one this process
   has already seen) is a *duplicate*: Alertmanager re-sends, HA pairs and restarts give
-  exactly one record per alert occurrence. Before creating, the group's records are
-  listed from the cluster (by runbook and group label) and ``guardrails.evaluate`` applies
-  the guardrails; a hit creates the record anyway, marked with the skip annotations (the
+  exactly one record per alert occurrence. The operator's watch-fed index
+  (``index.RecordIndex``) answers both questions without a request — does the record
+  exist, which records has the group — so a new alert costs one request, the create (the
+  API's 409 on the deterministic name stays the backstop for what the watch has not shown
+  yet; without an index, or before it is listed, the group's records are listed by
+  runbook and group label); ``guardrails.evaluate`` applies the guardrails; a hit creates the record anyway, marked with the skip annotations (the
   engine finishes such records as Skipped) and immediately patched to phase ``Skipped``
   with the created resourceVersion as precondition (a 409 means the engine was first).
   Skipped records are bounded per runbook per minute; beyond, the hit is counted in the
@@ -20,9 +23,10 @@ runbook takes is counted ``unmatched``):
   (``AlertResolved``) under a resourceVersion precondition (re-read and decide again on
   409); any other gets ``status.alertResolvedAt``.
 
-List-then-create runs under a lock per (runbook, group) so that one process never
+Judge-then-create runs under a lock per (runbook, group) so that one process never
 admits two runs where the guardrails allow one; two replicas receiving different alerts
-of one group in the same instant could still both admit theirs.
+of one group in the same instant may both create theirs, and the executor, which judges
+every run again over the runs it has started, then starts only what the guardrails allow.
 
 Runbook ``status.lastTriggeredAt`` and ``counters`` (``triggered``: matching alert
 occurrences; ``skipped``: those the guardrails stopped) are updated best effort, batched
