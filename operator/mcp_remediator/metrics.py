@@ -3,7 +3,7 @@
 Each ``OperatorMetrics`` owns its own ``CollectorRegistry`` (never the process-global
 one), so two receivers in one process (tests, HA simulations, benchmarks) keep apart.
 Fed by the receiver (requests, alerts, connections), by the engine as its step observer
-(action durations) and by the Kopf event handlers (``remediation_event``: what the
+(action durations) and by the record index (``RemediationGauges.track``: what the
 operator's watch already sees, at no extra API cost).
 """
 

@@ -37,8 +37,8 @@ connections go to the other replica, then lets the requests in flight finish —
 body and API timeouts — before it closes what is left.
 
 ``runtime.run_operator`` builds the receiver, runs it beside Kopf and puts it in the memo,
-where the Kopf event handlers feed its runbook cache and remediation gauges. Tests and
-the benchmark run ``Receiver`` alone.
+where the Kopf event handler of runbooks feeds its runbook cache; it reads the executor's
+record index (deduplication, guardrails). Tests and the benchmark run ``Receiver`` alone.
 """
 
 from __future__ import annotations
