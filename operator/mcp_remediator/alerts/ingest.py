@@ -14,8 +14,9 @@ runbook takes is counted ``unmatched``):
   exist, which records has the group — so a new alert costs one request, the create (the
   API's 409 on the deterministic name stays the backstop for what the watch has not shown
   yet; without an index, or before it is listed, the group's records are listed by
-  runbook and group label); ``guardrails.evaluate`` applies the guardrails; a hit creates the record anyway, marked with the skip annotations (the
-  engine finishes such records as Skipped) and immediately patched to phase ``Skipped``
+  runbook and group label); ``guardrails.evaluate`` applies the guardrails; a hit
+  creates the record anyway, marked with the skip annotations (the engine finishes such
+  records as Skipped) and immediately patched to phase ``Skipped``
   with the created resourceVersion as precondition (a 409 means the engine was first).
   Skipped records are bounded per runbook per minute; beyond, the hit is counted in the
   metrics and one Warning Event per minute goes to the runbook.
