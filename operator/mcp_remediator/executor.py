@@ -37,7 +37,7 @@ from typing import Any
 
 from mcp_remediator import redact
 from mcp_remediator.engine import Engine, LostOwnership
-from mcp_remediator.index import Entry, Key, RecordIndex, RunbookStore
+from mcp_remediator.index import LEGACY_FINALIZER, Entry, Key, RecordIndex, RunbookStore
 from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now
 from mcp_remediator.kube.informer import Informer
@@ -138,6 +138,8 @@ class Executor:
             log.info("executing: taking up %d records with work left", len(working))
         for entry in working:
             self._schedule(entry.key)
+        for entry in self.index.legacy():  # deleted under an earlier version: let them go
+            await self._release_finalizer(entry)
         for body in self.runbooks.all():
             await self.validate_runbook(body)
 
@@ -222,7 +224,25 @@ class Executor:
             except TimeoutError:
                 pass
 
+    async def _release_finalizer(self, entry: Entry) -> None:
+        """Remove an earlier version's finalizer (nothing waits on it any more), under the
+        version the index holds."""
+        others = [f for f in entry.finalizers if f != LEGACY_FINALIZER]
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": str(entry.version)},
+            {"op": "replace", "path": "/metadata/finalizers", "value": others},
+        ]
+        try:
+            await self.kube.patch(
+                API_VERSION, REMEDIATIONS, entry.namespace, entry.name, patch, patch_type="json"
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409, 422):
+                log.warning("finalizer of %s/%s not removed: %s", *entry.key, exc)
+
     async def _delete(self, entry: Entry) -> None:
+        if entry.legacy_finalizer:
+            await self._release_finalizer(entry)
         try:
             await self.kube.delete(
                 API_VERSION, REMEDIATIONS, entry.namespace, entry.name, uid=entry.uid or None

@@ -34,10 +34,11 @@ from typing import Any
 
 from mcp_remediator import records
 from mcp_remediator.kube.events import parse_time
-from mcp_remediator.models import FINISHED_PHASES, LABEL_GROUP
+from mcp_remediator.models import FINISHED_PHASES, GROUP, LABEL_GROUP
 from mcp_remediator.runbook import guardrails
 
 Key = tuple[str, str]
+LEGACY_FINALIZER = f"{GROUP}/finalizer"
 Listener = Callable[["Entry | None", "Entry | None"], None]  # (old, new); new None: deleted
 
 
@@ -72,8 +73,16 @@ class Entry:
     resolved_at: datetime.datetime | None
     ttl: int | None
     escalation_pending: bool
+    finalizers: tuple[str, ...]
+    deleting: bool
     body: dict[str, Any] | None
     """The whole object, while there is work left on it."""
+
+    @property
+    def legacy_finalizer(self) -> bool:
+        """Carries ``mcp.dese.ai/finalizer``, which versions before the executor added
+        (Kopf's, for a per-record daemon): removed before the record is deleted."""
+        return LEGACY_FINALIZER in self.finalizers
 
     @property
     def key(self) -> Key:
@@ -135,6 +144,8 @@ def entry_of(body: dict[str, Any], now: datetime.datetime) -> Entry:
         resolved_at=parse_time(status.get("alertResolvedAt")),
         ttl=int(ttl) if isinstance(ttl, int) else None,
         escalation_pending=pending,
+        finalizers=tuple(str(f) for f in meta.get("finalizers") or ()),
+        deleting=bool(meta.get("deletionTimestamp")),
         body=body if (not finished or pending) else None,
     )
 
@@ -219,6 +230,10 @@ class RecordIndex:
             if records.group_key(group_by, entry.labels or {}) == group:
                 keys.add(key)
         return [self._entries[key] for key in keys]
+
+    def legacy(self) -> list[Entry]:
+        """Records still held by the finalizer of an earlier version while being deleted."""
+        return [e for e in self._entries.values() if e.legacy_finalizer and e.deleting]
 
     def working(self) -> Iterator[Entry]:
         """The records with work left: unfinished runs, escalations to create."""

@@ -348,3 +348,42 @@ async def test_a_resent_alert_stays_a_duplicate_after_its_ttl_and_a_restart(
     await cluster.wait_for(
         lambda: cluster.get(API_VERSION, REMEDIATIONS, "mcp", name) is None, 20, "expiry"
     )
+
+
+async def test_records_of_an_earlier_version_lose_its_finalizer_when_they_go(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    """Versions before the executor kept a Kopf finalizer on every record: the sweeper
+    removes it before it deletes, and records already being deleted are let go at once."""
+    expired = finished_record("expired")
+    expired["spec"]["ttlSecondsAfterFinished"] = 1
+    expired["metadata"]["finalizers"] = ["mcp.dese.ai/finalizer", "example.com/keep"]
+    cluster.seed(expired)
+    stuck = finished_record("stuck")
+    stuck["metadata"]["finalizers"] = ["mcp.dese.ai/finalizer"]
+    cluster.seed(stuck)
+    admin = KubeApi(cluster.admin_connection, Settings())
+    await admin.delete(API_VERSION, REMEDIATIONS, "mcp", "stuck")  # held by the finalizer
+    await admin.aclose()
+    assert cluster.remediation("mcp", "stuck")["metadata"]["deletionTimestamp"]
+
+    await operator_factory()
+
+    await cluster.wait_for(
+        lambda: cluster.get(API_VERSION, REMEDIATIONS, "mcp", "stuck") is None, 20, "stuck"
+    )
+    await cluster.wait_for(
+        lambda: (
+            (cluster.get(API_VERSION, REMEDIATIONS, "mcp", "expired") or {})
+            .get("metadata", {})
+            .get("finalizers")
+            == ["example.com/keep"]
+        ),
+        20,
+        "the earlier finalizer removed, another kept",
+    )
+    await cluster.wait_for(  # deleted: the other finalizer holds it
+        lambda: cluster.remediation("mcp", "expired")["metadata"].get("deletionTimestamp"),
+        20,
+        "the deletion",
+    )
