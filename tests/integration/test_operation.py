@@ -133,6 +133,29 @@ async def test_a_holder_that_vanishes_is_replaced_after_the_lease_duration(
     await kube.aclose()
 
 
+async def test_a_leader_cut_off_from_the_api_steps_down_before_its_lease_expires(
+    cluster: Cluster,
+) -> None:
+    kube = KubeApi(cluster.connection, Settings())
+    changes: list[bool] = []
+    a = LeaderElector(kube, namespace=LEASE_NAMESPACE, name="mcp-remediator", identity="a",
+                      duration=3.0, on_change=changes.append)  # fmt: skip
+    task = asyncio.create_task(a.run())
+    await cluster.wait_for(lambda: a.leader, 5, "a leads")
+    path = f"/apis/{LEASE_API}/namespaces/{LEASE_NAMESPACE}/{LEASES}/mcp-remediator"
+    cluster.api[kmock.path(path)] << 503  # every renewal fails from now on
+    loop = asyncio.get_running_loop()
+    cut = loop.time()
+    await cluster.wait_for(lambda: not a.leader, 5, "a steps down")
+    # Two thirds of the duration after its last renewal began: before anyone may take over
+    # (the others wait out the whole duration from their last sight of a change).
+    assert loop.time() - cut < 3.0
+    assert changes == [True, False]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await kube.aclose()
+
+
 async def test_without_the_lease_role_the_operator_stops_at_start_up_with_why(
     cluster: Cluster,
 ) -> None:
