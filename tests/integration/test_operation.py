@@ -410,3 +410,14 @@ async def test_records_of_an_earlier_version_lose_its_finalizer_when_they_go(
         20,
         "the deletion",
     )
+
+
+async def test_an_api_without_leases_stops_the_operator_at_start_up_with_why(
+    cluster: Cluster,
+) -> None:
+    cluster.api[kmock.path(f"/apis/{LEASE_API}")] << 404
+    operator = OperatorUnderTest(Settings(**FAST), cluster.connection, receiver=False)
+    operator.start()
+    await cluster.wait_for(lambda: not operator.thread.is_alive(), 20, "the operator to stop")
+    assert isinstance(operator.error, LeaseUnavailable), operator.error
+    assert "cannot find the API" in str(operator.error)

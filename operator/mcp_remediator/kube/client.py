@@ -391,6 +391,17 @@ class KubeApi:
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
+    async def served(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves ``plural`` in ``api_version`` (API discovery)."""
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = await self._request("GET", prefix)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
     async def list_page(
         self,
         api_version: str,

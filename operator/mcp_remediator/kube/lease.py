@@ -83,6 +83,8 @@ class LeaderElector:
     async def check(self) -> None:
         """Fail at start-up when the Lease cannot be used at all (``LeaseUnavailable``)."""
         try:
+            if not await self.kube.served(API_VERSION, LEASES):
+                raise LeaseUnavailable(self._unusable(ApiError(404, "NotFound", "not served")))
             await self.kube.get_or_none(API_VERSION, LEASES, self.namespace, self.name)
         except ApiError as exc:
             if exc.status in (401, 403, 404):
