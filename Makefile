@@ -3,7 +3,8 @@ PYTHON ?= python3
 DEBIAN_PACKAGES = redis-server redis-tools openssl prometheus prometheus-alertmanager prometheus-redis-exporter
 PYTEST_ARGS ?=
 
-.PHONY: deps deps-system deps-python test lint generate crds docs demo e2e fuzz chaos bench bench-redis bench-ingest
+.PHONY: deps deps-system deps-python test lint generate crds docs demo e2e fuzz chaos bench bench-redis bench-ingest \
+	bench-operation
 
 deps: deps-system deps-python
 
@@ -70,7 +71,7 @@ fuzz: deps
 		tests/integration/test_receiver_fuzz.py tests/integration/test_template_injection.py \
 		tests/unit/test_properties.py tests/unit/test_fuzz_templates.py tests/unit/test_fuzz_lint.py
 
-bench: bench-redis bench-ingest
+bench: bench-redis bench-ingest bench-operation
 
 # Redis key expiry: redisExpireKeys vs the naive redis-py loop vs the server's own floor,
 # on 2,000,000 keys; writes its section of docs/benchmarks.md. Takes about two minutes.
@@ -82,3 +83,17 @@ bench-redis: deps
 # its section of docs/benchmarks.md. Takes about four minutes.
 bench-ingest: deps-python
 	$(PYTHON) benchmarks/alert_ingest.py --write docs/benchmarks.md
+
+# Production operation, the code before (commit BEFORE_REF, the last before the executor,
+# unpacked into build/before) and this checkout side by side, each operator a
+# `python -m mcp_remediator run` process on the emulated API as its ServiceAccount: restart
+# cost on finished records (the code before on BEFORE_RECORDS: it needs about an hour for
+# 10,000 on two cores), alert → first action at 50 concurrent alerts (and a minimal Kopf
+# operator's), failover of two replicas; writes its section of docs/benchmarks.md.
+BEFORE_REF ?= 09cff64
+BEFORE_RECORDS ?= 1000
+bench-operation: deps-python
+	rm -rf build/before && mkdir -p build/before
+	git archive $(BEFORE_REF) operator manifests crds | tar -x -C build/before
+	PYTHONPATH=operator $(PYTHON) benchmarks/operation.py --before build/before --after . \
+		--records 10000 --before-records $(BEFORE_RECORDS) --write docs/benchmarks.md
