@@ -145,6 +145,7 @@ class Run:
         # posts its Events. So the start of a run and its first step's attempt are one write.
         self.transition = False
         self.deferred_events: list[tuple[str, str]] = []
+        self.notices: list[asyncio.Task[None]] = []  # progress Events being posted
 
     @property
     def plan(self) -> Plan:
@@ -258,6 +259,7 @@ class Engine:
                 await self._internal_error(run, exc)
             finally:
                 self._reserved.discard((namespace, name))
+                await asyncio.gather(*run.notices, return_exceptions=True)
 
         await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
 
@@ -653,8 +655,11 @@ class Engine:
                 result.outputs = {str(k): str(v) for k, v in done.outputs.items()}
                 result.message = done.message
                 result.finishedAt = now()
-                await self._save(run)
-                await self._event(run, "StepSucceeded", f"{step.name}: {done.message}")
+                self._notice(run, "StepSucceeded", f"{step.name}: {done.message}")
+                if index < len(run.plan.steps) - 1:
+                    await self._save(run)
+                # The last step's success is written with the end of the run (one write):
+                # a crash in between re-runs its attempt, which its checkpoint makes safe.
                 return StepOutcome(phase, "", done.message)
             if not error.transient or result.attempts > step.retries:
                 return await self._end_step(
@@ -839,9 +844,15 @@ class Engine:
         run.transition = False
         events, run.deferred_events = run.deferred_events, []
         for reason, message in events:
-            await self._event(run, reason, message)
+            self._notice(run, reason, message)
 
     async def _event(
         self, run: Run, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal"
     ) -> None:
         await post_event(self.kube, run.body, reason, message, type_)
+
+    def _notice(self, run: Run, reason: str, message: str) -> None:
+        """Post a progress Event (Started, StepSucceeded) beside the run, off its path to
+        the next action; ``reconcile`` waits for them before it returns."""
+        task = asyncio.create_task(self._event(run, reason, message))
+        run.notices.append(task)

@@ -93,6 +93,7 @@ class Executor:
         self._wake_sweeper = asyncio.Event()
         self._takeover: asyncio.Task[None] | None = None
         self._stopping = False
+        self._runner: asyncio.Task[Any] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         index.listeners.append(self._changed)
 
@@ -104,6 +105,7 @@ class Executor:
         """Run until cancelled; raises ``LeaseUnavailable`` at once when no election is
         possible (no Leases served, or forbidden)."""
         await self.elector.check()
+        self._runner = asyncio.current_task()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.informer.run())
@@ -144,10 +146,22 @@ class Executor:
             await self.validate_runbook(body)
 
     async def stop(self) -> None:
-        """Stop executing (the operator is stopping): cancel the runs in progress, which
-        resume from their status wherever the Lease goes next."""
+        """Stop (the operator is stopping): cancel the runs in progress, which resume from
+        their status wherever the Lease goes next, the watch, the sweeper and the campaign,
+        and release the Lease, so that the other replica takes over at once. Done from
+        Kopf's clean-up: Kopf's exit would otherwise wait 5 s on these tasks."""
         self._stopping = True
         await self._stop_all()
+        runner = self._runner
+        if runner is not None and runner is not asyncio.current_task():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        if self.elector.releasing is not None:
+            await asyncio.gather(self.elector.releasing, return_exceptions=True)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping
 
     async def _stop_all(self) -> None:
         tasks = [*self._tasks.values(), *self._chores]

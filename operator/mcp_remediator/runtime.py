@@ -120,6 +120,10 @@ async def run_operator(
             )
         )
         done, _ = await asyncio.wait([operator, *companions], return_when=asyncio.FIRST_COMPLETED)
+        if operator not in done and executor.stopped:
+            # Stopped by Kopf's clean-up (a SIGTERM, the stop flag): let Kopf finish.
+            await asyncio.wait([operator])
+            done = {operator}
         if operator not in done:
             operator.cancel()
             await asyncio.gather(operator, return_exceptions=True)

@@ -232,9 +232,9 @@ async def test_two_replicas_run_each_remediation_once_and_the_survivor_takes_ove
     cluster: Cluster, operator_factory: OperatorFactory
 ) -> None:
     cluster.api.add_reactor("apps/v1", "deployments", complete_rollouts)
-    first = await operator_factory(lease_duration_seconds=2.0)
+    first = await operator_factory(lease_duration_seconds=5.0)
     await cluster.wait_for(lambda: holder(cluster) == first.identity, 10, "first leads")
-    second = await operator_factory(lease_duration_seconds=2.0)
+    second = await operator_factory(lease_duration_seconds=5.0)
     names = [f"api-{i:02d}" for i in range(20)]
     for name in names:
         cluster.seed(deployment(name))

@@ -71,6 +71,8 @@ class LeaderElector:
         self._observed: tuple[str, float] | None = None  # (resourceVersion, local time seen)
         self._was_leader = False
         self.changed = asyncio.Event()  # set whenever leadership is gained or lost
+        # The release a stopped campaign started: its owner may await it (``Executor.stop``).
+        self.releasing: asyncio.Future[None] | None = None
 
     @property
     def leader(self) -> bool:
@@ -123,7 +125,7 @@ class LeaderElector:
             if self._was_leader:
                 self._valid_until = 0.0
                 self._notify()
-                await asyncio.shield(self._release())
+                self.releasing = asyncio.ensure_future(self._release())
 
     def _notify(self) -> None:
         leader = self.leader
