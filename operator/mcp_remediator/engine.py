@@ -625,6 +625,10 @@ class Engine:
             result.phase = "Running"
             result.startedAt = result.startedAt or now()
             result.message = f"attempt {result.attempts} of {step.retries + 1}"
+            if spec.intent is not None and not dry_run:
+                # What the action would checkpoint before its first change, durable now
+                # with the attempt's start: a retry or the next leader reuses it.
+                result.outputs = {**spec.intent(), **result.outputs}
             await self._save(run)
             ctx = ActionContext(
                 clients=clients,

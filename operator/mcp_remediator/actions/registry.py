@@ -175,6 +175,7 @@ class Access:
 P = TypeVar("P", bound=ActionParams)
 ActionFn = Callable[[P, ActionContext], Awaitable[ActionResult]]
 Validator = Callable[[P, Settings, str | None], None]
+Intent = Callable[[], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ class ActionSpec(Generic[P]):
     writes: bool
     access: tuple[Access, ...]
     validate: Validator[P] | None = None
+    intent: Intent | None = None
 
     def grants(self) -> frozenset[Grant]:
         """Every (API group, resource, verb) this action needs from the Kubernetes API."""
@@ -208,8 +210,13 @@ def action(
     writes: bool,
     access: Sequence[Access],
     validate: Validator[P] | None = None,
+    intent: Intent | None = None,
 ) -> Callable[[ActionFn[P]], ActionFn[P]]:
     """Register ``fn`` as the action ``name``.
+
+    ``intent()`` gives outputs the engine writes in the same status write that starts
+    the step's first attempt — what the action would otherwise checkpoint before its first
+    change (``rolloutRestart``'s ``restartedAt``): one write fewer before the action acts.
 
     ``access`` lists what the action needs from the Kubernetes API (``[]`` for actions
     that only talk HTTP); ``manifests/tenant/step-actions.yaml`` is rendered from it.
@@ -222,7 +229,9 @@ def action(
     def decorator(fn: ActionFn[P]) -> ActionFn[P]:
         if name in REGISTRY:
             raise ValueError(f"action {name!r} registered twice")
-        REGISTRY[name] = ActionSpec(name, params, fn, description, writes, tuple(access), validate)
+        REGISTRY[name] = ActionSpec(
+            name, params, fn, description, writes, tuple(access), validate, intent
+        )
         return fn
 
     return decorator

@@ -132,6 +132,13 @@ async def _targets(params: RolloutRestartParams, ctx: ActionContext, ns: str) ->
     return sorted(found, key=lambda o: o["metadata"]["name"])
 
 
+def restart_intent() -> dict[str, str]:
+    """The restart's timestamp, chosen before anything is written: the engine records it
+    with the attempt's start, so a retry (or the next leader) sets the same value, which the
+    workloads that already have it show as done — never a second restart."""
+    return {"restartedAt": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 @action(
     "rolloutRestart",
     RolloutRestartParams,
@@ -139,6 +146,7 @@ async def _targets(params: RolloutRestartParams, ctx: ActionContext, ns: str) ->
     "does; refuses paused Deployments; never restarts twice for one step; waits for the "
     "rollout.",
     writes=True,
+    intent=restart_intent,
     access=[
         Access.on_kinds(
             WORKLOAD_KINDS,
@@ -166,10 +174,10 @@ async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> A
     if ctx.dry_run:
         return ActionResult(f"would restart {params.kind} {', '.join(names)} in {ns}", outputs)
 
-    restarted_at = ctx.outputs.get("restartedAt") or datetime.datetime.now(datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    await ctx.checkpoint({**outputs, "restartedAt": restarted_at})
+    restarted_at = ctx.outputs.get("restartedAt")
+    if not restarted_at:  # not written with the attempt's start (``restart_intent``): now
+        restarted_at = restart_intent()["restartedAt"]
+        await ctx.checkpoint({**outputs, "restartedAt": restarted_at})
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
     already = 0
     for target, name in zip(targets, names, strict=True):
