@@ -881,12 +881,18 @@ async def measure(args: argparse.Namespace, workdir: Path) -> Results:
 
 
 def requests(counts: Counter[str], per: int = 1) -> str:
-    digits = 0 if per == 1 else 1
-    parts = [f"{v} {counts[v] / per:,.{digits}f}" for v in VERBS if counts[v]]
+    """``total (VERB n · …)``, the verbs sent; per alert with one decimal (``<0.1``)."""
+
+    def figure(n: int) -> str:
+        if per == 1:
+            return f"{n:,}"
+        return f"{n / per:,.1f}" if n / per >= 0.05 or not n else "<0.1"
+
+    parts = [f"{v} {figure(counts[v])}" for v in VERBS if counts[v]]
     other = sum(n for v, n in counts.items() if v not in VERBS)
     if other:
-        parts.append(f"other {other / per:,.{digits}f}")
-    return f"{counts.total() / per:,.{digits}f} ({' · '.join(parts)})"
+        parts.append(f"other {figure(other)}")
+    return f"{figure(counts.total())} ({' · '.join(parts)})"
 
 
 def seconds(value: float) -> str:
