@@ -511,6 +511,15 @@ class Engine:
         for index, step in enumerate(plan.steps):
             result = status.steps[index]
             if result.phase in FINISHED_STEP_PHASES:
+                if result.phase == "Failed" and not step.continueOnFailure:
+                    # Recorded failed by an operator that stopped before ending the run
+                    # (versions that wrote the two apart): end it as it would have.
+                    for later in status.steps[index + 1 :]:
+                        later.phase = "Skipped"
+                        later.message = f"not run: step {step.name} did not succeed"
+                    message = f"step {step.name}: {result.message}"
+                    await self._finish(run, "Failed", result.reason or "StepFailed", message)
+                    return
                 if result.phase == "Failed":
                     failed.append(step.name)
                 continue
@@ -715,7 +724,10 @@ class Engine:
         result.message = outcome.message
         result.startedAt = result.startedAt or now()
         result.finishedAt = now()
-        await self._save(run)
+        if outcome.phase == "Failed" and run.plan.steps[index].continueOnFailure:
+            await self._save(run)
+        # Otherwise the run ends now, and the step's end is written with the run's (one
+        # write): a step can never be found failed in a run that went on without it.
         await self._event(
             run,
             "StepRefused" if outcome.phase == "Refused" else "StepFailed",

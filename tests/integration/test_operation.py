@@ -421,3 +421,30 @@ async def test_an_api_without_leases_stops_the_operator_at_start_up_with_why(
     await cluster.wait_for(lambda: not operator.thread.is_alive(), 20, "the operator to stop")
     assert isinstance(operator.error, LeaseUnavailable), operator.error
     assert "cannot find the API" in str(operator.error)
+
+
+async def test_a_run_left_with_a_failed_step_ends_failed_when_taken_over(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    """Found by the chaos test: an operator killed between recording a step's failure and
+    ending the run left it Running; the next one must end it Failed, not run on."""
+    steps = [restart("a")[0], {**restart("b")[0], "name": "second"}]
+    body = remediation("left", steps)
+    body["status"] = {
+        "phase": "Running", "reason": "Started", "executor": "gone-replica",
+        "plan": {"namespace": "mcp", "serviceAccountName": "mcp-remediator-runner",
+                 "steps": steps},
+        "steps": [
+            {"name": "restart", "action": "rolloutRestart", "phase": "Failed",
+             "reason": "NotFound", "message": "no Deployment a", "attempts": 1},
+            {"name": "second", "action": "rolloutRestart", "phase": "Pending"},
+        ],
+    }  # fmt: skip
+    cluster.seed(body)
+    cluster.seed(deployment("b"))
+    await operator_factory()
+    done = await cluster.wait_phase("mcp", "left", DONE)
+    assert done["status"]["phase"] == "Failed", done["status"]
+    assert done["status"]["reason"] == "NotFound"
+    assert done["status"]["steps"][1]["phase"] == "Skipped"
+    assert restarts(cluster, "b") == 0
