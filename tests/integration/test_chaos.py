@@ -16,14 +16,13 @@ from typing import Any
 
 import pytest
 
-from fixtures.cluster import Cluster, deployment, remediation
+from fixtures.cluster import Cluster, deployment, remediation, restarts
 from fixtures.daemons import free_port
 from mcp_remediator.kube.lease import API_VERSION as LEASE_API
 from mcp_remediator.kube.lease import LEASES
 from mcp_remediator.models import API_VERSION, REMEDIATIONS
 from mcp_remediator.testing.emulator import complete_rollouts, write_kubeconfig
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 GUARDRAILS = {"cooldownSeconds": 0, "maxPerHour": 1000, "maxConcurrent": 100}
 DONE = {"Succeeded", "Failed", "Refused", "Skipped", "Cancelled"}
@@ -39,18 +38,6 @@ def runbook(name: str, target: str, escalate: str | None = None) -> dict[str, An
         spec["onFailure"] = {"escalateTo": escalate}
     return {"apiVersion": API_VERSION, "kind": "McpRunbook",
             "metadata": {"name": name, "namespace": "mcp"}, "spec": spec}  # fmt: skip
-
-
-def restarts(cluster: Cluster, name: str) -> int:
-    history = cluster.api.objects[cluster.api.resource("apps/v1", "deployments"), "mcp", name]
-    values = {
-        ((v.get("spec") or {}).get("template") or {})
-        .get("metadata", {})
-        .get("annotations", {})
-        .get(RESTARTED_AT)
-        for v in history.history
-    }
-    return len({v for v in values if v})
 
 
 def start(cluster: Cluster, tmp_path: Path, pod: str) -> subprocess.Popen[bytes]:

@@ -23,6 +23,7 @@ from fixtures.cluster import (
     OperatorUnderTest,
     deployment,
     remediation,
+    restarts,
 )
 from fixtures.daemons import free_port
 from fixtures.receiver import AUTH, TOKEN, alert, payload
@@ -38,7 +39,6 @@ from mcp_remediator.testing.emulator import complete_rollouts
 
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_ACCOUNT[0]}:{OPERATOR_ACCOUNT[1]}"
 LEASE_NAMESPACE = "mcp-remediator"
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 DONE = {"Succeeded", "Failed", "Refused", "Skipped", "Cancelled"}
 
 
@@ -54,17 +54,6 @@ def own_requests(cluster: Cluster) -> list[Any]:
 def holder(cluster: Cluster) -> str | None:
     lease = cluster.get(LEASE_API, LEASES, LEASE_NAMESPACE, "mcp-remediator")
     return None if lease is None else (lease.get("spec") or {}).get("holderIdentity")
-
-
-def restarts(cluster: Cluster, name: str) -> int:
-    """How many times the Deployment's restartedAt was written (its stored history)."""
-    history = cluster.api.objects[cluster.api.resource("apps/v1", "deployments"), "mcp", name]
-    stamps = [
-        ((v.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations", {})
-        for v in history.history
-    ]
-    values = [s.get(RESTARTED_AT) for s in stamps]
-    return len({v for v in values if v})
 
 
 def finished_record(name: str, *, minutes_ago: int = 5, **status: Any) -> dict[str, Any]:

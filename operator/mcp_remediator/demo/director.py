@@ -415,6 +415,9 @@ class IncidentStage:
             phase = (obj.get("status") or {}).get("phase")
             if phase == "AwaitingApproval" and expect.approve and not approved:
                 approved = True
+                # Shown before the approval: the observer polls on its own clock, and the
+                # run may be past this state by its next look.
+                self.director._diff(obj)
                 self.say(
                     "approve",
                     f"on-call reviews the plan and approves: kubectl -n {NAMESPACE} patch mcprem "
