@@ -70,7 +70,6 @@ class LeaderElector:
         self._valid_until = 0.0  # loop time until which we may act as leader
         self._observed: tuple[str, float] | None = None  # (resourceVersion, local time seen)
         self._was_leader = False
-        self.changed = asyncio.Event()  # set whenever leadership is gained or lost
         # The release a stopped campaign started: its owner may await it (``Executor.stop``).
         self.releasing: asyncio.Future[None] | None = None
 
@@ -132,7 +131,6 @@ class LeaderElector:
         if leader != self._was_leader:
             self._was_leader = leader
             log.info("%s: %s", self.where, "this replica now executes runs" if leader else "lost")
-            self.changed.set()
             if self.on_change is not None:
                 self.on_change(leader)
 
