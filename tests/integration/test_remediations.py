@@ -317,7 +317,10 @@ async def test_operator_restart_mid_run_never_repeats_a_finished_step(
     def second_waiting() -> bool:
         obj = cluster.remediation("mcp", "two-steps")
         step = obj["status"]["steps"][1]
-        return step["phase"] == "Running" and "restartedAt" in step["outputs"]
+        # restartedAt is recorded before the restart (the attempt's intent): wait for the
+        # restart itself too.
+        restarted = [w for w in cluster.writes("deployments") if w.name == "second"]
+        return step["phase"] == "Running" and "restartedAt" in step["outputs"] and bool(restarted)
 
     await cluster.wait_for(second_waiting, what="the second step waiting for its rollout")
     await operator.stop()
