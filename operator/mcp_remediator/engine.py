@@ -97,6 +97,8 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "InternalError"
 ACCOUNT_CACHE_SECONDS = 60.0
 SAVE_RETRIES = 5
+NOTICE_DELAY_SECONDS = 1.0  # at most this late, a progress Event (``Engine._notice``)
+EVENTS_AT_ONCE = 2  # Events being posted at once (``Engine._event``)
 
 
 class LostOwnership(Exception):
@@ -145,7 +147,10 @@ class Run:
         # posts its Events. So the start of a run and its first step's attempt are one write.
         self.transition = False
         self.deferred_events: list[tuple[str, str]] = []
-        self.notices: list[asyncio.Task[None]] = []  # progress Events being posted
+        # Progress Events written but not posted yet (``Engine._notice``), and those posted.
+        self.pending_notices: list[tuple[str, str]] = []
+        self.notice_timer: asyncio.TimerHandle | None = None
+        self.notices: list[asyncio.Task[None]] = []
 
     @property
     def plan(self) -> Plan:
@@ -232,8 +237,10 @@ class Engine:
         self.identity = identity
         self.may_act = may_act
         self._accounts: dict[tuple[str, str], float] = {}
+        self._account_reads: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._admissions: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._reserved: set[tuple[str, str]] = set()  # admitted, start not written yet
+        self._event_slots = asyncio.Semaphore(EVENTS_AT_ONCE)
 
     async def reconcile(
         self, namespace: str, name: str, body: dict[str, Any] | None = None
@@ -259,6 +266,7 @@ class Engine:
                 await self._internal_error(run, exc)
             finally:
                 self._reserved.discard((namespace, name))
+                self._post_notices(run)
                 await asyncio.gather(*run.notices, return_exceptions=True)
 
         await retry_on_conflict(attempt, f"remediation {namespace}/{name}")
@@ -579,8 +587,16 @@ class Engine:
         if self._accounts.get((run.namespace, account), 0.0) > loop.time():
             run.account_found = True  # seen a moment ago: a missing one ends in a 403 anyway
             return
+        key = (run.namespace, account)
+        read = self._account_reads.get(key)
+        if read is None:  # one read for the runs that start together, not one each
+            read = asyncio.ensure_future(
+                self.kube.get_or_none("v1", "serviceaccounts", run.namespace, account)
+            )
+            self._account_reads[key] = read
+            read.add_done_callback(lambda done: self._account_done(key, done))
         try:
-            found = await self.kube.get_or_none("v1", "serviceaccounts", run.namespace, account)
+            found = await asyncio.shield(read)
         except ApiError as exc:
             raise exc.as_step_failure(f"reading ServiceAccount {run.namespace}/{account}") from exc
         if found is None:
@@ -592,6 +608,11 @@ class Engine:
             )
         run.account_found = True
         self._accounts[(run.namespace, account)] = loop.time() + ACCOUNT_CACHE_SECONDS
+
+    def _account_done(self, key: tuple[str, str], read: asyncio.Future[Any]) -> None:
+        self._account_reads.pop(key, None)
+        if not read.cancelled():
+            read.exception()  # retrieved here: every waiter may have gone
 
     def step_kube(self, run: Run) -> KubeApi:
         """The Kubernetes client of the run's steps: acting as its ServiceAccount, and
@@ -654,7 +675,10 @@ class Engine:
                 service_account=self._account(run),
             )
             try:
-                done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
+                try:
+                    done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
+                finally:
+                    self._post_notices(run)
             except Refused as exc:
                 return await self._end_step(
                     run, index, StepOutcome("Refused", exc.reason, exc.message)
@@ -764,6 +788,9 @@ class Engine:
             status.escalatedTo = Escalation(name=name, runbook=escalate, created=False)
         good = phase in ("Succeeded", "Skipped")
         type_: Literal["Normal", "Warning"] = "Normal" if good else "Warning"
+        # The progress Events first, so that the run's last Event is its end.
+        self._post_notices(run)
+        await asyncio.gather(*run.notices, return_exceptions=True)
         if precondition:
             await self._save(run, precondition=True)
             await self._event(run, phase, message, type_)
@@ -865,10 +892,26 @@ class Engine:
     async def _event(
         self, run: Run, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Normal"
     ) -> None:
-        await post_event(self.kube, run.body, reason, message, type_)
+        # A few at a time, first come first served: under a burst of alerts the Events queue
+        # here, and the runs' own requests (their starts, their actions) go first.
+        async with self._event_slots:
+            await post_event(self.kube, run.body, reason, message, type_)
 
     def _notice(self, run: Run, reason: str, message: str) -> None:
         """Post a progress Event (Started, StepSucceeded) beside the run, off its path to
-        the next action; ``reconcile`` waits for them before it returns."""
-        task = asyncio.create_task(self._event(run, reason, message))
-        run.notices.append(task)
+        the next action: once the attempt under way ends, or ``NOTICE_DELAY_SECONDS`` from
+        now if that comes first (so a long step's Started is not held up). Under a burst of
+        alerts the Events then queue at the API behind the actions, not before them.
+        ``reconcile`` posts what is left and waits for them all before it returns."""
+        run.pending_notices.append((reason, message))
+        if run.notice_timer is None:
+            loop = asyncio.get_running_loop()
+            run.notice_timer = loop.call_later(NOTICE_DELAY_SECONDS, self._post_notices, run)
+
+    def _post_notices(self, run: Run) -> None:
+        if run.notice_timer is not None:
+            run.notice_timer.cancel()
+            run.notice_timer = None
+        notices, run.pending_notices = run.pending_notices, []
+        for reason, message in notices:
+            run.notices.append(asyncio.create_task(self._event(run, reason, message)))
