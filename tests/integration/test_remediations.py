@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -339,3 +340,31 @@ async def test_operator_restart_mid_run_never_repeats_a_finished_step(
         r for r in cluster.writes("deployments") if r.subresource is None and r.method == "PATCH"
     ]
     assert [r.name for r in restarts] == ["first", "second"]  # nothing patched twice
+
+
+async def test_the_restart_answer_is_the_rollouts_first_look_then_one_read_a_poll(
+    cluster: Cluster, operator_factory: OperatorFactory
+) -> None:
+    cluster.api.clear_reactors("apps/v1", "deployments")  # the rollout waits for us
+    cluster.seed(deployment("slow"))
+    await operator_factory(poll_interval_seconds=1.5)
+    cluster.seed(remediation("slow-rollout", [restart_step(name="slow")]))
+
+    def requests() -> list[tuple[str, str]]:
+        return [
+            (e.verb, e.subresource)
+            for e in cluster.api.audit
+            if e.resource == "deployments" and e.name == "slow" and e.user != "system:admin"
+        ]
+
+    await cluster.wait_for(lambda: ("patch", "") in requests(), what="the restart")
+    await asyncio.sleep(0.5)  # well before the next poll
+    # The read of the target, the restart: a read right after it would show what its answer
+    # showed (no controller has acted yet), so none is sent.
+    assert requests() == [("get", ""), ("patch", "")]
+
+    cluster.api.add_reactor("apps/v1", "deployments", complete_rollouts)
+    cluster.api.touch("apps/v1", "deployments", "mcp", "slow")
+    done = await cluster.wait_phase("mcp", "slow-rollout", {"Succeeded", "Failed"})
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert requests() == [("get", ""), ("patch", ""), ("get", "")]

@@ -180,13 +180,16 @@ async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> A
         await ctx.checkpoint({**outputs, "restartedAt": restarted_at})
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
     already = 0
+    # What each workload looked like last: the rollout's first observation, without a read.
+    seen: dict[str, dict[str, Any]] = {}
     for target, name in zip(targets, names, strict=True):
         template_meta = target.get("spec", {}).get("template", {}).get("metadata", {})
         if (template_meta.get("annotations") or {}).get(RESTARTED_AT) == restarted_at:
             already += 1
+            seen[name] = target
             continue
         try:
-            await ctx.clients.kube.patch(
+            seen[name] = await ctx.clients.kube.patch(
                 kind.api_version, kind.plural, ns, name, patch, patch_type="strategic"
             )
         except ApiError as exc:
@@ -197,13 +200,20 @@ async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> A
         done += f" ({already} already restarted by an earlier attempt)"
     if not params.waitForRollout:
         return ActionResult(done, outputs)
-    summary = await _wait_for_rollouts(params, ctx, ns, names)
+    summary = await _wait_for_rollouts(params, ctx, ns, names, seen)
     return ActionResult(f"{done}; rollout complete: {summary}", outputs)
 
 
 async def _wait_for_rollouts(
-    params: RolloutRestartParams, ctx: ActionContext, ns: str, names: list[str]
+    params: RolloutRestartParams,
+    ctx: ActionContext,
+    ns: str,
+    names: list[str],
+    seen: dict[str, dict[str, Any]],
 ) -> str:
+    """Poll until every rollout is complete. ``seen``: each workload as the restart's own
+    answer showed it, its first observation (a read right after the write would show the
+    same: no controller has acted yet)."""
     kind = KINDS[params.kind]
     deadline = time.monotonic() + min(params.rolloutTimeoutSeconds, ctx.remaining())
     pending = list(names)
@@ -211,12 +221,14 @@ async def _wait_for_rollouts(
     left = ""
     while pending:
         name = pending[0]
-        try:
-            obj = await ctx.clients.kube.get(kind.api_version, kind.plural, ns, name)
-        except ApiError as exc:
-            if not exc.transient:
-                raise exc.as_step_failure(f"watching the rollout of {params.kind} {name}") from exc
-            obj = None
+        obj: dict[str, Any] | None = seen.pop(name, None)
+        if obj is None:
+            try:
+                obj = await ctx.clients.kube.get(kind.api_version, kind.plural, ns, name)
+            except ApiError as exc:
+                if not exc.transient:
+                    what = f"watching the rollout of {params.kind} {name}"
+                    raise exc.as_step_failure(what) from exc
         if obj is not None:
             complete, left = rollout_progress(params.kind, obj)
             if complete:
