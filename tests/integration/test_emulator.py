@@ -908,6 +908,19 @@ async def test_write_requests_show_which_groups_were_written(em: ApiServerEmulat
     assert em.write_count() == 0 and len(em) == 0
 
 
+async def test_an_emulator_that_keeps_no_requests_still_answers_each(
+    em: ApiServerEmulator,
+) -> None:
+    em.keep_requests = False  # as a load test sets it
+    await create(em, DEPLOYMENTS, deployment("d"))
+    for replicas in (2, 3):
+        await call(em, "PATCH", f"{DEPLOYMENTS}/d", {"spec": {"replicas": replicas}}, MERGE_PATCH)
+    status, found = await call(em, "GET", f"{DEPLOYMENTS}/d")
+
+    assert status == 200 and found["spec"]["replicas"] == 3
+    assert [r.method.value for r in em] == ["GET"]  # only the last one
+
+
 async def test_sync_helpers(em: ApiServerEmulator) -> None:
     watch = Watch(await open_watch(em, CONFIGMAPS))
     seeded = em.seed({**widget("w", bogus=1), "status": {"phase": "Seeded"}})

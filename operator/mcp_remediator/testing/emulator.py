@@ -286,6 +286,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     """A Kubernetes API server in memory; see the module docstring for its semantics."""
 
     event_log_limit: int = 1000  # events kept per resource for watch resumption
+    # KMock matches each request against every request recorded so far: a load test that
+    # does not read ``requests`` sets this false, and only the request being served is kept.
+    keep_requests: bool = attrs.field(default=True, init=False)
 
     _state_lock: threading.RLock = attrs.field(factory=threading.RLock, init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -697,6 +700,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if not self.keep_requests:
+            self.trim_requests()
+            self._requests.append(request)
         if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
             request = self._unalias(request)
         user: authz.UserInfo | None = None
