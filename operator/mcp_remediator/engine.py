@@ -176,6 +176,14 @@ class StepOutcome:
 StepObserver = Callable[[str, str, float], None]
 
 
+async def _drop(ctx: ActionContext) -> None:
+    """Forget a ``prepare`` answer the action did not take (its error too)."""
+    if ctx.ahead is not None:
+        ahead, ctx.ahead = ctx.ahead, None
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
+
+
 def unexpected_failure(what: str, exc: BaseException) -> StepFailed:
     """The step failure of an exception nobody expected: reason ``InternalError``, named by
     its type only; its frames (without any text) go to the log."""
@@ -659,7 +667,6 @@ class Engine:
                 # What the action would checkpoint before its first change, durable now
                 # with the attempt's start: a retry or the next leader reuses it.
                 result.outputs = {**spec.intent(), **result.outputs}
-            await self._save(run)
             ctx = ActionContext(
                 clients=clients,
                 settings=self.settings,
@@ -674,10 +681,19 @@ class Engine:
                 checkpoint_fn=checkpoint,
                 service_account=self._account(run),
             )
+            if spec.prepare is not None:
+                # The action's first reads go beside the start write (they change nothing).
+                ctx.ahead = asyncio.ensure_future(spec.prepare(params, ctx))
+            try:
+                await self._save(run)
+            except BaseException:
+                await _drop(ctx)
+                raise
             try:
                 try:
                     done = await self._attempt(spec, params, ctx, step.timeoutSeconds)
                 finally:
+                    await _drop(ctx)
                     self._post_notices(run)
             except Refused as exc:
                 return await self._end_step(

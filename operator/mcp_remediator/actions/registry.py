@@ -38,6 +38,7 @@ Rules every action keeps:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -69,6 +70,7 @@ class ActionResult:
 
 
 Checkpoint = Callable[[Mapping[str, str]], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def _no_checkpoint(outputs: Mapping[str, str]) -> None:
@@ -94,6 +96,17 @@ class ActionContext:
     checkpoint_fn: Checkpoint = _no_checkpoint
     # The ServiceAccount (of ``own_namespace``) whose identity ``clients.kube`` acts with.
     service_account: str = "mcp-remediator-runner"
+    # The answer of the action's ``prepare``, under way beside the attempt's start write.
+    ahead: asyncio.Future[Any] | None = None
+
+    async def prepared(self, read: Callable[[], Awaitable[T]]) -> T:
+        """What the action's ``prepare`` read (the engine started it beside the attempt's
+        start write), else ``read()`` now."""
+        if self.ahead is not None:
+            ahead, self.ahead = self.ahead, None
+            result: T = await ahead
+            return result
+        return await read()
 
     @property
     def own_namespace(self) -> str:
@@ -176,6 +189,7 @@ P = TypeVar("P", bound=ActionParams)
 ActionFn = Callable[[P, ActionContext], Awaitable[ActionResult]]
 Validator = Callable[[P, Settings, str | None], None]
 Intent = Callable[[], dict[str, str]]
+Prepare = Callable[[P, ActionContext], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,7 @@ class ActionSpec(Generic[P]):
     access: tuple[Access, ...]
     validate: Validator[P] | None = None
     intent: Intent | None = None
+    prepare: Prepare[P] | None = None
 
     def grants(self) -> frozenset[Grant]:
         """Every (API group, resource, verb) this action needs from the Kubernetes API."""
@@ -211,12 +226,18 @@ def action(
     access: Sequence[Access],
     validate: Validator[P] | None = None,
     intent: Intent | None = None,
+    prepare: Prepare[P] | None = None,
 ) -> Callable[[ActionFn[P]], ActionFn[P]]:
     """Register ``fn`` as the action ``name``.
 
     ``intent()`` gives outputs the engine writes in the same status write that starts
     the step's first attempt — what the action would otherwise checkpoint before its first
     change (``rolloutRestart``'s ``restartedAt``): one write fewer before the action acts.
+
+    ``prepare(params, ctx)`` makes the reads the action starts with (never a write): the
+    engine runs it beside the status write that starts the attempt, and the action takes
+    its answer with ``ctx.prepared(...)``, one round trip sooner. Should the write fail,
+    the answer is dropped.
 
     ``access`` lists what the action needs from the Kubernetes API (``[]`` for actions
     that only talk HTTP); ``manifests/tenant/step-actions.yaml`` is rendered from it.
@@ -230,7 +251,7 @@ def action(
         if name in REGISTRY:
             raise ValueError(f"action {name!r} registered twice")
         REGISTRY[name] = ActionSpec(
-            name, params, fn, description, writes, tuple(access), validate, intent
+            name, params, fn, description, writes, tuple(access), validate, intent, prepare
         )
         return fn
 

@@ -147,6 +147,7 @@ def restart_intent() -> dict[str, str]:
     "rollout.",
     writes=True,
     intent=restart_intent,
+    prepare=lambda params, ctx: _targets(params, ctx, params.namespace or ctx.namespace),
     access=[
         Access.on_kinds(
             WORKLOAD_KINDS,
@@ -161,7 +162,7 @@ async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> A
     ns = params.namespace or ctx.namespace
     _validate(params, ctx.settings, ns)
     kind = KINDS[params.kind]
-    targets = await _targets(params, ctx, ns)
+    targets = await ctx.prepared(lambda: _targets(params, ctx, ns))
     names = [t["metadata"]["name"] for t in targets]
     paused = [n for t, n in zip(targets, names, strict=True) if t.get("spec", {}).get("paused")]
     if params.kind == "Deployment" and paused:
