@@ -34,7 +34,7 @@ Measures, each on a fresh API:
    rounds, the median of their percentiles;
 3. failover, after only: two replicas (``POD_ID`` ``mcp-remediator-a``/``-b``); the leader
    is the holder of the Lease ``mcp-remediator/mcp-remediator``; ``--runs`` one-step
-   remediations; the leader is SIGKILLed at its first restart; kill → the survivor's first
+   remediations; the leader is SIGKILLed at its first run's start; kill → the survivor's first
    restart of a run the leader left, and no Deployment restarted twice. Skipped, saying why,
    when no Lease appears within 15 s of both replicas starting.
 
@@ -305,6 +305,8 @@ class Traffic(list[authz.AuditEntry]):
         self.last: dict[str, float] = {}  # each process's last request but Lease ones
         self.actions: list[Action] = []
         self.on_action: Callable[[Action], None] | None = None
+        # Told of each remediation status write the API admits: (process, name, when).
+        self.on_status: Callable[[str, str, float], None] | None = None
 
     def append(self, entry: authz.AuditEntry, /) -> None:
         now = time.monotonic()
@@ -318,6 +320,13 @@ class Traffic(list[authz.AuditEntry]):
             self.leases[owner] += 1
         else:
             self.last[owner] = now
+        if (
+            entry.allowed
+            and entry.resource == REMEDIATIONS
+            and entry.subresource == "status"
+            and self.on_status is not None
+        ):
+            self.on_status(owner, entry.name or "", now)
         if entry.allowed and entry.resource == "deployments" and entry.verb == "patch":
             action = Action(entry.name, now, owner)
             self.actions.append(action)
@@ -810,13 +819,22 @@ async def failover(version: Version, args: argparse.Namespace, workdir: Path) ->
             survivor = next(p for p in pods if p is not leader)
             killed: list[float] = []
 
-            def kill_leader(action: Action) -> None:
-                if action.process == leader.label and not killed:
+            def kill_leader(process: str, name: str, at: float) -> None:
+                # At its first run's start: the runs it has started, and maybe restarted,
+                # and those it has not, are the survivor's to finish.
+                if process == leader.label and not killed:
                     leader.popen.kill()
-                    killed.append(action.at)
+                    killed.append(at)
                     result.lease_left = lease_left(api)
 
-            traffic.on_action = kill_leader
+            def finished() -> bool:
+                phases = [
+                    (r.get("status") or {}).get("phase")
+                    for r in api.list_objects(API_VERSION, REMEDIATIONS, NAMESPACE)
+                ]
+                return all(p in ("Succeeded", "Failed") for p in phases)
+
+            traffic.on_status = kill_leader
             for target in targets:
                 api.seed(one_step(target, target))
             await asyncio.wait_for(until_killed(killed), args.timeout)
@@ -824,7 +842,7 @@ async def failover(version: Version, args: argparse.Namespace, workdir: Path) ->
             await until_quiet(
                 traffic,
                 [survivor],
-                lambda: all(traffic.first(t) for t in targets) and taken.done(),
+                lambda: all(traffic.first(t) for t in targets) and taken.done() and finished(),
                 args.timeout,
             )
             if taken.done():
@@ -845,7 +863,7 @@ async def failover(version: Version, args: argparse.Namespace, workdir: Path) ->
             )
             result.succeeded = phases["Succeeded"]
         finally:
-            traffic.on_action = None
+            traffic.on_status = None
             for pod in pods:
                 await pod.stop()
     return result
@@ -1018,7 +1036,7 @@ def report(results: Results, args: argparse.Namespace, about: str, command: str)
         ]
     else:
         failover_rows = [
-            f"| kill the leader (SIGKILL at its first restart) → the survivor's first restart "
+            f"| kill the leader (SIGKILL at its first run's start) → the survivor's first restart "
             f"of a run it left | {na} | {seconds(fo.act)} | {seconds(fo.lease_left)} (the "
             "Lease's expiry) |",
             f"| kill → the survivor holds the Lease | n/a | {seconds(fo.takeover)} | "
@@ -1084,7 +1102,9 @@ def report(results: Results, args: argparse.Namespace, about: str, command: str)
         "",
         f"Failover (after only): two replicas (`POD_ID` mcp-remediator-a, -b); the leader is "
         f"the holder of the Lease {LEASE[2]}/{LEASE[3]}; {args.runs} one-step remediations; "
-        "the leader is SIGKILLed the moment the API admits its first restart.",
+        "the leader is SIGKILLed the moment the API admits its first run's start (with aiohttp "
+        "the leader restarts all 20 within milliseconds: a kill at its first restart left the "
+        "survivor nothing to take over); the survivor finishes every run.",
         "",
         "| measure | before | after | floor / physical limit |",
         "|---|---|---|---|",
