@@ -12,7 +12,7 @@ import pytest
 
 from fixtures.actions import ActionsEnvFactory
 from fixtures.cluster import Cluster
-from fixtures.gitops import SHA, ArgoCdController, ArgoCdServer, application
+from fixtures.gitops import PARKED, SHA, ArgoCdController, ArgoCdServer, app_project, application
 from fixtures.http_mock import HttpMock
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube.refusals import KYVERNO
@@ -188,13 +188,15 @@ async def test_dry_run_reports_the_sync_and_writes_nothing(
     assert cluster.writes() == []
 
 
-async def test_auto_sync_apps_refuse_a_different_revision(
+async def test_a_revision_git_does_not_track_is_refused_and_nothing_written(
     cluster: Cluster, actions_env: ActionsEnvFactory
 ) -> None:
-    cluster.seed(application(sync_policy={"automated": {"prune": True}}))
+    cluster.seed(application(target_revision="main"))
     env = await actions_env(cluster.connection)
-    with pytest.raises(StepFailed, match="auto-sync currently set to main"):
-        await env.run("argocdSync", {"application": "dese-api", "revision": "hotfix"})
+    with pytest.raises(Refused) as refused:
+        await env.run("argocdSync", {"application": "dese-api", "revision": "some-branch"})
+    assert refused.value.reason == "RevisionOverrideRefused"
+    assert "change targetRevision in Git" in refused.value.message
     assert cluster.writes() == []
 
 
@@ -375,3 +377,148 @@ async def test_core_mode_needs_no_operator_credentials(
 
     assert result.outputs["operationPhase"] == "Succeeded"
     assert len(controller.operations) == 1
+
+
+# -- sync windows, revisions, prune ----------------------------------------------------------
+
+# Opened by a schedule that fires every minute, for an hour: open whenever the test runs.
+OPEN = {"schedule": "* * * * *", "duration": "1h", "applications": ["dese-*"]}
+
+
+def project_with(*windows: dict[str, Any]) -> dict[str, Any]:
+    return app_project("frozen", list(windows))
+
+
+def in_project(app: dict[str, Any]) -> dict[str, Any]:
+    """``app`` in the project ``project_with`` makes."""
+    app["spec"]["project"] = "frozen"
+    return app
+
+
+@pytest.fixture(autouse=True)
+def any_app_and_project(request: pytest.FixtureRequest) -> None:
+    """The catalogue's runner may read the MCP layer's Applications and project only (by
+    name): these tests' other Applications and projects are granted here."""
+    if "cluster" in request.fixturenames:
+        cluster: Cluster = request.getfixturevalue("cluster")
+        rules = [
+            {"apiGroups": ["argoproj.io"], "resources": ["applications"],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": ["argoproj.io"], "resources": ["appprojects"], "verbs": ["get"]},
+        ]  # fmt: skip
+        cluster.grant("mcp", "mcp-remediator-runner", rules, at="argocd")
+
+
+async def test_a_deny_window_ends_the_step_sync_window_closed_and_writes_nothing(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    cluster.seed(project_with({**OPEN, "kind": "deny", "description": "release freeze"}))
+    cluster.seed(in_project(application()))
+    ArgoCdController(cluster.api)
+    env = await actions_env(cluster.connection)
+
+    with pytest.raises(StepFailed) as failed:
+        await env.run("argocdSync", {"application": "dese-api"})
+
+    assert failed.value.reason == "SyncWindowClosed"
+    assert not failed.value.transient  # waiting out a window is not a retry's job
+    assert "blocked by the active deny window '* * * * *' for 1h" in failed.value.message
+    assert "(release freeze)" in failed.value.message and "it closes at" in failed.value.message
+    assert "nothing was written" in failed.value.message
+    assert cluster.writes("applications") == []
+
+
+async def test_a_deny_window_open_to_manual_syncs_lets_the_operators_sync_run(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    cluster.seed(project_with({**OPEN, "kind": "deny", "manualSync": True}))
+    cluster.seed(in_project(application()))
+    controller = ArgoCdController(cluster.api)
+    env = await actions_env(cluster.connection)
+
+    result = await env.run("argocdSync", {"application": "dese-api"})
+
+    [operation] = controller.operations
+    assert operation["initiatedBy"] == {"username": "mcp-remediator", "automated": False}
+    assert result.outputs["operationPhase"] == "Succeeded"
+
+
+async def test_outside_every_allow_window_the_step_says_when_the_next_opens(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    # 29 February 2000 came and went: this allow window is never open now.
+    closed = {"kind": "allow", "schedule": "0 0 29 2 *", "duration": "1h", "namespaces": ["*"]}
+    cluster.seed(project_with(closed))
+    cluster.seed(in_project(application()))
+    env = await actions_env(cluster.connection)
+
+    with pytest.raises(StepFailed) as failed:
+        await env.run("argocdSync", {"application": "dese-api"})
+
+    assert failed.value.reason == "SyncWindowClosed"
+    assert "outside every allow window" in failed.value.message
+    assert "the next opens at 2028-02-29T00:00:00Z" in failed.value.message
+    assert cluster.writes("applications") == []
+
+
+async def test_an_operation_parked_by_a_window_is_reported_never_stacked_upon(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    cluster.seed(project_with({**OPEN, "kind": "deny"}))
+    cluster.seed(in_project(application()))
+    ArgoCdController(cluster.api)
+    # What an earlier core mode did: the operation written past the window.
+    operation = {"sync": {"revision": "main"}, "initiatedBy": {"username": "someone"}}
+    await cluster.api.patch_object(*APPS, "argocd", "dese-api", {"operation": operation})
+    parked = app_now(cluster)["status"]["operationState"]
+    assert (parked["phase"], parked["message"]) == ("Running", PARKED)  # as the controller does
+    before = len(cluster.writes("applications"))
+    env = await actions_env(cluster.connection)
+
+    with pytest.raises(StepFailed) as failed:
+        await env.run("argocdSync", {"application": "dese-api"})
+
+    assert failed.value.reason == "SyncWindowClosed"
+    assert "an operation is parked by a sync window" in failed.value.message
+    assert (
+        "by someone" in failed.value.message and "argocd app terminate-op" in failed.value.message
+    )
+    assert len(cluster.writes("applications")) == before
+
+
+async def test_api_mode_maps_the_servers_window_refusal(
+    http_mock: HttpMock, actions_env: ActionsEnvFactory
+) -> None:
+    server = ArgoCdServer(http_mock, API_TOKEN, application())
+    project = project_with({**OPEN, "kind": "deny"})
+    server.project = lambda app: project
+    env = await api_env(actions_env, http_mock)
+
+    with pytest.raises(StepFailed) as failed:
+        await env.run("argocdSync", {"application": "dese-api"})
+
+    assert failed.value.reason == "SyncWindowClosed"
+    assert "cannot sync: blocked by sync window" in failed.value.message
+    assert server.operations == []
+
+
+async def test_pruning_an_app_that_manages_kyverno_objects_is_refused(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    app = application("kyverno-policies")
+    app["status"]["resources"] = [
+        {"group": "kyverno.io", "kind": "ClusterPolicy", "name": "require-signed-images"},
+        {"group": "", "kind": "ConfigMap", "name": "x"},
+    ]
+    cluster.seed(app)
+    ArgoCdController(cluster.api)
+    env = await actions_env(cluster.connection)
+
+    with pytest.raises(Refused) as refused:
+        await env.run("argocdSync", {"application": "kyverno-policies", "prune": True})
+    assert refused.value.reason == KYVERNO
+    assert "ClusterPolicy/require-signed-images" in refused.value.message
+    assert cluster.writes("applications") == []
+    # Without prune the sync is GitOps: it runs.
+    result = await env.run("argocdSync", {"application": "kyverno-policies"})
+    assert result.outputs["operationPhase"] == "Succeeded"

@@ -70,6 +70,7 @@ NEEDED_BY = {
     "mcp-remediator-runner-kyverno-evidence@-:clusterpolicies": "kyverno",
     "mcp-remediator-runner-kyverno-evidence@-:clusterpolicyreports": "kyverno",
     "mcp-remediator-runner@argocd:applications": "argocd-sync",
+    "mcp-remediator-runner@argocd:appprojects": "argocd-sync",
 }
 
 

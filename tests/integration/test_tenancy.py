@@ -14,6 +14,7 @@ from typing import Any
 import kmock
 
 from fixtures.cluster import Cluster, OperatorUnderTest, deployment, remediation
+from fixtures.gitops import app_project
 from mcp_remediator.models import API_VERSION
 
 IMPERSONATE = "Impersonate-User"
@@ -183,6 +184,7 @@ def platform(cluster: Cluster) -> None:
             "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"}},
         }
     )
+    cluster.seed(app_project("platform"))
 
 
 ATTACK = [
@@ -253,7 +255,8 @@ async def test_the_same_steps_from_a_trusted_runbook_whose_account_is_granted_th
     restart = {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]}
     pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
     sync = {"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["get", "patch"]}
-    cluster.grant("mcp", "platform-runner", [patch, sync], at="argocd")
+    windows = {"apiGroups": ["argoproj.io"], "resources": ["appprojects"], "verbs": ["get"]}
+    cluster.grant("mcp", "platform-runner", [patch, sync, windows], at="argocd")
     cluster.grant("mcp", "platform-runner", [patch], at="platform")
     cluster.grant("mcp", "platform-runner", [restart, pods], at="payments")
     cluster.seed(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from fixtures.gitops import application
-from mcp_remediator.errors import StepFailed
+from mcp_remediator.errors import Refused
 from mcp_remediator.vendors.argocd import (
     USERNAME,
     build_operation,
@@ -41,18 +41,23 @@ def test_operation_matches_what_argo_cds_api_server_writes() -> None:
 
 
 def test_without_a_sync_policy_there_are_no_sync_options_and_no_retry() -> None:
-    operation = build_operation(application(target_revision=""), "v1.2.3", False, INFO)
+    operation = build_operation(application(target_revision="v1.2.3"), "v1.2.3", False, INFO)
     assert operation["sync"] == {"revision": "v1.2.3", "prune": False}
     assert "retry" not in operation
     assert target_revision(application(target_revision=""), None) == "HEAD"
 
 
-def test_auto_sync_apps_refuse_another_revision_as_the_api_server_does() -> None:
-    app = application(sync_policy={"automated": {"selfHeal": True}})
+@pytest.mark.parametrize("policy", [None, {"automated": {"selfHeal": True}}])
+def test_only_the_revision_git_tracks_is_synced_auto_sync_or_not(
+    policy: dict[str, Any] | None,
+) -> None:
+    app = application(sync_policy=policy)
     assert target_revision(app, "main") == "main"
-    with pytest.raises(StepFailed, match="auto-sync currently set to main") as caught:
-        target_revision(app, "feature-x")
-    assert caught.value.reason == "AutoSyncRevisionMismatch"
+    assert target_revision(app, None) == "main"
+    for other in ("feature-x", "attacker/unreviewed", "HEAD", "Main"):
+        with pytest.raises(Refused, match="would override Git, which has it track 'main'") as no:
+            target_revision(app, other)
+        assert no.value.reason == "RevisionOverrideRefused"
 
 
 @pytest.mark.parametrize(

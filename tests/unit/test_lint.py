@@ -291,6 +291,39 @@ def test_the_cli_takes_the_namespace(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "ProtectedNamespace" in capsys.readouterr().out
 
 
+def test_a_revision_git_does_not_track_is_reported_when_the_application_is_linted_too(
+    tmp_path: Path,
+) -> None:
+    text = """\
+    apiVersion: argoproj.io/v1alpha1
+    kind: Application
+    metadata: {name: dese-api, namespace: argocd}
+    spec:
+      project: default
+      source: {repoURL: "https://git.example/deploy.git", path: apps/api, targetRevision: main}
+      destination: {server: "https://kubernetes.default.svc", namespace: mcp}
+    ---
+    apiVersion: mcp.dese.ai/v1alpha1
+    kind: McpRunbook
+    metadata: {name: sync, namespace: mcp}
+    spec:
+      steps:
+        - {name: pinned, action: argocdSync, params: {application: dese-api, revision: main}}
+        - {name: branch, action: argocdSync,
+           params: {application: dese-api, revision: some-branch}}
+        - {name: elsewhere, action: argocdSync,
+           params: {application: not-linted, revision: some-branch}}
+    """
+    code, lines = lint(tmp_path, text)
+    assert code == 1
+    assert lines[0] == (
+        "x.yaml:16: McpRunbook/sync: RevisionOverrideRefused: steps[1].params.revision: "
+        "'some-branch' is not what Git has Application dese-api track ('main'): the step "
+        "would be refused; change targetRevision in Git, or omit revision"
+    )
+    assert lines[1:] == ["1 checked, 1 invalid"]
+
+
 def test_the_shipped_catalogue_and_samples_pass() -> None:
     out = io.StringIO()
     code = lint_paths(

@@ -19,6 +19,7 @@ in ``argocd`` or fails ``CredentialsNotAllowed`` before any request (``actions/c
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 
 from pydantic import Field
@@ -59,9 +60,15 @@ class ArgocdSyncParams(ActionParams):
         None,
         min_length=1,
         max_length=255,
-        description="Revision to sync to; default: the app's `targetRevision`.",
+        description="Revision to sync to: accepted only when it is the app's `targetRevision` "
+        "(what Git tracks); any other is refused `RevisionOverrideRefused`. Default: the "
+        "app's `targetRevision`.",
     )
-    prune: bool = Field(False, description="Delete resources that are no longer in Git.")
+    prune: bool = Field(
+        False,
+        description="Delete resources that are no longer in Git; refused for an app that "
+        "manages Kyverno objects.",
+    )
     wait: bool = Field(True, description="Wait until the app is Synced and Healthy.")
     timeoutSeconds: int = Field(
         300, ge=1, le=86_400, description="How long to wait for Synced and Healthy."
@@ -133,8 +140,9 @@ def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str,
     ArgocdSyncParams,
     "Start a sync of an Argo CD Application exactly as Argo CD's API does (core mode: sets "
     "the Application's `operation`; api mode: `POST /api/v1/applications/{name}/sync`); "
-    "refuses while another operation is running; waits for `Succeeded`, `Synced` and "
-    "`Healthy`.",
+    "honours the AppProject's sync windows (`SyncWindowClosed`); syncs only the revision "
+    "Git tracks (`RevisionOverrideRefused`) and never prunes Kyverno objects; refuses while "
+    "another operation is running; waits for `Succeeded`, `Synced` and `Healthy`.",
     writes=True,
     access=[
         Access.on_kinds(
@@ -142,6 +150,12 @@ def _outputs(state: argocd.AppState, namespace: str, revision: str) -> dict[str,
             ["get", "patch"],
             why="(core mode) reads the Application and starts a sync by setting its "
             "`operation`, then polls its sync and health status; api mode talks HTTP only.",
+        ),
+        Access.on_kinds(
+            ["AppProject"],
+            ["get"],
+            why="(core mode) reads the Application's AppProject for its sync windows, which "
+            "Argo CD's API server would check before starting a sync.",
         ),
         credentials.SECRET_ACCESS,
     ],
@@ -163,16 +177,32 @@ async def argocd_sync(params: ArgocdSyncParams, ctx: ActionContext) -> ActionRes
             reason=argocd.APP_NOT_FOUND,
         )
     state = argocd.read_state(app)
+    # GitOps first: another revision than Git's, or a prune that would delete Kyverno
+    # objects, is an override whatever the windows say.
     revision = argocd.target_revision(app, params.revision)
+    argocd.check_prune(app, params.prune)
     outputs = _outputs(state, namespace, revision)
     resumed = argocd.started_by(app, info)
+    held = argocd.parked(app)
+    if held is not None:
+        # Held by the controller until a window opens: never stacked upon; ours or not,
+        # waiting here would only run into the step's timeout.
+        whose = "this step's sync (an earlier attempt)" if resumed else "an operation"
+        raise argocd.window_closed(
+            name, f"{whose} is parked by a sync window: {held}; Argo CD runs it when the "
+            f"window opens, or `argocd app terminate-op {name}` drops it",
+        )  # fmt: skip
+    if not resumed:
+        if state.in_flight:
+            raise argocd.in_progress_failure(name, state)
+        verdict = await client.sync_window(app, datetime.datetime.now(datetime.UTC))
+        if not verdict.allowed:
+            raise argocd.window_closed(name, verdict.reason)
     if ctx.dry_run:
         return ActionResult(
             f"would sync Application {name} to {revision} (now: {state.summary()})", outputs
         )
     if not resumed:
-        if state.in_flight:
-            raise argocd.in_progress_failure(name, state)
         await ctx.checkpoint({"application": name, "namespace": namespace, "revision": revision})
         app = await client.start_sync(app, params.revision, params.prune, info)
         state = argocd.read_state(app)

@@ -194,6 +194,30 @@ def application(name: str) -> dict[str, Any]:
     }
 
 
+def app_project() -> dict[str, Any]:
+    """The Applications' AppProject: a weekend freeze of automated syncs only (a manual
+    sync, as the operator's, may run, so the demo works on any day)."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "default", "namespace": ARGOCD_NAMESPACE},
+        "spec": {
+            "sourceRepos": ["*"],
+            "destinations": [{"server": "*", "namespace": "*"}],
+            "syncWindows": [
+                {
+                    "kind": "deny",
+                    "schedule": "0 0 * * 6",
+                    "duration": "48h",
+                    "applications": ["*"],
+                    "manualSync": True,
+                    "description": "weekend freeze of automated syncs",
+                }
+            ],
+        },
+    }
+
+
 def cluster_policy(name: str, action: str, rule: str, gitops_path: str) -> dict[str, Any]:
     return {
         "apiVersion": "kyverno.io/v1",
@@ -498,6 +522,7 @@ class World:
         api.seed(policy_report())
         api.seed(config_map())
         api.seed(argocd_rbac())
+        api.seed(app_project())
         api.apply(tenant())
         api.add_reactor("apps/v1", "deployments", complete_rollouts)
         api.add_reactor("apps/v1", "deployments", self._on_deployment)

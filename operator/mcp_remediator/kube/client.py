@@ -66,6 +66,7 @@ KINDS: dict[str, Kind] = {
     "Service": Kind("v1", "services"),
     "Event": Kind("v1", "events"),
     "Application": Kind("argoproj.io/v1alpha1", "applications"),
+    "AppProject": Kind("argoproj.io/v1alpha1", "appprojects"),
     "ClusterPolicy": Kind("kyverno.io/v1", "clusterpolicies", namespaced=False),
     "Policy": Kind("kyverno.io/v1", "policies"),
     "PolicyException": Kind("kyverno.io/v2", "policyexceptions"),

@@ -1658,6 +1658,7 @@ _AUTH_KINDS: list[tuple[str, str, str, bool, frozenset[str], list[str]]] = [
 # CRDs of Argo CD, Kyverno and the policy-report WG, with schemas that prune nothing.
 _THIRD_PARTY_CRDS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ("argoproj.io/v1alpha1", "applications", "Application", True, False, ["app", "apps"]),
+    ("argoproj.io/v1alpha1", "appprojects", "AppProject", True, False, ["appproj", "appprojs"]),
     ("kyverno.io/v1", "clusterpolicies", "ClusterPolicy", False, True, ["cpol"]),
     ("kyverno.io/v1", "policies", "Policy", True, True, ["pol"]),
     ("kyverno.io/v2", "policyexceptions", "PolicyException", True, False, ["polex"]),

@@ -43,6 +43,7 @@ from mcp_remediator.runbook.validation import (
 )
 from mcp_remediator.settings import Settings
 from mcp_remediator.tools import crdschema
+from mcp_remediator.vendors import argocd
 
 KINDS = ("McpRunbook", "McpRemediation")
 DEFAULT_NAMESPACE = "default"
@@ -100,14 +101,69 @@ def _in_spec(problems: Iterable[Problem]) -> list[Problem]:
     return [Problem(p.reason, p.message, ("spec", *p.path)) for p in problems]
 
 
+# (namespace, name) of an Argo CD Application → the revision it tracks in Git
+Tracked = dict[tuple[str, str], str]
+
+
+def tracked_revisions(docs: Iterable[Document], settings: Settings) -> Tracked:
+    """The Argo CD Applications among the linted documents (a GitOps repo holds them
+    beside the runbooks) and what each tracks."""
+    tracked: Tracked = {}
+    for doc in docs:
+        body = doc.body
+        if body.get("kind") != "Application" or not str(body.get("apiVersion", "")).startswith(
+            "argoproj.io/"
+        ):
+            continue
+        name = doc._meta("name")
+        if name is not None:
+            key = (doc.namespace or settings.argocd_namespace, name)
+            tracked[key] = argocd.tracked_revision(body)
+    return tracked
+
+
+def revision_problems(doc: Document, settings: Settings, tracked: Tracked) -> list[Problem]:
+    """``argocdSync`` steps whose ``revision`` is not what Git has their Application
+    track: refused at run time (``RevisionOverrideRefused``), reported here first."""
+    spec = doc.body.get("spec")
+    steps = spec.get("steps") if isinstance(spec, dict) else None
+    problems = []
+    for index, step in enumerate(steps if isinstance(steps, list) else []):
+        params = step.get("params") if isinstance(step, dict) else None
+        if not isinstance(params, dict) or step.get("action") != "argocdSync":
+            continue
+        revision, app = params.get("revision"), params.get("application")
+        namespace = params.get("argocdNamespace") or settings.argocd_namespace
+        if not isinstance(revision, str) or not isinstance(app, str) or "{{" in revision + app:
+            continue
+        wanted = tracked.get((str(namespace), app))
+        if wanted is not None and revision != wanted:
+            problems.append(
+                Problem(
+                    argocd.REVISION_OVERRIDE,
+                    f"steps[{index}].params.revision: {revision!r} is not what Git has "
+                    f"Application {app} track ({wanted!r}): the step would be refused; "
+                    "change targetRevision in Git, or omit revision",
+                    ("spec", "steps", index, "params", "revision"),
+                )
+            )
+    return problems
+
+
 def check_document(
-    doc: Document, settings: Settings, namespace: str = DEFAULT_NAMESPACE
+    doc: Document,
+    settings: Settings,
+    namespace: str = DEFAULT_NAMESPACE,
+    tracked: Tracked | None = None,
 ) -> list[Problem]:
     """Every problem of one McpRunbook or McpRemediation; each ``path`` is from the
-    document's root. ``namespace``: the document's when its metadata names none. Never
-    raises."""
+    document's root. ``namespace``: the document's when its metadata names none;
+    ``tracked``: the Applications linted beside it. Never raises."""
     try:
-        return _check_document(doc, settings, namespace)
+        # On a document that is otherwise valid (its steps have the shape they must).
+        return _check_document(doc, settings, namespace) or revision_problems(
+            doc, settings, tracked or {}
+        )
     except Exception as exc:
         return [unexpected("document", exc)]
 
@@ -169,24 +225,26 @@ def lint_paths(
     paths: Sequence[str], settings: Settings, out: TextIO, namespace: str = DEFAULT_NAMESPACE
 ) -> int:
     checked = failed = 0
+    read: list[Document] = []
     for path in yaml_files(paths):
         try:
-            docs = list(documents(path))
+            read.extend(documents(path))
         except (OSError, ValueError, yaml.YAMLError) as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             return 2
-        for doc in docs:
-            if doc.body.get("kind") not in KINDS:
-                continue
-            checked += 1
-            problems = check_document(doc, settings, namespace)
-            if problems:
-                failed += 1
-                for problem in problems:
-                    line = f"{doc.where(problem.path)}: {problem.reason}: {problem.message}"
-                    print(one_line(line), file=out)
-            else:
-                print(one_line(f"{doc.label}: ok"), file=out)
+    tracked = tracked_revisions(read, settings)
+    for doc in read:
+        if doc.body.get("kind") not in KINDS:
+            continue
+        checked += 1
+        problems = check_document(doc, settings, namespace, tracked)
+        if problems:
+            failed += 1
+            for problem in problems:
+                line = f"{doc.where(problem.path)}: {problem.reason}: {problem.message}"
+                print(one_line(line), file=out)
+        else:
+            print(one_line(f"{doc.label}: ok"), file=out)
     if checked == 0:
         print("no McpRunbook or McpRemediation documents found", file=out)
         return 2

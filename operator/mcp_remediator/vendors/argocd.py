@@ -24,6 +24,7 @@ visible ASCII) fails the step before anything is sent, naming where it came from
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -32,15 +33,28 @@ import httpx
 from pydantic import SecretStr
 
 from mcp_remediator import redact
-from mcp_remediator.errors import StepFailed, TransientFailure
+from mcp_remediator.errors import Refused, StepFailed, TransientFailure
+from mcp_remediator.kube import refusals
 from mcp_remediator.kube.client import KINDS, ApiError, KubeApi
 from mcp_remediator.settings import Settings
+from mcp_remediator.vendors import argocd_windows
+from mcp_remediator.vendors.argocd_windows import Verdict
 
+# Who the operation says started it. ``automated: false``: the operator syncs on behalf
+# of a person's runbook, as ``argocd app sync`` would, so Argo CD judges it by the rules of
+# manual syncs (a window's ``manualSync``) and records it as a manual sync in its history;
+# ``automated: true`` belongs to Argo CD's own auto-sync, whose retries and self-heal
+# bookkeeping would then count our operation as theirs.
 USERNAME = "mcp-remediator"
 APPLICATION = KINDS["Application"]
+APP_PROJECT = KINDS["AppProject"]
 COMPLETED_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 IN_PROGRESS = "OperationInProgress"
 APP_NOT_FOUND = "ApplicationNotFound"
+WINDOW_CLOSED = "SyncWindowClosed"
+REVISION_OVERRIDE = "RevisionOverrideRefused"
+# The controller's message on an operation it holds back (``controller/sync.go``).
+PARKED = "blocked by sync window"
 # gRPC status codes that Argo CD's REST gateway puts into error bodies.
 GRPC_FAILED_PRECONDITION = 9
 GRPC_NOT_FOUND = 5
@@ -125,19 +139,69 @@ def started_by(app: dict[str, Any], info: list[dict[str, str]]) -> bool:
     return all((i["name"], i["value"]) in present for i in info)
 
 
-def target_revision(app: dict[str, Any], revision: str | None) -> str:
-    """The revision to sync, with the API server's rule for apps under auto-sync."""
+def tracked_revision(app: dict[str, Any]) -> str:
+    """The revision the Application tracks in Git (its first source's)."""
     spec = app.get("spec") or {}
     source: dict[str, Any] = spec.get("source") or next(iter(spec.get("sources") or []), {})
-    tracked = source.get("targetRevision") or "HEAD"
-    automated = (spec.get("syncPolicy") or {}).get("automated")
-    if revision and automated is not None and revision != tracked:
-        raise StepFailed(
-            f"cannot sync Application {app['metadata']['name']} to {revision}: auto-sync "
-            f"currently set to {tracked}",
-            reason="AutoSyncRevisionMismatch",
+    return str(source.get("targetRevision") or "HEAD")
+
+
+def target_revision(app: dict[str, Any], revision: str | None) -> str:
+    """The revision to sync: the one the Application tracks. Another one is a GitOps
+    override (a branch nobody reviewed, synced by hand), refused ``RevisionOverrideRefused``:
+    what runs changes through Git, by changing ``targetRevision`` there."""
+    tracked = tracked_revision(app)
+    if revision and revision != tracked:
+        name = (app.get("metadata") or {}).get("name")
+        raise Refused(
+            REVISION_OVERRIDE,
+            f"refused: syncing Application {name} to {revision!r} would override Git, which "
+            f"has it track {tracked!r}; change targetRevision in Git to deploy another "
+            "revision, or omit revision",
         )
-    return revision or tracked
+    return tracked
+
+
+def kyverno_resources(app: dict[str, Any]) -> list[str]:
+    """The Kyverno objects the Application manages (its ``status.resources``)."""
+    found = []
+    for item in (app.get("status") or {}).get("resources") or []:
+        group = str(item.get("group") or "").strip().lower().rstrip("./")
+        if group in refusals.KYVERNO_GROUPS or group.endswith(".kyverno.io"):
+            found.append(f"{item.get('kind')}/{item.get('name')}")
+    return found
+
+
+def check_prune(app: dict[str, Any], prune: bool) -> None:
+    """A pruning sync of an Application that manages Kyverno objects deletes policies that
+    left Git without a review of the deletion by Argo CD's own prune rules: refused."""
+    managed = kyverno_resources(app) if prune else []
+    if managed:
+        name = (app.get("metadata") or {}).get("name")
+        raise Refused(
+            refusals.KYVERNO,
+            f"refused: a sync with prune of Application {name} would delete Kyverno objects "
+            f"it manages ({', '.join(managed[:5])}{', ...' if len(managed) > 5 else ''}) by "
+            "hand; sync without prune, and remove policies through Git",
+        )
+
+
+def parked(app: dict[str, Any]) -> str | None:
+    """What an operation the controller holds back in a sync window says, else ``None``."""
+    state = (app.get("status") or {}).get("operationState") or {}
+    message = str(state.get("message") or "")
+    if app.get("operation") and state.get("phase") == "Running" and PARKED in message:
+        who = ((app.get("operation") or {}).get("initiatedBy") or {}).get("username") or "?"
+        since = state.get("startedAt") or "?"
+        return f"{message} (started {since} by {who})"
+    return None
+
+
+def window_closed(name: str, why: str) -> StepFailed:
+    return StepFailed(
+        f"cannot sync Application {name} now: {why}; nothing was written",
+        reason=WINDOW_CLOSED,
+    )
 
 
 def build_operation(
@@ -174,6 +238,10 @@ class ArgoCd(Protocol):
 
     async def get(self, name: str, namespace: str) -> dict[str, Any] | None: ...
 
+    async def sync_window(self, app: dict[str, Any], now: datetime.datetime) -> Verdict:
+        """Whether the sync windows let a manual sync of ``app`` start ``now``."""
+        ...
+
     async def start_sync(
         self,
         app: dict[str, Any],
@@ -186,9 +254,31 @@ class ArgoCd(Protocol):
 class CoreArgoCd:
     """Core mode: Application objects through the Kubernetes API."""
 
-    def __init__(self, kube: KubeApi):
+    def __init__(self, kube: KubeApi, settings: Settings):
         self.kube = kube
         self.where = "the Kubernetes API (core mode)"
+        # AppProjects live in Argo CD's own namespace, whatever the Application's.
+        self.projects_namespace = settings.argocd_namespace
+
+    async def sync_window(self, app: dict[str, Any], now: datetime.datetime) -> Verdict:
+        """The API server's check, which writing the operation directly would skip: the
+        windows of the app's AppProject that match it, judged for a manual sync."""
+        project = str((app.get("spec") or {}).get("project") or "default")
+        where = f"AppProject {self.projects_namespace}/{project}"
+        try:
+            found = await self.kube.get_or_none(
+                APP_PROJECT.api_version, APP_PROJECT.plural, self.projects_namespace, project
+            )
+        except ApiError as exc:
+            raise exc.as_step_failure(f"reading {where} (its sync windows)") from exc
+        if found is None:
+            raise StepFailed(
+                f"{where} of Application {app['metadata']['name']} not found: Argo CD would "
+                "not sync it either",
+                reason="AppProjectNotFound",
+            )
+        windows = argocd_windows.matching(argocd_windows.windows_of(found), app)
+        return argocd_windows.can_sync(windows, manual=True, now=now)
 
     async def get(self, name: str, namespace: str) -> dict[str, Any] | None:
         try:
@@ -286,6 +376,11 @@ class ApiArgoCd:
         self.headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
         self.default_namespace = settings.argocd_namespace
 
+    async def sync_window(self, app: dict[str, Any], now: datetime.datetime) -> Verdict:
+        """The API server judges the windows itself when the sync is asked for (its
+        refusal is mapped to ``SyncWindowClosed``)."""
+        return Verdict(True, "")
+
     def _url(self, name: str, suffix: str = "") -> str:
         return f"{self.base}/api/v1/applications/{quote(name, safe='')}{suffix}"
 
@@ -316,6 +411,12 @@ class ApiArgoCd:
     def _error(self, what: str, status: int, body: dict[str, Any]) -> StepFailed:
         said = [body.get(key) for key in ("message", "error")]
         message = next((v[:300] for v in said if isinstance(v, str) and v), f"HTTP {status}")
+        if "blocked by sync window" in message or "invalid sync window" in message:
+            # PermissionDenied (403) from the server's CanSync: not the token's fault.
+            return StepFailed(
+                f"{what}: {self.where} answered: {message}; nothing was started",
+                reason=WINDOW_CLOSED,
+            )
         if status in (401, 403):
             return StepFailed(
                 f"{what}: {self.where} answered {status} ({message}); check the token's "
@@ -380,4 +481,4 @@ def client(
         return ApiArgoCd(
             http, settings, server, token, server_source=server_source, token_source=token_source
         )
-    return CoreArgoCd(kube)
+    return CoreArgoCd(kube, settings)
