@@ -4,6 +4,8 @@ says what is wrong (the receiver answers it 400), never another exception (a 500
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,46 @@ def test_the_largest_counts_and_times_are_accepted() -> None:
 def test_times_out_of_range_in_utc_are_value_errors() -> None:
     with pytest.raises(ValueError, match="years 1 to 9999 UTC"):
         records.canonical_time("9999-12-31T23:59:59-00:01")
+
+
+# -- what Alertmanager 0.25 to 0.34 sends, and what it sends with a custom payload --------
+
+DATA = Path(__file__).parents[1] / "data"
+# v0.34.0's webhook Message: the embedded template.Data's JSON fields, then its own.
+V034_FIELDS = [
+    "receiver",
+    "status",
+    "alerts",
+    "notification_reason",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "routeLabels",
+    "externalURL",
+    "version",
+    "groupKey",
+    "truncatedAlerts",
+]
+ALERT_FIELDS = [
+    "status",
+    "labels",
+    "annotations",
+    "startsAt",
+    "endsAt",
+    "generatorURL",
+    "fingerprint",
+]
+
+
+def captured(version: str, status: str) -> Any:
+    return load_json((DATA / f"alertmanager-{version}-{status}.json").read_bytes())
+
+
+@pytest.mark.parametrize("status", ["firing", "resolved"])
+def test_the_034_payloads_are_the_025_captures_with_the_fields_034_added(status: str) -> None:
+    old, new = captured("0.25", status), captured("0.34", status)
+
+    assert list(new) == V034_FIELDS
+    assert list(old) == [f for f in V034_FIELDS if f not in ("notification_reason", "routeLabels")]
+    assert {k: v for k, v in new.items() if k in old} == old
+    assert all(list(alert) == ALERT_FIELDS for alert in old["alerts"])
