@@ -145,3 +145,42 @@ def test_the_034_payloads_are_the_025_captures_with_the_fields_034_added(status:
     assert list(old) == [f for f in V034_FIELDS if f not in ("notification_reason", "routeLabels")]
     assert {k: v for k, v in new.items() if k in old} == old
     assert all(list(alert) == ALERT_FIELDS for alert in old["alerts"])
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "reason"),
+    [
+        ("0.25", "firing", None),
+        ("0.25", "resolved", None),
+        ("0.34", "firing", "first notification"),
+        ("0.34", "resolved", "all alerts resolved"),
+    ],
+)
+def test_payloads_of_both_versions_parse_to_the_same_alerts(
+    version: str, status: str, reason: str | None
+) -> None:
+    parsed = WebhookPayload.parse(captured(version, status))
+    reference = WebhookPayload.parse(captured("0.25", status))
+
+    assert parsed.alerts == reference.alerts and parsed.groupKey == reference.groupKey
+    assert parsed.notification_reason == reason
+    fields = parsed.record_fields()
+    assert fields == {"groupKey": '{}:{alertname="RedisLowCacheHitRatio"}'} | (
+        {"notificationReason": reason} if reason else {}
+    )
+
+
+def test_fields_a_later_alertmanager_may_add_are_ignored_not_refused() -> None:
+    later = {
+        **body(extra={"nested": [1, {"deep": None}]}, silencedBy=["x"]),
+        "routeLabels": {"team": "sre"},
+        "routeLabelsV2": [{"name": "team"}],
+        "someFutureFlag": True,
+        "notification_reason": {"code": 5, "text": "a new shape"},
+    }
+
+    parsed = WebhookPayload.parse(later)
+
+    assert [a.fingerprint for a in parsed.alerts] == [ALERT["fingerprint"]]
+    assert parsed.notification_reason is None  # only recorded: a changed type is dropped
+    assert "notificationReason" not in parsed.record_fields()

@@ -6,6 +6,12 @@ several (duplicate keys) or what no later step could encode (lone UTF-16 surroga
 survive (nesting deep enough to exhaust the recursion limit). ``WebhookPayload.parse``
 checks the shape. Both raise ``PayloadError`` (answered 400) for a body Alertmanager
 should not retry. Used by ``alerts.receiver``, ``alerts.ingest`` and ``tools.simulate``.
+
+Alertmanager's body (``Message`` in its ``notify/webhook``) is the same version "4" from
+0.25 to 0.34; later versions only added fields: ``notification_reason`` (0.32: why this
+notification went out, e.g. "first notification", "repeat interval elapsed") and
+``routeLabels`` (0.34). Fields the models do not declare are ignored, never refused: a
+field a newer Alertmanager adds must not cost a notification (a 4xx is never retried).
 """
 
 from __future__ import annotations
@@ -125,7 +131,7 @@ class WebhookAlert(BaseModel):
 
 
 class WebhookPayload(BaseModel):
-    """Alertmanager's webhook body, version 4."""
+    """Alertmanager's webhook body, version 4 (the fields the receiver uses)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -135,6 +141,21 @@ class WebhookPayload(BaseModel):
     truncatedAlerts: int = Field(0, ge=0, le=UINT64_MAX)
     status: str = ""
     receiver: str = ""
+    notification_reason: str | None = None  # Alertmanager's own (snake_case) name
+
+    @field_validator("notification_reason", mode="before")
+    @classmethod
+    def _reason_or_nothing(cls, value: Any) -> str | None:
+        """Only recorded, never acted on: a value of another type is dropped, not refused."""
+        return value if isinstance(value, str) else None
+
+    def record_fields(self) -> dict[str, str]:
+        """What each record of this notification keeps beside its alert in ``spec.alert``,
+        under the names of our API (camelCase: ``notificationReason``)."""
+        fields = {"groupKey": self.groupKey}
+        if self.notification_reason is not None:
+            fields["notificationReason"] = self.notification_reason
+        return fields
 
     @classmethod
     def parse(cls, data: Any) -> WebhookPayload:
