@@ -633,11 +633,11 @@ async def test_storm_within_one_group_admits_one_run_and_skips_the_rest(
     [
         (b"{not json", "body is not JSON"),
         (b"\xff\xfe", "body is not JSON"),
-        (b"[]", "must be a JSON object"),
-        (b'{"alerts": []}', "missing field 'version'"),
+        (b"[]", "not an Alertmanager webhook payload (version 4): it is a JSON array"),
+        (b'{"alerts": []}', "it has no 'version' field"),
         (b'{"version": "3", "alerts": []}', "unsupported webhook payload version '3'"),
         (b'{"version": 4, "alerts": []}', "unsupported webhook payload version 4"),
-        (b'{"version": "4"}', "alerts: Field required"),
+        (b'{"version": "4"}', "it has no 'alerts' field"),
         (b'{"version": "4", "alerts": {}}', "alerts: Input should be a valid list"),
     ],
 )
@@ -648,6 +648,22 @@ async def test_malformed_bodies_answer_400(
 
     assert response.status_code == 400
     assert message in response.json()["error"]
+    assert cluster.writes() == []
+
+
+async def test_a_custom_payload_answers_400_saying_to_remove_it(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    """What Alertmanager 0.32+ posts for a webhook_config with a `payload` template: JSON of
+    the template's shape, no version, no alerts. No retry can read it (a 4xx: dropped)."""
+    custom = {"title": "[FIRING:1] RedisLowCacheHitRatio", "text": "hit ratio below 80%"}
+
+    response = await post(receiver, custom)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "not an Alertmanager webhook payload" in error
+    assert "webhook_config sets `payload`" in error and "remove it" in error
     assert cluster.writes() == []
 
 

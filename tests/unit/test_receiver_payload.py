@@ -184,3 +184,23 @@ def test_fields_a_later_alertmanager_may_add_are_ignored_not_refused() -> None:
     assert [a.fingerprint for a in parsed.alerts] == [ALERT["fingerprint"]]
     assert parsed.notification_reason is None  # only recorded: a changed type is dropped
     assert "notificationReason" not in parsed.record_fields()
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        ([{"text": "RedisDown firing"}], "it is a JSON array, not an object"),
+        ("RedisDown firing", "it is 'RedisDown firing', not an object"),
+        ({"text": "RedisDown firing", "channel": "#ops"}, "no 'version' and no 'alerts' field"),
+        ({"version": "4", "text": "RedisDown firing"}, "it has no 'alerts' field"),
+        ({"alerts": [ALERT]}, "it has no 'version' field"),
+    ],
+)
+def test_a_custom_payload_is_refused_with_the_advice_to_remove_it(data: Any, what: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        WebhookPayload.parse(data)
+
+    message = str(caught.value)
+    assert message.startswith("the body is JSON but not an Alertmanager webhook payload")
+    assert what in message
+    assert "webhook_config sets `payload`" in message and "remove it" in message

@@ -12,6 +12,9 @@ Alertmanager's body (``Message`` in its ``notify/webhook``) is the same version 
 notification went out, e.g. "first notification", "repeat interval elapsed") and
 ``routeLabels`` (0.34). Fields the models do not declare are ignored, never refused: a
 field a newer Alertmanager adds must not cost a notification (a 4xx is never retried).
+What a receiver's custom ``payload`` template sends instead (Alertmanager 0.32 and later)
+is JSON of any shape; a body without ``version`` and ``alerts`` is refused with a message
+that says so, since no retry could make it readable.
 """
 
 from __future__ import annotations
@@ -130,6 +133,14 @@ class WebhookAlert(BaseModel):
         return value
 
 
+def _not_webhook_v4(what: str) -> PayloadError:
+    return PayloadError(
+        f"the body is JSON but not an Alertmanager webhook payload (version 4): {what}. "
+        "If the Alertmanager receiver's webhook_config sets `payload` (a custom template), "
+        "remove it: this receiver reads only the body Alertmanager sends by default"
+    )
+
+
 class WebhookPayload(BaseModel):
     """Alertmanager's webhook body, version 4 (the fields the receiver uses)."""
 
@@ -160,9 +171,10 @@ class WebhookPayload(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> WebhookPayload:
         if not isinstance(data, dict):
-            raise PayloadError("the body must be a JSON object (Alertmanager webhook payload)")
-        if "version" not in data:
-            raise PayloadError("missing field 'version' (Alertmanager sends version \"4\")")
+            raise _not_webhook_v4(f"it is {brief(data)}, not an object")
+        missing = [field for field in ("version", "alerts") if field not in data]
+        if missing:
+            raise _not_webhook_v4(f"it has no {' and no '.join(map(repr, missing))} field")
         if data["version"] != "4":
             raise PayloadError(
                 f'unsupported webhook payload version {brief(data["version"])}; expected "4"'
