@@ -718,6 +718,7 @@ async def test_oversize_body_answers_413(
         )
 
     assert declared.status_code == 413 and "2048 bytes" in declared.json()["error"]
+    assert "max_alerts" in declared.json()["error"]
     assert streamed.status_code == 413
     assert cluster.writes() == []
     small = await post(receiver, payload(alert()))
@@ -779,7 +780,7 @@ async def test_api_down_answers_503_and_a_retry_after_recovery_creates_it(
 
         down = await post(receiver, payload(alert()))
 
-        assert down.status_code == 503
+        assert down.status_code == 503 and down.headers["Retry-After"] == "1"
         assert "Kubernetes API unavailable" in down.json()["error"]
         async with kmock.Server(api, port=port):
             retried = await post(receiver, payload(alert()))
@@ -808,6 +809,7 @@ async def test_cold_cache_answers_503_and_readyz_tells(
 
     assert ready.status_code == 503 and alive.status_code == 200
     assert response.status_code == 503 and "not warm" in response.json()["error"]
+    assert response.headers["Retry-After"] == "1"
 
 
 # -- metrics ----------------------------------------------------------------------------
