@@ -99,7 +99,7 @@ class OperatorMetrics:
             "mcp_receiver_dropped_connections",
             "Connections the receiver ended early, by reason: limit (answered 503 at the "
             "cap), evicted (idle, closed to make room at the cap), headers (header timeout), "
-            "body (body timeout, answered 408).",
+            "body (body timeout, answered 503).",
             ["reason"],
             registry=self.registry,
         )

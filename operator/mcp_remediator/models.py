@@ -210,6 +210,12 @@ class AlertInfo(_Model):
     endsAt: str | None = None
     generatorURL: str | None = None
     groupKey: str | None = None
+    notificationReason: str | None = Field(
+        None,
+        description="Why Alertmanager sent the notification that created this record (its "
+        "notification_reason, from 0.32 on: 'first notification', 'new alerts added', "
+        "'repeat interval elapsed', ...); absent with older Alertmanagers.",
+    )
 
 
 class RemediationSpec(_Model):

@@ -65,13 +65,14 @@ class Settings(BaseModel):
         gt=0,
         description="Time a client has to send a request's line and headers: from the "
         "connection's opening, or on a kept-alive connection from the request's first byte. "
-        "Past it the connection is closed (a first request gets a 408 first).",
+        "Past it the connection is closed (a first request gets a 503 first, so that "
+        "Alertmanager retries).",
     )
     receiver_body_timeout_seconds: float = Field(
         30.0,
         gt=0,
         description="Time a client has to send a webhook body once its headers are in; "
-        "past it the receiver answers 408 and closes the connection.",
+        "past it the receiver answers 503 (Alertmanager retries) and closes the connection.",
     )
     receiver_api_timeout_seconds: float = Field(
         5.0,

@@ -633,11 +633,11 @@ async def test_storm_within_one_group_admits_one_run_and_skips_the_rest(
     [
         (b"{not json", "body is not JSON"),
         (b"\xff\xfe", "body is not JSON"),
-        (b"[]", "must be a JSON object"),
-        (b'{"alerts": []}', "missing field 'version'"),
+        (b"[]", "not an Alertmanager webhook payload (version 4): it is a JSON array"),
+        (b'{"alerts": []}', "it has no 'version' field"),
         (b'{"version": "3", "alerts": []}', "unsupported webhook payload version '3'"),
         (b'{"version": 4, "alerts": []}', "unsupported webhook payload version 4"),
-        (b'{"version": "4"}', "alerts: Field required"),
+        (b'{"version": "4"}', "it has no 'alerts' field"),
         (b'{"version": "4", "alerts": {}}', "alerts: Input should be a valid list"),
     ],
 )
@@ -648,6 +648,22 @@ async def test_malformed_bodies_answer_400(
 
     assert response.status_code == 400
     assert message in response.json()["error"]
+    assert cluster.writes() == []
+
+
+async def test_a_custom_payload_answers_400_saying_to_remove_it(
+    cluster: Cluster, receiver: Receiver
+) -> None:
+    """What Alertmanager 0.32+ posts for a webhook_config with a `payload` template: JSON of
+    the template's shape, no version, no alerts. No retry can read it (a 4xx: dropped)."""
+    custom = {"title": "[FIRING:1] RedisLowCacheHitRatio", "text": "hit ratio below 80%"}
+
+    response = await post(receiver, custom)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "not an Alertmanager webhook payload" in error
+    assert "webhook_config sets `payload`" in error and "remove it" in error
     assert cluster.writes() == []
 
 
@@ -702,6 +718,7 @@ async def test_oversize_body_answers_413(
         )
 
     assert declared.status_code == 413 and "2048 bytes" in declared.json()["error"]
+    assert "max_alerts" in declared.json()["error"]
     assert streamed.status_code == 413
     assert cluster.writes() == []
     small = await post(receiver, payload(alert()))
@@ -763,7 +780,7 @@ async def test_api_down_answers_503_and_a_retry_after_recovery_creates_it(
 
         down = await post(receiver, payload(alert()))
 
-        assert down.status_code == 503
+        assert down.status_code == 503 and down.headers["Retry-After"] == "1"
         assert "Kubernetes API unavailable" in down.json()["error"]
         async with kmock.Server(api, port=port):
             retried = await post(receiver, payload(alert()))
@@ -792,6 +809,7 @@ async def test_cold_cache_answers_503_and_readyz_tells(
 
     assert ready.status_code == 503 and alive.status_code == 200
     assert response.status_code == 503 and "not warm" in response.json()["error"]
+    assert response.headers["Retry-After"] == "1"
 
 
 # -- metrics ----------------------------------------------------------------------------

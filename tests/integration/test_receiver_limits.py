@@ -139,7 +139,8 @@ async def test_a_slow_loris_on_the_headers_is_cut_within_the_header_timeout(
 
         assert nothing == b""  # no request begun: closed without a word
         status, body = answer(received)
-        assert status == 408
+        assert status == 503  # not a 408: Alertmanager retries a 5xx, never a 4xx
+        assert b"\r\nretry-after: 1\r\n" in received.lower()
         assert "MCP_RECEIVER_HEADER_TIMEOUT_SECONDS" in body["error"]
         for elapsed in (quiet_after, slow_after):
             assert 1 - 0.05 <= elapsed <= 1 + MARGIN
@@ -150,8 +151,9 @@ async def test_a_slow_loris_on_the_headers_is_cut_within_the_header_timeout(
 async def test_a_slow_loris_on_the_body_is_cut_within_the_body_timeout(
     cluster: Cluster, clients: list[Client], authorized: bool
 ) -> None:
-    """With the token the body is awaited up to the body timeout, then answered 408;
-    without, the 401 comes at once and the unread body may not trickle on either."""
+    """With the token the body is awaited up to the body timeout, then answered 503 (a
+    retry may well come in time: not a 408, which Alertmanager would drop); without, the
+    401 comes at once and the unread body may not trickle on either."""
     cluster.seed(runbook())
     async with started_receiver(
         cluster, receiver_body_timeout_seconds=1, receiver_header_timeout_seconds=1
@@ -165,7 +167,8 @@ async def test_a_slow_loris_on_the_body_is_cut_within_the_body_timeout(
 
         status, body = answer(received)
         if authorized:
-            assert status == 408
+            assert status == 503
+            assert b"\r\nretry-after: 1\r\n" in received.lower()
             assert "MCP_RECEIVER_BODY_TIMEOUT_SECONDS" in body["error"]
             assert metric(receiver, "mcp_receiver_dropped_connections_total", reason="body") == 1
         else:
@@ -173,6 +176,30 @@ async def test_a_slow_loris_on_the_body_is_cut_within_the_body_timeout(
         # headers are in at once: the body timeout, or the header timeout from the first
         # byte after the 401 (aiohttp reads an unread body on, for up to 10 s)
         assert 1 - 0.05 <= elapsed <= 1 + MARGIN
+        assert cluster.writes(REMEDIATIONS) == []
+
+
+async def test_a_client_gone_before_its_body_is_counted_499_not_as_a_bad_payload(
+    cluster: Cluster, clients: list[Client]
+) -> None:
+    """Nobody reads that answer: it counts as neither a malformed payload (400) nor an
+    outage (5xx); the client's own retry follows its connection error."""
+    cluster.seed(runbook())
+    async with started_receiver(cluster) as receiver:
+        client = await connect(clients, receiver.port)
+        body = json.dumps(payload(alert())).encode()
+        head = f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        client.send(FIRST_LINE + AUTH_HEADER + head)
+        # aiohttp answers 100 Continue on its way to the handler: the request is in.
+        assert await client.reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.send(body[: len(body) // 2])
+        await client.close()
+
+        def counted() -> bool:
+            return metric(receiver, "mcp_receiver_requests_total", path="/alerts", code="499") == 1
+
+        await cluster.wait_for(counted, what="the cut request counted")
+        assert metric(receiver, "mcp_receiver_requests_total", path="/alerts", code="400") == 0
         assert cluster.writes(REMEDIATIONS) == []
 
 
@@ -311,10 +338,11 @@ async def test_a_hung_api_answers_503_within_the_bound_and_the_retry_makes_one_r
             client = await connect(clients, receiver.port)
             sent = asyncio.get_running_loop().time()
             client.send(notification)
-            status, _, text = await client.response()
+            status, headers, text = await client.response()
             elapsed = asyncio.get_running_loop().time() - sent
 
             assert status == 503, text
+            assert headers["retry-after"] == "1"
             assert elapsed <= bound + MARGIN
             assert "MCP_RECEIVER_API_TIMEOUT_SECONDS" in json.loads(text)["error"]
             (hung_create,) = creates

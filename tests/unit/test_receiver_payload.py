@@ -4,6 +4,8 @@ says what is wrong (the receiver answers it 400), never another exception (a 500
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,105 @@ def test_the_largest_counts_and_times_are_accepted() -> None:
 def test_times_out_of_range_in_utc_are_value_errors() -> None:
     with pytest.raises(ValueError, match="years 1 to 9999 UTC"):
         records.canonical_time("9999-12-31T23:59:59-00:01")
+
+
+# -- what Alertmanager 0.25 to 0.34 sends, and what it sends with a custom payload --------
+
+DATA = Path(__file__).parents[1] / "data"
+# v0.34.0's webhook Message: the embedded template.Data's JSON fields, then its own.
+V034_FIELDS = [
+    "receiver",
+    "status",
+    "alerts",
+    "notification_reason",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+    "routeLabels",
+    "externalURL",
+    "version",
+    "groupKey",
+    "truncatedAlerts",
+]
+ALERT_FIELDS = [
+    "status",
+    "labels",
+    "annotations",
+    "startsAt",
+    "endsAt",
+    "generatorURL",
+    "fingerprint",
+]
+
+
+def captured(version: str, status: str) -> Any:
+    return load_json((DATA / f"alertmanager-{version}-{status}.json").read_bytes())
+
+
+@pytest.mark.parametrize("status", ["firing", "resolved"])
+def test_the_034_payloads_are_the_025_captures_with_the_fields_034_added(status: str) -> None:
+    old, new = captured("0.25", status), captured("0.34", status)
+
+    assert list(new) == V034_FIELDS
+    assert list(old) == [f for f in V034_FIELDS if f not in ("notification_reason", "routeLabels")]
+    assert {k: v for k, v in new.items() if k in old} == old
+    assert all(list(alert) == ALERT_FIELDS for alert in old["alerts"])
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "reason"),
+    [
+        ("0.25", "firing", None),
+        ("0.25", "resolved", None),
+        ("0.34", "firing", "first notification"),
+        ("0.34", "resolved", "all alerts resolved"),
+    ],
+)
+def test_payloads_of_both_versions_parse_to_the_same_alerts(
+    version: str, status: str, reason: str | None
+) -> None:
+    parsed = WebhookPayload.parse(captured(version, status))
+    reference = WebhookPayload.parse(captured("0.25", status))
+
+    assert parsed.alerts == reference.alerts and parsed.groupKey == reference.groupKey
+    assert parsed.notification_reason == reason
+    fields = parsed.record_fields()
+    assert fields == {"groupKey": '{}:{alertname="RedisLowCacheHitRatio"}'} | (
+        {"notificationReason": reason} if reason else {}
+    )
+
+
+def test_fields_a_later_alertmanager_may_add_are_ignored_not_refused() -> None:
+    later = {
+        **body(extra={"nested": [1, {"deep": None}]}, silencedBy=["x"]),
+        "routeLabels": {"team": "sre"},
+        "routeLabelsV2": [{"name": "team"}],
+        "someFutureFlag": True,
+        "notification_reason": {"code": 5, "text": "a new shape"},
+    }
+
+    parsed = WebhookPayload.parse(later)
+
+    assert [a.fingerprint for a in parsed.alerts] == [ALERT["fingerprint"]]
+    assert parsed.notification_reason is None  # only recorded: a changed type is dropped
+    assert "notificationReason" not in parsed.record_fields()
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        ([{"text": "RedisDown firing"}], "it is a JSON array, not an object"),
+        ("RedisDown firing", "it is 'RedisDown firing', not an object"),
+        ({"text": "RedisDown firing", "channel": "#ops"}, "no 'version' and no 'alerts' field"),
+        ({"version": "4", "text": "RedisDown firing"}, "it has no 'alerts' field"),
+        ({"alerts": [ALERT]}, "it has no 'version' field"),
+    ],
+)
+def test_a_custom_payload_is_refused_with_the_advice_to_remove_it(data: Any, what: str) -> None:
+    with pytest.raises(PayloadError) as caught:
+        WebhookPayload.parse(data)
+
+    message = str(caught.value)
+    assert message.startswith("the body is JSON but not an Alertmanager webhook payload")
+    assert what in message
+    assert "webhook_config sets `payload`" in message and "remove it" in message

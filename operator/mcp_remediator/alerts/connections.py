@@ -15,18 +15,21 @@ hour (``keepalive_timeout=3630``), and nothing caps how many such connections th
 - **a header timeout** (``MCP_RECEIVER_HEADER_TIMEOUT_SECONDS``): a request's line and
   headers must be complete that long after the connection opened or, on a kept-alive
   connection, after the request's first byte. Past it the connection is closed — with a
-  ``408`` first when it was the connection's first request.
+  ``503`` (``Retry-After: 1``) first when it was the connection's first request. Not a
+  ``408``: Alertmanager never retries a 4xx, and headers that came too slowly (a stalled
+  network, a buffering proxy) may come in time on a retry.
 - **an idle bound** (``MCP_RECEIVER_KEEPALIVE_TIMEOUT_SECONDS``): a kept-alive connection
   with no request for that long is closed.
 - **a size bound on the headers** (``MAX_HEADER_BYTES``, 64 KiB in all; aiohttp's limits
   are per line and field): past it the connection is closed, with a ``431`` first when it
   was the connection's first request. So a connection buffers at most that much of them.
+  A 4xx, as a retry sends the same headers.
 
 Request boundaries come from the receiver's outermost request handler (``_serve``, around
 aiohttp's application): aiohttp calls it as soon as a request's headers are parsed
 (``request_started``), and it returns before the response is written
 (``request_finished``). The body's time is the handler's to bound (the
-receiver reads it under ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` and answers ``408``).
+receiver reads it under ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` and answers ``503``).
 
 Counted in ``mcp_receiver_connections`` (open now) and
 ``mcp_receiver_dropped_connections_total{reason}`` (``limit``, ``evicted``, ``headers``
@@ -94,10 +97,11 @@ class ConnectionGuard:
         self._refused: set[asyncio.Transport] = set()
         header = limits.header_timeout
         self.header_timeout_answer = canned_response(
-            408,
-            "Request Timeout",
+            503,
+            "Service Unavailable",
             f"request line and headers not received within {header:g}s "
-            "(MCP_RECEIVER_HEADER_TIMEOUT_SECONDS)",
+            "(MCP_RECEIVER_HEADER_TIMEOUT_SECONDS); retry",
+            "Retry-After: 1",
         )
         self.header_size_answer = canned_response(
             431,

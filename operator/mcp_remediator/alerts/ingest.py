@@ -7,9 +7,11 @@ runbook takes is counted ``unmatched``):
 
 - **firing**: creates one McpRemediation named ``records.remediation_name`` (runbook,
   fingerprint, startsAt) with the labels ``mcp.dese.ai/runbook``, ``/alertname``,
-  ``/fingerprint`` and ``/group``. A name that already exists (409, or one this process
-  has already seen) is a *duplicate*: Alertmanager re-sends, HA pairs and restarts give
-  exactly one record per alert occurrence. The operator's watch-fed index
+  ``/fingerprint`` and ``/group``, and the alert in ``spec.alert`` with the notification's
+  ``groupKey`` and, from Alertmanager 0.32 on, its ``notificationReason``. A name that
+  already exists (409, or one this process has already seen) is a *duplicate*:
+  Alertmanager re-sends, HA pairs and restarts give exactly one record per alert
+  occurrence. The operator's watch-fed index
   (``index.RecordIndex``) answers both questions without a request — does the record
   exist, which records has the group — so a new alert costs one request, the create (the
   API's 409 on the deterministic name stays the backstop for what the watch has not shown
@@ -180,6 +182,7 @@ class AlertIngestor:
                 payload.truncatedAlerts,
                 payload.groupKey,
             )
+        notification = payload.record_fields()
         pairs: list[tuple[WebhookAlert, CachedRunbook]] = []
         for alert in payload.alerts:
             matched = self.runbooks.match(alert.labels)
@@ -189,7 +192,7 @@ class AlertIngestor:
 
         async def one(alert: WebhookAlert, runbook: CachedRunbook) -> None:
             async with self._gate:
-                outcome, name = await self._pair(alert, runbook, payload.groupKey)
+                outcome, name = await self._pair(alert, runbook, notification)
             self._count(summary, alert.status, outcome)
             if outcome == "created":
                 summary.remediations.append(f"{runbook.namespace}/{name}")
@@ -208,12 +211,12 @@ class AlertIngestor:
         self.metrics.alerts.labels(status, outcome).inc()
 
     async def _pair(
-        self, alert: WebhookAlert, runbook: CachedRunbook, group_key: str
+        self, alert: WebhookAlert, runbook: CachedRunbook, notification: dict[str, str]
     ) -> tuple[Outcome, str]:
         name = records.remediation_name(runbook.name, alert.fingerprint, alert.startsAt)
         try:
             if alert.status == "firing":
-                return await self._fire(alert, runbook, name, group_key), name
+                return await self._fire(alert, runbook, name, notification), name
             return await self._resolve(runbook, name), name
         except ApiError as exc:
             if exc.transient and exc.status != 409:
@@ -248,7 +251,11 @@ class AlertIngestor:
         return lock
 
     async def _fire(
-        self, alert: WebhookAlert, runbook: CachedRunbook, name: str, group_key: str
+        self,
+        alert: WebhookAlert,
+        runbook: CachedRunbook,
+        name: str,
+        notification: dict[str, str],
     ) -> Outcome:
         key = (runbook.namespace, name)
         if key in self._known or self._indexed(key):
@@ -277,7 +284,7 @@ class AlertIngestor:
                     ANNOTATION_SKIP_REASON: verdict.reason,
                     ANNOTATION_SKIP_MESSAGE: verdict.message,
                 }
-            info = {**alert.model_dump(mode="json", exclude_none=True), "groupKey": group_key}
+            info = {**alert.model_dump(mode="json", exclude_none=True), **notification}
             body = records.remediation_body(
                 name,
                 runbook.namespace,

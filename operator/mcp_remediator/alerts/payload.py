@@ -6,6 +6,15 @@ several (duplicate keys) or what no later step could encode (lone UTF-16 surroga
 survive (nesting deep enough to exhaust the recursion limit). ``WebhookPayload.parse``
 checks the shape. Both raise ``PayloadError`` (answered 400) for a body Alertmanager
 should not retry. Used by ``alerts.receiver``, ``alerts.ingest`` and ``tools.simulate``.
+
+Alertmanager's body (``Message`` in its ``notify/webhook``) is the same version "4" from
+0.25 to 0.34; later versions only added fields: ``notification_reason`` (0.32: why this
+notification went out, e.g. "first notification", "repeat interval elapsed") and
+``routeLabels`` (0.34). Fields the models do not declare are ignored, never refused: a
+field a newer Alertmanager adds must not cost a notification (a 4xx is never retried).
+What a receiver's custom ``payload`` template sends instead (Alertmanager 0.32 and later)
+is JSON of any shape; a body without ``version`` and ``alerts`` is refused with a message
+that says so, since no retry could make it readable.
 """
 
 from __future__ import annotations
@@ -124,8 +133,16 @@ class WebhookAlert(BaseModel):
         return value
 
 
+def _not_webhook_v4(what: str) -> PayloadError:
+    return PayloadError(
+        f"the body is JSON but not an Alertmanager webhook payload (version 4): {what}. "
+        "If the Alertmanager receiver's webhook_config sets `payload` (a custom template), "
+        "remove it: this receiver reads only the body Alertmanager sends by default"
+    )
+
+
 class WebhookPayload(BaseModel):
-    """Alertmanager's webhook body, version 4."""
+    """Alertmanager's webhook body, version 4 (the fields the receiver uses)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -135,13 +152,29 @@ class WebhookPayload(BaseModel):
     truncatedAlerts: int = Field(0, ge=0, le=UINT64_MAX)
     status: str = ""
     receiver: str = ""
+    notification_reason: str | None = None  # Alertmanager's own (snake_case) name
+
+    @field_validator("notification_reason", mode="before")
+    @classmethod
+    def _reason_or_nothing(cls, value: Any) -> str | None:
+        """Only recorded, never acted on: a value of another type is dropped, not refused."""
+        return value if isinstance(value, str) else None
+
+    def record_fields(self) -> dict[str, str]:
+        """What each record of this notification keeps beside its alert in ``spec.alert``,
+        under the names of our API (camelCase: ``notificationReason``)."""
+        fields = {"groupKey": self.groupKey}
+        if self.notification_reason is not None:
+            fields["notificationReason"] = self.notification_reason
+        return fields
 
     @classmethod
     def parse(cls, data: Any) -> WebhookPayload:
         if not isinstance(data, dict):
-            raise PayloadError("the body must be a JSON object (Alertmanager webhook payload)")
-        if "version" not in data:
-            raise PayloadError("missing field 'version' (Alertmanager sends version \"4\")")
+            raise _not_webhook_v4(f"it is {brief(data)}, not an object")
+        missing = [field for field in ("version", "alerts") if field not in data]
+        if missing:
+            raise _not_webhook_v4(f"it has no {' and no '.join(map(repr, missing))} field")
         if data["version"] != "4":
             raise PayloadError(
                 f'unsupported webhook payload version {brief(data["version"])}; expected "4"'

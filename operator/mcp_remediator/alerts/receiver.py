@@ -3,18 +3,46 @@
 Endpoints: ``POST /alerts`` (webhook payload version 4), ``GET /healthz`` (liveness),
 ``GET /readyz`` (ready once the runbook cache is warm), ``GET /metrics`` (Prometheus text).
 
-``POST /alerts`` answers so that Alertmanager retries exactly what should be retried (it
-retries 5xx, not 4xx): 401 for a missing or wrong bearer token (compared in constant
-time), 413 for a body over ``MCP_RECEIVER_MAX_BODY_BYTES``, 415 for a compressed body
-(``Content-Encoding``; Alertmanager sends none, and nothing is decompressed), 408 for a
-body not in within ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` of the headers (the connection
-is closed), 400 for a body that is not strict JSON (``payload.load_json``) or not a
-webhook payload (nothing is created for it), 503 while the runbook cache is cold, when the
-Kubernetes API cannot be reached or when it takes longer than
-``MCP_RECEIVER_API_TIMEOUT_SECONDS`` over one notification, else 200 with a JSON summary
-of what became of every alert (see ``ingest.Summary``). Every answer but ``/metrics``' is
-JSON, aiohttp's own (404, 405) and an unexpected error's (a 500, counted and logged with
-its cause) too; an ``Expect`` other than ``100-continue`` is 417.
+``POST /alerts`` answers by Alertmanager's retry contract (``notify.Retrier``, 0.25 to
+0.34): a 2xx is delivered, a 5xx is retried with backoff until the notification's time is
+up, and every 4xx, 408 and 429 included, is never retried: the notification is dropped
+and only Alertmanager's log keeps our message. So a condition that a retry can fix is a
+5xx, and a 4xx is kept for what the same request will meet again, with a message that
+says what to change:
+
+- 200 with a JSON summary of what became of every alert (``ingest.Summary``): each is a
+  remediation, a duplicate, a recorded skip, unmatched, a resolution, or ``failed``
+  (logged: an API answer no retry changes, such as RBAC's 403, for that alert alone).
+- 401, a missing or wrong bearer token (compared in constant time): the token is read at
+  start, so only a change of configuration helps.
+- 413, a body over ``MCP_RECEIVER_MAX_BODY_BYTES``: a retry sends the same body; the
+  message names the setting and Alertmanager's ``max_alerts``.
+- 415, a compressed body (``Content-Encoding``; Alertmanager sends none, and nothing is
+  decompressed): a retry sends the same.
+- 400, a body that is not strict JSON (``payload.load_json``), JSON that is not a webhook
+  payload version 4 (a receiver's custom ``payload`` template: the message says to remove
+  it) or a payload with an invalid alert (nothing of it is created), and a body whose
+  chunked framing cannot be read: all are in the bytes, which a retry repeats.
+- 503 with ``Retry-After``, what a retry can fix: the runbook cache still cold (the
+  operator is starting), the Kubernetes API unreachable, overloaded (its 429s and 5xx) or
+  slower than ``MCP_RECEIVER_API_TIMEOUT_SECONDS`` over one notification, and a body not
+  in within ``MCP_RECEIVER_BODY_TIMEOUT_SECONDS`` of the headers (a stalled network or
+  proxy; the connection is closed). Alertmanager ignores ``Retry-After`` and keeps its own
+  backoff; the header is for other clients and people.
+- 499, a client that closed its connection before its body was complete: nobody reads
+  this answer (nginx's code for it); it is counted so, neither as a bad payload nor as an
+  outage, and the client's own retry is what follows.
+- 500, an unexpected error (a bug, counted and logged with its cause): retried, which
+  helps when it was a race, and shows in Alertmanager's log meanwhile.
+- aiohttp's own 404 and 405 (a wrong URL in Alertmanager's config) and 417 (an
+  ``Expect`` other than ``100-continue``) stay 4xx: no retry changes them.
+
+Every answer but ``/metrics``' is JSON, aiohttp's own and a 500 too. Shutting down needs
+no status of its own: a stop (below) closes the listening socket and the idle connections
+and cuts a request still running at its end without an answer, and Alertmanager retries a
+connection error as it does a 5xx. Connections are refused and cut beneath the app by the
+same contract (``connections``: 503 at the cap or past the header timeout, 431 for
+oversized headers).
 
 The API bound keeps a hung API from holding Alertmanager's POST until the client's own
 timeout: past it the notification's work is cancelled and left to Alertmanager's retry,
@@ -72,6 +100,14 @@ COUNTER_FLUSH_SECONDS = 1.0
 MAX_LINE_SIZE = MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 32
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+# Retry-After of every 503: Alertmanager ignores it (its own backoff starts at half a
+# second), others learn that a retry soon is welcome.
+RETRY_AFTER = {"Retry-After": "1"}
+# The status of an answer to a client that closed the connection before its body was
+# complete: never sent, only counted (nginx's "client closed request").
+CLIENT_CLOSED = 499
 
 
 class ReceiverConfigError(Exception):
@@ -275,7 +311,10 @@ class Receiver:
         if not self._authorized(request):
             return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
         limit = self.settings.receiver_max_body_bytes
-        too_large = f"body over {limit} bytes (MCP_RECEIVER_MAX_BODY_BYTES)"
+        too_large = (
+            f"body over {limit} bytes (MCP_RECEIVER_MAX_BODY_BYTES): raise it, or set "
+            "max_alerts in the Alertmanager webhook_config to send fewer alerts at a time"
+        )
         if request.content_length is not None and request.content_length > limit:
             return _error(413, too_large)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -290,19 +329,24 @@ class Receiver:
         except web.HTTPRequestEntityTooLarge:
             return _error(413, too_large)
         except TimeoutError:
+            # Not a 408: Alertmanager drops a notification answered 4xx, and a body that
+            # came too slowly (a stalled network, a buffering proxy) may well come in time
+            # again. A slow client meant as an attack is cut just the same.
             self.metrics.dropped_connections.labels("body").inc()
-            late = f"body not received within {timeout:g}s (MCP_RECEIVER_BODY_TIMEOUT_SECONDS)"
-            return await _closing(request, _error(408, late))
+            late = (
+                f"body not received within {timeout:g}s (MCP_RECEIVER_BODY_TIMEOUT_SECONDS); retry"
+            )
+            return await _closing(request, _error(503, late, **RETRY_AFTER))
         except web.RequestPayloadError as exc:  # framing (chunks) the parser could not read
             return _error(400, f"body unreadable: {exc}")
-        except ConnectionError:
-            return _error(400, "connection lost before the body was complete")
+        except ConnectionError:  # the client is gone: the answer is only counted
+            return _error(CLIENT_CLOSED, "connection closed before the body was complete")
         try:
             payload = WebhookPayload.parse(load_json(raw))
         except PayloadError as exc:
             return _error(400, str(exc))
         if not self.ready:
-            return _error(503, "runbook cache not warm yet; Alertmanager will retry")
+            return _error(503, "runbook cache not warm yet; Alertmanager will retry", **RETRY_AFTER)
         summary = await self._ingest(payload)
         if isinstance(summary, web.Response):
             return summary
@@ -324,7 +368,7 @@ class Receiver:
                 return await self.ingestor.ingest(payload)
         except ApiUnavailable as exc:
             log.warning("Kubernetes API unavailable; notification left to a retry: %s", exc)
-            return _error(503, f"Kubernetes API unavailable, retry later: {exc}")
+            return _error(503, f"Kubernetes API unavailable, retry later: {exc}", **RETRY_AFTER)
         except TimeoutError:
             if not deadline.expired():
                 raise  # not ours: a bug, answered 500 by _answer
@@ -337,6 +381,7 @@ class Receiver:
                 503,
                 f"Kubernetes API did not handle the notification within {bound:g}s "
                 "(MCP_RECEIVER_API_TIMEOUT_SECONDS), retry later",
+                **RETRY_AFTER,
             )
 
     async def _healthz(self, request: web.Request) -> web.Response:
