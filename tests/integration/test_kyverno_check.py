@@ -336,3 +336,20 @@ async def test_a_cluster_with_only_cel_policies_and_openreports(
     assert "not served by this cluster, skipped: ClusterPolicy, Policy (kyverno.io/v1), " in (
         result.message
     )
+
+
+async def test_a_kind_the_account_may_not_read_fails_the_step_it_is_not_skipped(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    # Only a 404 means "not served": a 403 is missing RBAC, and evidence read without some
+    # kinds would name the wrong blocking policy, or none.
+    cluster.grant("mcp", "classic-only", [
+        {"apiGroups": ["kyverno.io"], "resources": ["policies"], "verbs": ["list"]},
+        {"apiGroups": ["wgpolicyk8s.io"], "resources": ["policyreports"], "verbs": ["list"]},
+    ])  # fmt: skip
+    seed_blocked_deploy(cluster)
+    env = await actions_env(cluster.connection)
+
+    with pytest.raises(StepFailed, match="listing ClusterPolicy") as caught:
+        await env.run("kyvernoPolicyCheck", {}, account="classic-only")
+    assert caught.value.reason == "Forbidden"
