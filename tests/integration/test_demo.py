@@ -2,7 +2,8 @@
 redis_exporter and Prometheus, the emulated cluster and the operator.
 
 The whole run must end with every incident of the guide at its verified end (the Kyverno
-case at its documented refusal, pointing to Git) and exit 0; every daemon it started must
+case at its documented refusal, pointing to Git, its evidence naming both the ClusterPolicy
+and the CEL ValidatingPolicy that block the deploy) and exit 0; every daemon it started must
 be gone afterwards, also when it is interrupted. Also: the demo loads the catalogue the
 package ships, at the demo's pace and otherwise unchanged.
 """
@@ -111,6 +112,22 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         "Kyverno by hand; Kyverno policy changes go through the platform-gitops repository"
     ) in text
     assert "platform-gitops/policies/kyverno/require-signed-images.yaml" in text
+    # The CEL ValidatingPolicy (Kyverno 1.17+) that denies the same deploy, read with its
+    # openreports.io result, and the deprecation of the ClusterPolicy.
+    assert (
+        "evidence [kyvernoPolicyCheck] 1 failing Kyverno result(s) for namespace mcp; blocking: "
+        "ValidatingPolicy require-run-as-non-root (Deny) rule validations[0] on "
+        "Deployment/mcp/dese-api: pods must run as non-root (securityContext.runAsNonRoot: "
+        "true); change it in platform-gitops/policies/kyverno/require-run-as-non-root.yaml, "
+        "never by hand"
+    ) in text
+    assert (
+        "the evidence named ClusterPolicy require-signed-images "
+        "(platform-gitops/policies/kyverno/require-signed-images.yaml; ClusterPolicy is "
+        "deprecated since Kyverno 1.17, to be removed in 1.20: migrate to ValidatingPolicy) and "
+        "ValidatingPolicy require-run-as-non-root (Deny, "
+        "platform-gitops/policies/kyverno/require-run-as-non-root.yaml)"
+    ) in text
     # The escalation chain of the blocked sync, and the approval of the config change.
     assert "runbook notify-oncall, escalated from argocd-sync-stuck-" in text
     assert "AwaitingApproval (ApprovalRequired)" in text

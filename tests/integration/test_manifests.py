@@ -57,8 +57,9 @@ LEASE = "mcp-remediator"
 LEADER_ELECTION = "mcp-remediator-leader-election"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 READ_VERBS = {"get", "list", "watch"}
-# Kyverno's API groups and its admission webhooks: no role of ours may write to them.
-NO_WRITE_GROUPS = refusals.KYVERNO_GROUPS | {refusals.WEBHOOK_GROUP}
+# Kyverno's API groups (with openreports.io, where it may write its reports) and its
+# admission webhooks: no role of ours may write to them.
+NO_WRITE_GROUPS = refusals.KYVERNO_GROUPS | {"openreports.io", refusals.WEBHOOK_GROUP}
 
 
 def kubectl() -> str:
@@ -299,7 +300,10 @@ def test_the_runner_is_bound_in_its_namespaces_only(runner: list[dict[str, Any]]
     cluster = one(runner, "ClusterRole")
     assert {(g, r) for g, r, _ in granted(cluster)} == {
         ("kyverno.io", "clusterpolicies"),
+        ("policies.kyverno.io", "validatingpolicies"),
+        ("policies.kyverno.io", "imagevalidatingpolicies"),
         ("wgpolicyk8s.io", "clusterpolicyreports"),
+        ("openreports.io", "clusterreports"),
     }
     assert {v for _, _, v in granted(cluster)} <= READ_VERBS
     # Argo CD: only the catalogue's Applications, by name.

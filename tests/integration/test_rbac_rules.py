@@ -66,9 +66,17 @@ NEEDED_BY = {
     "mcp-remediator-runner@mcp:pods": "pods",
     "mcp-remediator-runner@mcp:configmaps": "patch-config",
     "mcp-remediator-runner@mcp:policies": "kyverno",
+    "mcp-remediator-runner@mcp:namespacedvalidatingpolicies,namespacedimagevalidatingpolicies": (
+        "kyverno"
+    ),
     "mcp-remediator-runner@mcp:policyreports": "kyverno",
+    "mcp-remediator-runner@mcp:reports": "kyverno",
     "mcp-remediator-runner-kyverno-evidence@-:clusterpolicies": "kyverno",
+    "mcp-remediator-runner-kyverno-evidence@-:validatingpolicies,imagevalidatingpolicies": (
+        "kyverno"
+    ),
     "mcp-remediator-runner-kyverno-evidence@-:clusterpolicyreports": "kyverno",
+    "mcp-remediator-runner-kyverno-evidence@-:clusterreports": "kyverno",
     "mcp-remediator-runner@argocd:applications": "argocd-sync",
     "mcp-remediator-runner@argocd:appprojects": "argocd-sync",
 }

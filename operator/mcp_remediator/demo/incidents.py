@@ -23,6 +23,8 @@ from mcp_remediator.demo.world import (
     ARGOCD_RBAC,
     CONFIG_MAP,
     NAMESPACE,
+    NON_ROOT,
+    NON_ROOT_GIT,
     RESTARTED_AT,
     SIGNED_IMAGES,
     SIGNED_IMAGES_GIT,
@@ -130,19 +132,23 @@ async def kyverno_policy_block(stage: Stage) -> Verdict:
     await world.drift("dese-api")
     stage.say(
         "fault",
-        "Git asks for dese-api 6.9.0, whose image is not signed: Kyverno's ClusterPolicy "
-        f"{SIGNED_IMAGES} (Enforce) denies it, and Argo CD shows dese-api OutOfSync",
+        "Git asks for dese-api 6.9.0, whose image is not signed and whose pods run as root: "
+        f"Kyverno's ClusterPolicy {SIGNED_IMAGES} (Enforce) and its CEL ValidatingPolicy "
+        f"{NON_ROOT} (Deny) deny it, and Argo CD shows dese-api OutOfSync",
     )
     page = Expect("notify-oncall", "Succeeded")
     drift = Expect(
         "argocd-sync-drift", "Failed", escalation=Expect("argocd-sync-stuck", "Failed", page)
     )
-    blocked, _ = await stage.fire(
-        Alert(
-            "McpKyvernoAdmissionBlocked",
-            {"namespace": NAMESPACE, "policy": SIGNED_IMAGES, "severity": "warning"},
-            f"Kyverno policy {SIGNED_IMAGES} blocks deploys in {NAMESPACE}",
-            Expect("kyverno-policy-block", "Succeeded"),
+    blocked, cel_blocked, _ = await stage.fire(
+        *(
+            Alert(
+                "McpKyvernoAdmissionBlocked",
+                {"namespace": NAMESPACE, "policy": policy, "severity": "warning"},
+                f"Kyverno policy {policy} blocks deploys in {NAMESPACE}",
+                Expect("kyverno-policy-block", "Succeeded"),
+            )
+            for policy in (SIGNED_IMAGES, NON_ROOT)
         ),
         Alert(
             "McpArgoCdAppOutOfSync",
@@ -151,12 +157,21 @@ async def kyverno_policy_block(stage: Stage) -> Verdict:
             drift,
         ),
     )
-    evidence = step(blocked, "evidence")["outputs"]
-    if (evidence.get("blockingPolicy"), evidence.get("gitopsPath")) != (
-        SIGNED_IMAGES,
-        SIGNED_IMAGES_GIT,
-    ):
-        raise DemoError(f"the evidence named no blocking policy and Git path: {evidence}")
+    # Each run names its policy, its kind and enforcement, and its file in Git; the
+    # ClusterPolicy with its deprecation, the ValidatingPolicy with its Deny.
+    expected = {
+        SIGNED_IMAGES: ("ClusterPolicy", "Enforce", SIGNED_IMAGES_GIT),
+        NON_ROOT: ("ValidatingPolicy", "Deny", NON_ROOT_GIT),
+    }
+    for run, policy in ((blocked, SIGNED_IMAGES), (cel_blocked, NON_ROOT)):
+        evidence = step(run, "evidence")["outputs"]
+        named = tuple(evidence.get(key) for key in ("blockingKind", "blockingMode", "gitopsPath"))
+        if evidence.get("blockingPolicy") != policy or named != expected[policy]:
+            raise DemoError(f"the evidence on {policy} named no blocking policy and Git path: "
+                            f"{evidence}")  # fmt: skip
+    deprecation = step(blocked, "evidence")["outputs"].get("deprecation", "")
+    if "deprecated since Kyverno 1.17" not in deprecation:
+        raise DemoError(f"the evidence on ClusterPolicy {SIGNED_IMAGES} named no deprecation")
     stage.say(
         "manual",
         "an engineer in a hurry applies McpRemediation relax-signed-images: patchResource of "
@@ -192,7 +207,8 @@ async def kyverno_policy_block(stage: Stage) -> Verdict:
         raise DemoError(f"on-call was not paged about dese-api's sync: {pages}")
     return Verdict(
         "refused as documented",
-        f"the evidence named {SIGNED_IMAGES} and {SIGNED_IMAGES_GIT}; dese-api's sync failed "
+        f"the evidence named ClusterPolicy {SIGNED_IMAGES} ({SIGNED_IMAGES_GIT}; {deprecation}) "
+        f"and ValidatingPolicy {NON_ROOT} (Deny, {NON_ROOT_GIT}); dese-api's sync failed "
         f"{len(failed_syncs)} times and on-call was paged; the manual override was refused "
         f"({refused['status']['message']}); no Kyverno object was written",
     )

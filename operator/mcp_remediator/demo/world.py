@@ -5,8 +5,9 @@ in-process stand-ins for the services around them.
 
 * the emulated Kubernetes API (``emulator.ApiServerEmulator``) with the MCP layer's
   Deployments (carrying Argo CD's tracking label) and their pods (labelled ``app=<name>``),
-  the Argo CD Applications, Kyverno's ClusterPolicies with a PolicyReport that fails
-  ``dese-api``'s image, and the API's ConfigMap; reactors stand in for the controllers:
+  the Argo CD Applications, Kyverno 1.17's policies (ClusterPolicies and a CEL
+  ValidatingPolicy) with an openreports.io Report on ``dese-api`` whose new version both
+  fail, and the API's ConfigMap; reactors stand in for the controllers:
   rollouts complete at once, Argo CD's controller runs sync operations (failing those
   Kyverno blocks), and a restarted Deployment "restarts" what it runs: the fault that
   lived in it goes away, and restarting ``redis`` starts the real redis-server again;
@@ -93,10 +94,15 @@ CONFIG_MAP = "dese-api-config"
 SIGNED_IMAGES = "require-signed-images"
 SIGNED_IMAGES_GIT = "platform-gitops/policies/kyverno/require-signed-images.yaml"
 GITOPS_POLICY_PATH = "the platform-gitops repository (policies/kyverno/)"
+# A CEL ValidatingPolicy (Kyverno 1.17+) that denies dese-api 6.9.0 too: its pods run as root.
+NON_ROOT = "require-run-as-non-root"
+NON_ROOT_GIT = "platform-gitops/policies/kyverno/require-run-as-non-root.yaml"
+NON_ROOT_MESSAGE = "pods must run as non-root (securityContext.runAsNonRoot: true)"
+SIGNED_IMAGES_MESSAGE = "image registry.dese.ai/dese-api:6.9.0 is not signed by the release key"
 KYVERNO_DENIAL = (
     'one or more objects failed to apply, reason: admission webhook "validate.kyverno.svc-fail" '
-    f"denied the request: policy {SIGNED_IMAGES}/check-signature: image "
-    "registry.dese.ai/dese-api:6.9.0 is not signed by the release key"
+    f"denied the request: policy {SIGNED_IMAGES}/check-signature: {SIGNED_IMAGES_MESSAGE}; "
+    f"policy {NON_ROOT}: {NON_ROOT_MESSAGE}"
 )
 STALE_AUTHZ_KEY = "mcp:dashboard:authz:role-snapshot"
 REDIS_MAXMEMORY = 32 * 1024 * 1024
@@ -232,17 +238,46 @@ def cluster_policy(name: str, action: str, rule: str, gitops_path: str) -> dict[
     }
 
 
-def policy_report() -> dict[str, Any]:
-    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dese-api",
-              "namespace": NAMESPACE}  # fmt: skip
+def validating_policy(name: str, actions: list[str], gitops_path: str) -> dict[str, Any]:
+    """A CEL ValidatingPolicy (``policies.kyverno.io/v1``), with the status Kyverno writes."""
+    conditions = [
+        {"type": kind, "status": "True", "reason": "Succeeded", "message": message}
+        for kind, message in (
+            ("WebhookConfigured", "Webhook configured."),
+            ("RBACPermissionsGranted", "Policy is ready for reporting."),
+        )
+    ]
+    rule = {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"],
+            "operations": ["CREATE", "UPDATE"]}  # fmt: skip
+    expression = "object.spec.template.spec.?securityContext.?runAsNonRoot.orValue(false)"
+    return {
+        "apiVersion": "policies.kyverno.io/v1",
+        "kind": "ValidatingPolicy",
+        "metadata": {"name": name, "annotations": {"mcp.dese.ai/gitops-path": gitops_path}},
+        "spec": {
+            "validationActions": actions,
+            "matchConstraints": {"resourceRules": [rule]},
+            "validations": [{"expression": expression, "message": NON_ROOT_MESSAGE}],
+        },
+        "status": {"conditionStatus": {"ready": True, "conditions": conditions, "message": ""}},
+    }
+
+
+def policy_report(target: dict[str, Any]) -> dict[str, Any]:
+    """Kyverno's report on the Deployment ``target``, as Kyverno 1.17 run with
+    ``--openreportsEnabled`` writes it: an openreports.io Report named after the resource's
+    uid, the resource in ``scope``; a CEL policy's result names no rule."""
+    meta = target["metadata"]
+    scope = {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+             "namespace": meta["namespace"], "uid": meta["uid"]}  # fmt: skip
     results = [
         {
             "policy": SIGNED_IMAGES,
             "rule": "check-signature",
             "result": "fail",
-            "message": "image registry.dese.ai/dese-api:6.9.0 is not signed by the release key",
+            "message": SIGNED_IMAGES_MESSAGE,
             "source": "kyverno",
-            "resources": [target],
+            "scored": True,
         },
         {
             "policy": "require-requests-limits",
@@ -250,15 +285,25 @@ def policy_report() -> dict[str, Any]:
             "result": "pass",
             "message": "validation rule 'check-resources' passed.",
             "source": "kyverno",
-            "resources": [target],
+            "scored": True,
+        },
+        {
+            "policy": NON_ROOT,
+            "result": "fail",
+            "message": NON_ROOT_MESSAGE,
+            "source": "KyvernoValidatingPolicy",
+            "scored": True,
+            "properties": {"process": "admission review"},
         },
     ]
     return {
-        "apiVersion": "wgpolicyk8s.io/v1alpha2",
-        "kind": "PolicyReport",
-        "metadata": {"name": "polr-mcp", "namespace": NAMESPACE},
+        "apiVersion": "openreports.io/v1alpha1",
+        "kind": "Report",
+        "metadata": {"name": meta["uid"], "namespace": meta["namespace"]},
+        "source": "kyverno",
+        "scope": scope,
         "results": results,
-        "summary": {"pass": 1, "fail": 1},
+        "summary": {"pass": 1, "fail": 2, "warn": 0, "error": 0, "skip": 0},
     }
 
 
@@ -501,8 +546,9 @@ class World:
         api.apply_dir(RBAC_DIR)
         for name in (NAMESPACE, ARGOCD_NAMESPACE, KYVERNO_NAMESPACE):
             api.seed(namespace(name))
+        seeded = {}
         for name, (replicas, instance) in WORKLOADS.items():
-            api.seed(deployment(name, replicas, instance))
+            seeded[name] = api.seed(deployment(name, replicas, instance))
             for pod_name in pod_names(name, replicas):
                 api.seed(pod(pod_name, name))
         kyverno = deployment("kyverno-admission-controller", 1, "kyverno")
@@ -519,7 +565,8 @@ class World:
                 "platform-gitops/policies/kyverno/require-requests-limits.yaml",
             )
         )
-        api.seed(policy_report())
+        api.seed(validating_policy(NON_ROOT, ["Deny"], NON_ROOT_GIT))
+        api.seed(policy_report(seeded["dese-api"]))
         api.seed(config_map())
         api.seed(argocd_rbac())
         api.seed(app_project())
@@ -626,7 +673,9 @@ class World:
             ("kyverno.io/v1", "clusterpolicies"),
             ("kyverno.io/v1", "policies"),
             ("kyverno.io/v2", "policyexceptions"),
+            ("policies.kyverno.io/v1", "validatingpolicies"),
             ("wgpolicyk8s.io/v1alpha2", "policyreports"),
+            ("openreports.io/v1alpha1", "reports"),
         ):
             for obj in self.api.list_objects(api_version, plural):
                 meta = obj["metadata"]

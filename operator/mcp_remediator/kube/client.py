@@ -74,6 +74,18 @@ KINDS: dict[str, Kind] = {
     "ClusterPolicyReport": Kind(
         "wgpolicyk8s.io/v1alpha2", "clusterpolicyreports", namespaced=False
     ),
+    # Kyverno's CEL policy kinds (v1 since Kyverno 1.17) and the openreports.io reports it
+    # writes instead of wgpolicyk8s.io ones when run with --openreportsEnabled.
+    "ValidatingPolicy": Kind("policies.kyverno.io/v1", "validatingpolicies", namespaced=False),
+    "NamespacedValidatingPolicy": Kind("policies.kyverno.io/v1", "namespacedvalidatingpolicies"),
+    "ImageValidatingPolicy": Kind(
+        "policies.kyverno.io/v1", "imagevalidatingpolicies", namespaced=False
+    ),
+    "NamespacedImageValidatingPolicy": Kind(
+        "policies.kyverno.io/v1", "namespacedimagevalidatingpolicies"
+    ),
+    "Report": Kind("openreports.io/v1alpha1", "reports"),
+    "ClusterReport": Kind("openreports.io/v1alpha1", "clusterreports", namespaced=False),
     "McpRunbook": Kind("mcp.dese.ai/v1alpha1", "mcprunbooks"),
     "McpRemediation": Kind("mcp.dese.ai/v1alpha1", "mcpremediations"),
 }

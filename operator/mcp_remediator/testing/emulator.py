@@ -1655,7 +1655,8 @@ _AUTH_KINDS: list[tuple[str, str, str, bool, frozenset[str], list[str]]] = [
     (_AUTHENTICATION, "selfsubjectreviews", "SelfSubjectReview", False, _CREATE_ONLY, []),
 ]
 
-# CRDs of Argo CD, Kyverno and the policy-report WG, with schemas that prune nothing.
+# CRDs of Argo CD, Kyverno and the policy reports (wgpolicyk8s.io, openreports.io), with
+# schemas that prune nothing.
 _THIRD_PARTY_CRDS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ("argoproj.io/v1alpha1", "applications", "Application", True, False, ["app", "apps"]),
     ("argoproj.io/v1alpha1", "appprojects", "AppProject", True, False, ["appproj", "appprojs"]),
@@ -1671,6 +1672,34 @@ _THIRD_PARTY_CRDS: list[tuple[str, str, str, bool, bool, list[str]]] = [
         False,
         ["cpolr"],
     ),
+    # Kyverno 1.17+: the CEL validating policies, and reports in openreports.io.
+    ("policies.kyverno.io/v1", "validatingpolicies", "ValidatingPolicy", False, True, ["vpol"]),
+    (
+        "policies.kyverno.io/v1",
+        "namespacedvalidatingpolicies",
+        "NamespacedValidatingPolicy",
+        True,
+        True,
+        ["nvpol"],
+    ),
+    (
+        "policies.kyverno.io/v1",
+        "imagevalidatingpolicies",
+        "ImageValidatingPolicy",
+        False,
+        True,
+        ["ivpol"],
+    ),
+    (
+        "policies.kyverno.io/v1",
+        "namespacedimagevalidatingpolicies",
+        "NamespacedImageValidatingPolicy",
+        True,
+        True,
+        ["nivpol"],
+    ),
+    ("openreports.io/v1alpha1", "reports", "Report", True, False, ["reps"]),
+    ("openreports.io/v1alpha1", "clusterreports", "ClusterReport", False, False, ["creps"]),
 ]
 
 

@@ -37,7 +37,8 @@ HEADER = f"""\
 #     --clusterrole={NAME} --serviceaccount=team-a:mcp-remediator-runner
 # or copies the rules it wants into a Role of its own (least privilege: only the actions
 # its runbooks use, with resourceNames where it can). Cluster-scoped kinds in it
-# (ClusterPolicy, ClusterPolicyReport) are granted only by a ClusterRoleBinding.
+# (ClusterPolicy, ValidatingPolicy, ImageValidatingPolicy, ClusterPolicyReport,
+# ClusterReport) are granted only by a ClusterRoleBinding.
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
@@ -72,8 +73,18 @@ def _comment(text: str) -> list[str]:
     ]
 
 
-def _flow(items: tuple[str, ...]) -> str:
-    return "[" + ", ".join(item or '""' for item in items) + "]"
+def _flow(items: tuple[str, ...], key: str = "") -> str:
+    """A YAML flow sequence after ``key``, continued on more-indented lines past ``WIDTH``."""
+    text = "[" + ", ".join(item or '""' for item in items) + "]"
+    lines = textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=key,
+        subsequent_indent=" " * (len(key) - len(key.lstrip()) + 2),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    return "\n".join(lines)[len(key) :] if key else text
 
 
 def render_rules() -> str:
@@ -87,7 +98,7 @@ def render_rules() -> str:
                 lines += _comment(f"{name}: {why}")
         lines += [
             f"  - apiGroups: {_flow((group,))}",
-            f"    resources: {_flow(resources)}",
+            f"    resources: {_flow(resources, '    resources: ')}",
             f"    verbs: {_flow(verbs)}",
         ]
     return "".join(f"{line}\n" for line in lines)
