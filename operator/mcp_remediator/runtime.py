@@ -106,6 +106,13 @@ async def run_operator(
         if memo.receiver is not None:
             companions.append(asyncio.create_task(_serve(memo.receiver)))
         namespaces = settings.watch_namespaces
+        # Kopf is stopped by its own flag, never cancelled: a cancelled Kopf skips its
+        # clean-up and leaves its HTTP session open. The caller's flag is relayed to it.
+        halt = asyncio.Event()
+        relay = None
+        if stop_flag is not None:
+            relay = asyncio.create_task(_relay(stop_flag, halt))
+            companions.append(relay)
         operator = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
@@ -115,18 +122,28 @@ async def run_operator(
                 namespaces=namespaces,
                 standalone=True,  # Kopf's peering is not used: see executor
                 identity=cast(Any, me),  # Kopf's Identity: a NewType of str
-                stop_flag=stop_flag,
+                stop_flag=halt,
                 ready_flag=ready_flag,
             )
         )
-        done, _ = await asyncio.wait([operator, *companions], return_when=asyncio.FIRST_COMPLETED)
+        parts = [operator, *companions]
+        done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+        if relay in done and relay.exception() is None:
+            done.discard(relay)  # the stop flag: stop Kopf by its own flag, below
         if operator not in done and executor.stopped:
-            # Stopped by Kopf's clean-up (a SIGTERM, the stop flag): let Kopf finish.
-            await asyncio.wait([operator])
-            done = {operator}
+            done = set()  # stopped by Kopf's clean-up (a SIGTERM): Kopf finishes itself
         if operator not in done:
-            operator.cancel()
+            # A SIGTERM reaches Kopf directly; a companion that ended (an error, the stop
+            # flag) stops Kopf by its flag, and Kopf's clean-up stops the rest.
+            halt.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(operator), KOPF_STOP_SECONDS)
+            except TimeoutError:
+                log.error("Kopf did not stop within %gs; cancelled", KOPF_STOP_SECONDS)
+                operator.cancel()
             await asyncio.gather(operator, return_exceptions=True)
+            if not operator.cancelled():
+                done.add(operator)  # Kopf's own failure, if it had one, is raised too
         for task in done:
             task.result()
     finally:
@@ -134,6 +151,21 @@ async def run_operator(
             task.cancel()
         await asyncio.gather(*companions, return_exceptions=True)
         await clients.aclose()
+
+
+KOPF_STOP_SECONDS = 30.0  # Kopf's own clean-up (the receiver drains, the Lease is released)
+
+
+async def _relay(flag: Flag, halt: asyncio.Event) -> None:
+    """Set ``halt`` once ``flag`` is set."""
+    if isinstance(flag, asyncio.Event):
+        await flag.wait()
+    elif isinstance(flag, asyncio.Future):
+        await asyncio.shield(flag)
+    else:
+        while not flag.is_set():
+            await asyncio.sleep(0.1)
+    halt.set()
 
 
 def _gauge(metrics: OperatorMetrics, old: Entry | None, new: Entry | None) -> None:
