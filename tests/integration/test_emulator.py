@@ -202,7 +202,7 @@ async def test_discovery_lists_builtins_and_crds(em: ApiServerEmulator) -> None:
     assert {"list", "watch", "patch"} <= set(by_name["configmaps"]["verbs"])
 
     _, argo = await call(em, "GET", "/apis/argoproj.io/v1alpha1")
-    assert [r["name"] for r in argo["resources"]] == ["applications"]  # no status subresource
+    assert sorted(r["name"] for r in argo["resources"]) == ["applications", "appprojects"]  # no status
 
     _, kyverno = await call(em, "GET", "/apis/kyverno.io/v1")
     namespaced = {r["name"]: r["namespaced"] for r in kyverno["resources"]}
