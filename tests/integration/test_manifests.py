@@ -40,7 +40,7 @@ import yaml
 from fixtures.daemons import free_port, http_ok, require_binary, start_daemon
 from mcp_remediator.actions import REGISTRY
 from mcp_remediator.actions.workloads import RolloutRestartParams
-from mcp_remediator.kube import refusals
+from mcp_remediator.kube import policy_inputs, refusals
 from mcp_remediator.kube.client import KINDS
 from mcp_remediator.metrics import OperatorMetrics
 from mcp_remediator.models import GROUP, REMEDIATIONS, RUNBOOKS
@@ -57,9 +57,12 @@ LEASE = "mcp-remediator"
 LEADER_ELECTION = "mcp-remediator-leader-election"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 READ_VERBS = {"get", "list", "watch"}
-# Kyverno's API groups (with openreports.io, where it may write its reports) and its
-# admission webhooks: no role of ours may write to them.
-NO_WRITE_GROUPS = refusals.KYVERNO_GROUPS | {"openreports.io", refusals.WEBHOOK_GROUP}
+
+
+def no_write_group(group: str) -> bool:
+    """Kyverno's API groups (any ``*kyverno.io``, ``wgpolicyk8s.io``, ``openreports.io``) and
+    the admission webhooks' group: no role of ours may write to them."""
+    return refusals.is_kyverno_group(group) or group == refusals.WEBHOOK_GROUP
 
 
 def kubectl() -> str:
@@ -110,6 +113,12 @@ FRAMEWORK_NEEDS: dict[str, set[Need]] = {
     "ttl of finished remediations": needs(MCP, [REMEDIATIONS], ["delete"]),
     "acting as a runbook's service account": needs("v1", ["serviceaccounts"], ["get"])
     | needs("v1", ["serviceaccounts"], ["impersonate"]),
+    # ConfigMaps that Kyverno policies read are refused: the policies, listed read-only.
+    "refusal layer": {
+        (group, plural, "list")
+        for group, plurals in policy_inputs.LISTED.items()
+        for plural in plurals
+    },
 }
 RUNNER = "mcp-remediator-runner"
 CATALOGUE_NAMESPACE = "mcp"
@@ -243,7 +252,7 @@ def test_declared_access_covers_what_the_params_can_target() -> None:
 def test_no_action_declares_a_write_on_kyverno_or_admission_webhooks() -> None:
     for name, spec in REGISTRY.items():
         for access in spec.access:
-            if access.group in NO_WRITE_GROUPS:
+            if no_write_group(access.group):
                 writes = set(access.verbs) - READ_VERBS
                 assert not writes, f"{name} declares {sorted(writes)} on {access.group}"
 
@@ -265,10 +274,12 @@ def test_the_cluster_role_grants_nothing_beyond_those_needs(built: list[dict[str
 
 def test_the_operator_itself_cannot_touch_what_steps_touch(built: list[dict[str, Any]]) -> None:
     """Steps act as runner accounts: the operator's own role reaches no workload, ConfigMap,
-    Secret, Application or Kyverno object, and impersonates no user or group."""
+    Secret or Application, only lists Kyverno's policies (the refusal layer: which
+    ConfigMaps they read), and impersonates no user or group."""
     have = granted(one(built, "ClusterRole", "mcp-remediator"))
     step_resources = {r for spec in REGISTRY.values() for _, r, _ in spec.grants()}
-    assert not {g for g in have if g[1] in step_resources}
+    touched = {g for g in have if g[1] in step_resources}
+    assert touched <= FRAMEWORK_NEEDS["refusal layer"], sorted(touched)
     assert not {g for g in have if g[1] in ("users", "groups", "uids", "userextras")}
     assert {g for g in have if g[2] == "impersonate"} == {("", "serviceaccounts", "impersonate")}
 
@@ -387,7 +398,7 @@ def test_no_role_writes_to_kyverno_or_admission_webhooks(
 ) -> None:
     for role in roles(built + runner):
         for rule in role.get("rules", []):
-            if NO_WRITE_GROUPS & set(rule.get("apiGroups", [])):
+            if any(no_write_group(group) for group in rule.get("apiGroups", [])):
                 writes = set(rule["verbs"]) - READ_VERBS
                 assert not writes, f"{role['metadata']['name']} may {writes} on {rule}"
 

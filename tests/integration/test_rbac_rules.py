@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from fixtures.cluster import FAST, Cluster, OperatorUnderTest, deployment, remediation
+from mcp_remediator.kube import policy_inputs
 from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.settings import Settings
 
@@ -60,6 +61,9 @@ NEEDED_BY = {
     "mcp-remediator@-:events": "operator",
     "mcp-remediator@-:customresourcedefinitions": "operator",
     "mcp-remediator@-:serviceaccounts": "operator",
+    # The refusal layer lists the policies before a ConfigMap is written.
+    "mcp-remediator@-:clusterpolicies,policies": "patch-config",
+    "mcp-remediator@-:" + ",".join(policy_inputs.LISTED[policy_inputs.CEL_GROUP]): "patch-config",
     "mcp-remediator-leader-election@mcp-remediator:leases#create": "operator",
     "mcp-remediator-leader-election@mcp-remediator:leases#get,update": "operator",
     "mcp-remediator-runner@mcp:deployments,statefulsets,daemonsets": "restart",

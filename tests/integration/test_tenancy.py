@@ -187,10 +187,12 @@ def platform(cluster: Cluster) -> None:
     cluster.seed(app_project("platform"))
 
 
+# Argo CD's own configuration is not among them: the refusal layer refuses it before RBAC
+# is asked, whoever the account (see the last test).
+ARGOCD_ADMIN = {"name": "argocd-admin", "action": "patchResource",
+                "params": {"namespace": "argocd", "name": "argocd-rbac-cm",
+                           "mergePatch": {"data": {"policy.default": "role:admin"}}}}  # fmt: skip
 ATTACK = [
-    {"name": "argocd-admin", "action": "patchResource",
-     "params": {"namespace": "argocd", "name": "argocd-rbac-cm",
-                "mergePatch": {"data": {"policy.default": "role:admin"}}}},
     {"name": "kyverno-config", "action": "patchResource",
      "params": {"namespace": "platform", "name": "kyverno-settings",
                 "mergePatch": {"data": {"registry": "registry.evil.example"}}}},
@@ -230,9 +232,10 @@ async def test_a_namespace_editor_cannot_act_beyond_the_namespace(
     ), done["status"]
     account = "system:serviceaccount:team-a:mcp-remediator-runner"
     assert (
-        f'User "{account}" cannot get resource "configmaps"' in (results["argocd-admin"]["message"])
+        f'User "{account}" cannot get resource "configmaps"'
+        in (results["kyverno-config"]["message"])
     )
-    assert 'in the namespace "argocd"' in results["argocd-admin"]["message"]
+    assert 'in the namespace "platform"' in results["kyverno-config"]["message"]
     assert 'cannot list resource "pods"' in results["list-payments-pods"]["message"]
     assert (
         "acting as ServiceAccount team-a/mcp-remediator-runner"
@@ -256,6 +259,7 @@ async def test_the_same_steps_from_a_trusted_runbook_whose_account_is_granted_th
     pods = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
     sync = {"apiGroups": ["argoproj.io"], "resources": ["applications"], "verbs": ["get", "patch"]}
     windows = {"apiGroups": ["argoproj.io"], "resources": ["appprojects"], "verbs": ["get"]}
+    # argocd-rbac-cm too (patch): refused all the same, see the last test.
     cluster.grant("mcp", "platform-runner", [patch, sync, windows], at="argocd")
     cluster.grant("mcp", "platform-runner", [patch], at="platform")
     cluster.grant("mcp", "platform-runner", [restart, pods], at="payments")
@@ -280,9 +284,32 @@ async def test_the_same_steps_from_a_trusted_runbook_whose_account_is_granted_th
 
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * len(ATTACK)
-    rbac_cm = cluster.get("v1", "configmaps", "argocd", "argocd-rbac-cm")
-    assert rbac_cm["data"]["policy.default"] == "role:admin"
+    settings = cluster.get("v1", "configmaps", "platform", "kyverno-settings")
+    assert settings["data"]["registry"] == "registry.evil.example"
     step_requests = [e for e in cluster.api.audit if e.impersonate_user]
     assert {e.impersonate_user for e in step_requests} == {
         "system:serviceaccount:mcp:platform-runner"
     }
+
+
+async def test_argo_cd_configuration_is_refused_even_to_an_account_granted_it(
+    cluster: Cluster, operator: OperatorUnderTest
+) -> None:
+    # RBAC would allow it (the account may patch ConfigMaps in argocd); the refusal layer
+    # does not: Argo CD's configuration changes through Git, like Kyverno's policies.
+    platform(cluster)
+    patch = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    cluster.grant("mcp", "platform-runner", [patch], at="argocd")
+    before = versions(cluster)
+    cluster.seed(
+        remediation("argocd-admin", [ARGOCD_ADMIN], "mcp", serviceAccountName="platform-runner")
+    )
+
+    done = await cluster.wait_phase("mcp", "argocd-admin", {"Succeeded", "Failed", "Refused"})
+
+    assert done["status"]["phase"] == "Refused", done["status"]
+    assert done["status"]["reason"] == "ManualKyvernoOverrideRefused"
+    assert "Argo CD's own configuration" in done["status"]["message"]
+    assert "through Git" in done["status"]["message"]
+    assert versions(cluster) == before
+    assert cluster.writes("configmaps") == []

@@ -5,6 +5,10 @@ ConfigMap. Only kinds in ``MCP_PATCH_ALLOWED_KINDS`` (ConfigMap by default) may 
 and every write still passes the refusal layer (Kyverno, protected namespaces) in the
 Kubernetes client.
 
+Once the target is read, the refusal layer judges it whole (``KubeApi.check_write`` with
+the object), also in dry-run: Kyverno's and Argo CD's objects found by their labels
+wherever they live, and ConfigMaps that a Kyverno policy reads (``context.configMap``).
+
 Objects that Argo CD manages (its tracking label ``app.kubernetes.io/instance`` or
 annotation ``argocd.argoproj.io/tracking-id``) are refused unless the step says
 ``allowGitOpsDrift: true``: a self-healing Argo CD would revert the patch, and the lasting
@@ -171,6 +175,8 @@ async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> Act
         raise exc.as_step_failure(f"reading {target}") from exc
     if obj is None:
         raise StepFailed(f"{target} not found", reason="NotFound")
+    # Before the GitOps check, whose way out (allowGitOpsDrift) must not reach Kyverno.
+    await kube.check_write(params.apiVersion, resource, namespace, params.name, obj=obj)
     app = argocd_manager(obj)
     if app is not None and not params.allowGitOpsDrift:
         raise Refused(

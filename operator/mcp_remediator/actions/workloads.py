@@ -4,7 +4,9 @@ kubectl sets the pod-template annotation ``kubectl.kubernetes.io/restartedAt`` t
 current time with a strategic merge patch, and refuses paused Deployments. We do the same,
 and persist the timestamp in the step's outputs before patching, so that a retry or an
 operator restart finds the annotation already set and never restarts a second time.
-The wait follows ``kubectl rollout status``'s rules for each kind.
+The wait follows ``kubectl rollout status``'s rules for each kind. Each workload is judged
+by the refusal layer as read (its labels: Kyverno's workloads outside its namespace too)
+before anything is restarted.
 """
 
 from __future__ import annotations
@@ -164,6 +166,9 @@ async def rollout_restart(params: RolloutRestartParams, ctx: ActionContext) -> A
     kind = KINDS[params.kind]
     targets = await ctx.prepared(lambda: _targets(params, ctx, ns))
     names = [t["metadata"]["name"] for t in targets]
+    for target, name in zip(targets, names, strict=True):
+        # Kyverno's own workloads by their labels, wherever installed; in dry-run too.
+        await ctx.clients.kube.check_write(kind.api_version, kind.plural, ns, name, obj=target)
     paused = [n for t, n in zip(targets, names, strict=True) if t.get("spec", {}).get("paused")]
     if params.kind == "Deployment" and paused:
         raise Refused(

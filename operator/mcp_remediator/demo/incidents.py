@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from mcp_remediator.demo.world import (
-    ARGOCD_NAMESPACE,
-    ARGOCD_RBAC,
     CONFIG_MAP,
     NAMESPACE,
     NON_ROOT,
@@ -466,31 +464,33 @@ async def tenant_isolation(stage: Stage) -> Verdict:
     api = world.api
 
     def versions() -> tuple[str, str]:
-        rbac = api.get("v1", "configmaps", ARGOCD_NAMESPACE, ARGOCD_RBAC)
+        config = api.get("v1", "configmaps", NAMESPACE, CONFIG_MAP)
         dese_api = api.get("apps/v1", "deployments", NAMESPACE, "dese-api")
-        if rbac is None or dese_api is None:
-            raise DemoError("the world lacks Argo CD's RBAC ConfigMap or dese-api")
+        if config is None or dese_api is None:
+            raise DemoError(f"the world lacks {CONFIG_MAP} or dese-api")
         restarted = dese_api["spec"]["template"]["metadata"].get("annotations", {})
-        return rbac["metadata"]["resourceVersion"], str(restarted.get(RESTARTED_AT))
+        return config["metadata"]["resourceVersion"], str(restarted.get(RESTARTED_AT))
 
+    # Not Argo CD's RBAC (argocd/argocd-rbac-cm) any more: the refusal layer refuses Argo
+    # CD's own configuration to every account before RBAC is asked; this shows RBAC.
     before = versions()
     stage.say(
         "manual",
         f"a {TENANT} editor (`edit` in {TENANT} only, which includes McpRemediations) applies "
-        f"McpRemediation {TENANT}/take-over: patch {ARGOCD_NAMESPACE}/{ARGOCD_RBAC} to "
-        f"policy.default: role:admin (every Argo CD user an admin), then restart "
-        f"{NAMESPACE}/dese-api; its steps act as {TENANT}/{TENANT_RUNNER}",
+        f"McpRemediation {TENANT}/take-over: patch the platform's {NAMESPACE}/{CONFIG_MAP} "
+        f"(no Prometheus timeout, no cache), then restart {NAMESPACE}/dese-api; its steps "
+        f"act as {TENANT}/{TENANT_RUNNER}",
     )
-    admin = {"data": {"policy.default": "role:admin"}}
+    sabotage = {"data": {"MCP_PROMETHEUS_TIMEOUT_MS": "1", "MCP_CACHE_TTL_SECONDS": "0"}}
     take_over = {
         "apiVersion": API_VERSION,
         "kind": "McpRemediation",
         "metadata": {"name": "take-over", "namespace": TENANT},
         "spec": {
             "steps": [
-                {"name": "argocd-admin", "action": "patchResource", "continueOnFailure": True,
-                 "params": {"namespace": ARGOCD_NAMESPACE, "name": ARGOCD_RBAC,
-                            "mergePatch": admin}},
+                {"name": "platform-config", "action": "patchResource", "continueOnFailure": True,
+                 "params": {"namespace": NAMESPACE, "name": CONFIG_MAP,
+                            "mergePatch": sabotage}},
                 {"name": "restart-platform", "action": "rolloutRestart",
                  "params": {"namespace": NAMESPACE, "name": "dese-api"}},
             ]
@@ -505,8 +505,8 @@ async def tenant_isolation(stage: Stage) -> Verdict:
     return Verdict(
         "refused as documented",
         f"both steps failed Forbidden, as {TENANT}/{TENANT_RUNNER}: Kubernetes RBAC, not the "
-        f"operator's rights, decided; {ARGOCD_NAMESPACE}/{ARGOCD_RBAC} and "
-        f"{NAMESPACE}/dese-api were not written",
+        f"operator's rights, decided; {NAMESPACE}/{CONFIG_MAP} and {NAMESPACE}/dese-api were "
+        "not written",
     )
 
 

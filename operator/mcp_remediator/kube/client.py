@@ -15,6 +15,14 @@ receiver. ``KubeApi.impersonating(namespace, account)`` gives the client a step 
 same connection, every request sent as that ServiceAccount (``Identity``), so Kubernetes
 RBAC, not the operator's own role, decides what a step may touch; its 403 answers become
 ``Forbidden`` step failures naming the account.
+
+The guard before each write (``check_write``) is the static check of the request, the
+labels of a create's or replace's body, and, for a ConfigMap, whether a Kyverno policy
+reads it (``policy_inputs``: the policies listed with the operator's own identity, cached,
+shared by every clone). A patch or delete carries no object: an action that has read its
+target calls ``check_write(..., obj=target)`` itself first (``patchResource``,
+``rolloutRestart``), before its dry-run ends, so that a dry run is refused as a run would
+be.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import yarl
 
 from mcp_remediator.errors import StepFailed, TransientFailure
 from mcp_remediator.kube import refusals
+from mcp_remediator.kube.policy_inputs import PolicyInputs
 from mcp_remediator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -328,6 +337,8 @@ class KubeApi:
         self.dry_run = dry_run
         self.identity: Identity | None = None
         self._pool = _Pool(connection, timeout)
+        # Shared by every clone; it reads with this client's own identity (the operator's).
+        self._policy_inputs = PolicyInputs(self._list_own, self._preferred_version)
 
     def _clone(self, **changes: Any) -> KubeApi:
         clone = object.__new__(KubeApi)
@@ -390,20 +401,62 @@ class KubeApi:
             raise ApiError(status, reason, message, identity=self.identity)
         return json.loads(payload) if payload else {}
 
-    def _guard(
-        self, api_version: str, plural: str, namespace: str | None, name: str | None
+    async def check_write(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str | None,
+        *,
+        obj: dict[str, Any] | None = None,
+    ) -> None:
+        """Raise ``Refused`` when this write must not happen: the static check first (cheap,
+        from the request alone), then the labels of ``obj`` (the target as read, or the
+        body of a create or replace), then, for a ConfigMap, the policies that read it."""
+        refusals.check_write(
+            self.settings, api_version=api_version, resource=plural, namespace=namespace, name=name
+        )
+        if obj is not None:
+            refusals.check_object(self.settings, api_version=api_version, resource=plural, obj=obj)
+        if refusals.is_config_map(plural) and namespace and name:
+            await self._policy_inputs.check(self.settings, namespace, name)
+
+    async def _list_own(
+        self, api_version: str, plural: str
+    ) -> builtins.list[dict[str, Any]] | None:
+        """Every object of a kind, read with the operator's own identity; ``None`` when the
+        API does not serve the kind (for the refusal layer: no such policies)."""
+        try:
+            return await self._clone(identity=None).list(api_version, plural)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _preferred_version(self, group: str) -> str | None:
+        """The version of ``group`` the API server prefers; ``None`` when not served."""
+        try:
+            found = await self._clone(identity=None)._request("GET", f"/apis/{quote(group)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        version = (found.get("preferredVersion") or {}).get("version")
+        return str(version) if version else None
+
+    async def _guard(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str | None,
+        body: dict[str, Any] | None = None,
     ) -> None:
         # Steps always impersonate (``impersonating``); only the operator's own identity
         # writes its bookkeeping, which the refusal layer does not judge.
         own_bookkeeping = self.identity is None and refusals.is_bookkeeping(api_version, plural)
         if not own_bookkeeping:
-            refusals.check_write(
-                self.settings,
-                api_version=api_version,
-                resource=plural,
-                namespace=namespace,
-                name=name,
-            )
+            await self.check_write(api_version, plural, namespace, name, obj=body)
         if self.dry_run:
             raise RuntimeError(
                 f"dry-run client asked to write {api_version}/{plural} {namespace}/{name}"
@@ -523,7 +576,11 @@ class KubeApi:
     async def create(
         self, api_version: str, plural: str, namespace: str | None, body: dict[str, Any]
     ) -> Any:
-        self._guard(api_version, plural, namespace, body.get("metadata", {}).get("name"))
+        meta = body.get("metadata") or {}
+        # A generated name is judged by its prefix (``kyverno-`` webhooks).
+        await self._guard(
+            api_version, plural, namespace, meta.get("name") or meta.get("generateName"), body
+        )
         body = {"apiVersion": api_version, **body}
         return await self._request("POST", resource_path(api_version, plural, namespace), body=body)
 
@@ -538,7 +595,7 @@ class KubeApi:
         patch_type: PatchType = "merge",
         subresource: str | None = None,
     ) -> Any:
-        self._guard(api_version, plural, namespace, name)
+        await self._guard(api_version, plural, namespace, name)
         return await self._request(
             "PATCH",
             resource_path(api_version, plural, namespace, name, subresource),
@@ -551,7 +608,7 @@ class KubeApi:
     ) -> Any:
         """PUT the whole object; its ``metadata.resourceVersion`` makes it conditional."""
         name = body["metadata"]["name"]
-        self._guard(api_version, plural, namespace, name)
+        await self._guard(api_version, plural, namespace, name, body)
         body = {"apiVersion": api_version, **body}
         path = resource_path(api_version, plural, namespace, name)
         return await self._request("PUT", path, body=body)
@@ -567,7 +624,7 @@ class KubeApi:
         resource_version: str | None = None,
     ) -> Any:
         """DELETE; with ``uid``/``resource_version``, only that very object (409 otherwise)."""
-        self._guard(api_version, plural, namespace, name)
+        await self._guard(api_version, plural, namespace, name)
         preconditions = {
             key: value
             for key, value in (("uid", uid), ("resourceVersion", resource_version))

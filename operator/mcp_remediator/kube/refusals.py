@@ -10,14 +10,34 @@ and Events, written with its own identity) is not a step's write: a remediation 
 in a protected namespace must still be finished there as ``Refused``
 (``check_run_namespace``), or it would be retried forever.
 
-Kyverno policy changes happen only in Git: any write to Kyverno's API groups, to its
-admission webhooks, to workloads in its namespace, or any PolicyException is refused
-with ``ManualKyvernoOverrideRefused``.
+Kyverno policy changes happen only in Git, and so does Argo CD's own configuration (which
+decides how the policies reach the cluster): these writes are refused with
+``ManualKyvernoOverrideRefused``, each by the cheapest check that can see it.
+
+* ``check_write``, static, from the request alone (apiVersion, resource, namespace, name):
+  every API group ending in ``kyverno.io`` (``kyverno.io``, ``policies.kyverno.io`` with
+  Kyverno 1.17's CEL policies, ``reports.kyverno.io``...), ``wgpolicyk8s.io`` and
+  ``openreports.io``, in any spelling (``normalise_group``: case, percent-encoding,
+  trailing dots and slashes, every segment of a malformed apiVersion); any
+  PolicyException; admission objects whose name holds ``kyverno`` (all ``kyverno-*``
+  webhook configurations); anything in Kyverno's namespace; ConfigMaps and Secrets of
+  ``MCP_ARGOCD_NAMESPACE``.
+* ``check_object``, from the object a write action has read (or a create's body): objects
+  Kyverno manages (``app.kubernetes.io/managed-by: kyverno``: the ValidatingAdmissionPolicies
+  and bindings it generates, generated resources, reports; ``webhook.kyverno.io/managed-by``:
+  its webhook configurations), Kyverno's own workloads and ConfigMaps by the labels of its
+  Helm chart (``app.kubernetes.io/part-of`` / ``app.kubernetes.io/name`` naming kyverno),
+  wherever it is installed; Argo CD's ConfigMaps and Secrets by their labels.
+* ``kube.policy_inputs``: ConfigMaps that a Kyverno policy reads (``context.configMap``,
+  ``apiCall``, CEL ``resource.get``), from the policies listed with the operator's identity.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from mcp_remediator import redact
 from mcp_remediator.errors import Refused
@@ -31,11 +51,30 @@ HOST_NOT_ALLOWED = "HostNotAllowed"
 KIND_NOT_ALLOWED = "KindNotAllowed"
 GITOPS_MANAGED = "GitOpsManaged"
 
+# A group is Kyverno's when it ends in one of these (after ``normalise_group``): every
+# ``*kyverno.io`` group, the policy-report WG's and OpenReports' (where reports may live).
+KYVERNO_GROUP_SUFFIXES = ("kyverno.io", "wgpolicyk8s.io", "openreports.io")
+# The groups Kyverno serves today (examples of the rule above, which also covers new ones).
 KYVERNO_GROUPS = frozenset(
-    {"kyverno.io", "wgpolicyk8s.io", "reports.kyverno.io", "policies.kyverno.io"}
+    {
+        "kyverno.io",
+        "policies.kyverno.io",
+        "reports.kyverno.io",
+        "wgpolicyk8s.io",
+        "openreports.io",
+    }
 )
 WEBHOOK_GROUP = "admissionregistration.k8s.io"
-POLICY_EXCEPTION_KINDS = frozenset({"policyexception", "policyexceptions"})
+# PolicyException (kyverno.io, policies.kyverno.io), CELPolicyException, in any group.
+POLICY_EXCEPTION = "policyexception"
+CONFIG_RESOURCES = frozenset({"configmap", "configmaps"})
+ARGOCD_CONFIG_RESOURCES = CONFIG_RESOURCES | {"secret", "secrets"}
+# Labels (Kyverno's api/kyverno/constants.go and its Helm chart's _labels.tpl).
+MANAGED_BY = "app.kubernetes.io/managed-by"  # "kyverno" on what Kyverno itself creates
+WEBHOOK_MANAGED_BY = "webhook.kyverno.io/managed-by"  # on Kyverno's webhook configurations
+PART_OF = "app.kubernetes.io/part-of"  # the chart's fullname: "kyverno", "<release>-kyverno"
+APP_NAME = "app.kubernetes.io/name"  # "kyverno-admission-controller", ...
+ARGOCD_SECRET_TYPE = "argocd.argoproj.io/secret-type"  # repository, cluster credentials
 # (API group, plural) of what the operator writes for itself: its records and Events.
 BOOKKEEPING = frozenset(
     {
@@ -53,10 +92,44 @@ def api_group(api_version: str) -> str:
     return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
 
+def normalise_group(group: str) -> str:
+    """An API group as the refusal layer compares it: percent-decoded, lower-case, without
+    blanks or trailing dots and slashes (``Kyverno.io./`` → ``kyverno.io``), so that no
+    spelling a client might send or a server might route is a way past it."""
+    return re.sub(r"[\s./]+$", "", unquote(group).strip().lower()).lstrip("/ ")
+
+
+def api_groups(api_version: str) -> list[str]:
+    """Every segment of ``api_version``, normalised: its group and version, and for a
+    malformed one (``apps/../kyverno.io/v1``, ``kyverno.io//v1``) every part a request path
+    could end up naming."""
+    return [part for part in (normalise_group(p) for p in unquote(api_version).split("/")) if part]
+
+
+def is_kyverno_group(group: str) -> bool:
+    """Whether ``group`` (any spelling) is one of Kyverno's: it ends in ``kyverno.io``,
+    ``wgpolicyk8s.io`` or ``openreports.io``."""
+    return normalise_group(group).endswith(KYVERNO_GROUP_SUFFIXES)
+
+
+def normalise_resource(resource: str) -> str:
+    """A plural or kind as compared here: ``ConfigMaps.`` → ``configmaps``."""
+    return normalise_group(resource)
+
+
 def kyverno_message(settings: Settings, what: str) -> str:
     return (
         f"refused: {what} would override Kyverno by hand; Kyverno policy changes go "
         f"through {settings.gitops_policy_path} and Argo CD, never through the operator"
+    )
+
+
+def argocd_message(settings: Settings, what: str) -> str:
+    return (
+        f"refused: {what} would change Argo CD's own configuration by hand (what it syncs, "
+        f"ignores and who may do it: the path of Kyverno's policies from Git, "
+        f"{settings.gitops_policy_path}, to the cluster); it changes through Git, never "
+        "through the operator"
     )
 
 
@@ -93,16 +166,25 @@ def check_write(
     ``resource`` is the plural (``deployments``) or the kind (``Deployment``); both are
     recognised, case-insensitively.
     """
-    group = api_group(api_version)
-    resource_lc = resource.lower()
+    groups = api_groups(api_version)
+    resource_lc = normalise_resource(resource)
+    namespace_lc = normalise_group(namespace or "")
     target = f"{resource}/{name}" if name else resource
     if namespace:
         target = f"{target} in namespace {namespace}"
-    if group in KYVERNO_GROUPS or resource_lc in POLICY_EXCEPTION_KINDS:
-        raise Refused(KYVERNO, kyverno_message(settings, f"writing {group}/{target}"))
-    if group == WEBHOOK_GROUP and "kyverno" in (name or "").lower():
+    kyverno = next((g for g in groups if is_kyverno_group(g)), None)
+    if kyverno is not None or POLICY_EXCEPTION in resource_lc:
+        shown = f"{kyverno}/{target}" if kyverno else target
+        raise Refused(KYVERNO, kyverno_message(settings, f"writing {shown}"))
+    if WEBHOOK_GROUP in groups and "kyverno" in normalise_group(name or ""):
         raise Refused(KYVERNO, kyverno_message(settings, f"changing webhook {target}"))
-    if namespace and namespace == settings.kyverno_namespace:
+    if (
+        namespace_lc
+        and namespace_lc == normalise_group(settings.argocd_namespace)
+        and resource_lc in ARGOCD_CONFIG_RESOURCES
+    ):
+        raise Refused(KYVERNO, argocd_message(settings, f"writing {target}"))
+    if namespace_lc and namespace_lc == normalise_group(settings.kyverno_namespace):
         raise Refused(KYVERNO, kyverno_message(settings, f"changing {target}"))
     if namespace and namespace in settings.protected_namespaces:
         raise Refused(
@@ -110,6 +192,50 @@ def check_write(
             f"refused: namespace {namespace} is protected (MCP_PROTECTED_NAMESPACES); "
             f"not writing {target}",
         )
+
+
+def check_object(
+    settings: Settings, *, api_version: str, resource: str, obj: Mapping[str, Any]
+) -> None:
+    """Raise ``Refused`` when the object, as read (or a create's body), is Kyverno's or Argo
+    CD's configuration by its labels, wherever it lives; ``check_write`` has run first.
+
+    Kyverno marks what it creates itself ``app.kubernetes.io/managed-by: kyverno`` (the
+    ValidatingAdmissionPolicies and bindings generated from its policies, generated
+    resources, reports) and its webhook configurations ``webhook.kyverno.io/managed-by``;
+    its Helm chart labels its Deployments, ConfigMaps and the rest
+    ``app.kubernetes.io/part-of: <fullname>`` (``kyverno``, or ``<release>-kyverno``) and
+    ``app.kubernetes.io/name: kyverno-<component>``. Argo CD labels its ConfigMaps and
+    Secrets ``app.kubernetes.io/part-of: argocd``, its repository and cluster credentials
+    ``argocd.argoproj.io/secret-type``.
+    """
+    meta = obj.get("metadata") or {}
+    labels = {
+        str(key).strip().lower(): str(value).strip().lower()
+        for key, value in (meta.get("labels") or {}).items()
+    }
+    name = meta.get("name") or meta.get("generateName") or "?"
+    namespace = meta.get("namespace")
+    target = f"{resource}/{name}" + (f" in namespace {namespace}" if namespace else "")
+    if labels.get(MANAGED_BY) == "kyverno":
+        what = f"changing {target}, which Kyverno manages ({MANAGED_BY}: kyverno),"
+        raise Refused(KYVERNO, kyverno_message(settings, what))
+    if WEBHOOK_MANAGED_BY in labels:
+        what = f"changing {target}, a webhook configuration of Kyverno ({WEBHOOK_MANAGED_BY}),"
+        raise Refused(KYVERNO, kyverno_message(settings, what))
+    for key in (PART_OF, APP_NAME):
+        if "kyverno" in labels.get(key, ""):
+            what = f"changing {target}, part of Kyverno ({key}: {labels[key]}),"
+            raise Refused(KYVERNO, kyverno_message(settings, what))
+    if normalise_resource(resource) in ARGOCD_CONFIG_RESOURCES and (
+        labels.get(PART_OF) == "argocd" or ARGOCD_SECRET_TYPE in labels
+    ):
+        raise Refused(KYVERNO, argocd_message(settings, f"writing {target}"))
+
+
+def is_config_map(resource: str) -> bool:
+    """Whether a write is of a ConfigMap, in any spelling (and, failing closed, any group)."""
+    return normalise_resource(resource) in CONFIG_RESOURCES
 
 
 def check_redis_pattern(settings: Settings, pattern: str) -> None:

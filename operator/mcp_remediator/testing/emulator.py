@@ -1698,6 +1698,24 @@ _THIRD_PARTY_CRDS: list[tuple[str, str, str, bool, bool, list[str]]] = [
         True,
         ["nivpol"],
     ),
+    # ... and the other CEL policy kinds, which the refusal layer lists for the ConfigMaps
+    # they read (kube.policy_inputs), with their short names as Kyverno's CRDs give them.
+    *(
+        (
+            "policies.kyverno.io/v1",
+            f"{prefix}{plural}",
+            f"{kind_prefix}{kind}",
+            bool(prefix),
+            True,
+            [f"{short_prefix}{short}"],
+        )
+        for plural, kind, short in (
+            ("mutatingpolicies", "MutatingPolicy", "mpol"),
+            ("generatingpolicies", "GeneratingPolicy", "gpol"),
+            ("deletingpolicies", "DeletingPolicy", "dpol"),
+        )
+        for prefix, kind_prefix, short_prefix in (("", "", ""), ("namespaced", "Namespaced", "n"))
+    ),
     ("openreports.io/v1alpha1", "reports", "Report", True, False, ["reps"]),
     ("openreports.io/v1alpha1", "clusterreports", "ClusterReport", False, False, ["creps"]),
 ]
