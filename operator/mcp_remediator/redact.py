@@ -41,9 +41,10 @@ def _parts(url: str) -> tuple[str, str, int | None, str] | None:
         return None
     if not parts.scheme or not host:
         return None
-    # No user info in the authority but an "@" after it: a password holding "/", "?" or
-    # "#" moved the real host there, and what the parser calls the host is the password.
-    if "@" not in parts.netloc and "@" in url.strip()[len(parts.scheme) + 3 :]:
+    # An "@" after the authority: a password holding "/", "?" or "#" ended the authority
+    # early and moved (part of) itself and the real host there, so that what the parser
+    # calls the host is a piece of the password (``http://:a@b/c@finbot`` has host "b").
+    if "@" in url.strip()[len(parts.scheme) + 3 + len(parts.netloc) :]:
         return None
     if HOST.fullmatch(host):
         shown = host
