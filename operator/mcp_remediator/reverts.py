@@ -28,6 +28,7 @@ from mcp_remediator.kube.events import now
 from mcp_remediator.models import Plan, Step, StepRevert, StepStatus
 
 log = logging.getLogger(__name__)
+# Final: not tried again after a restart. Failed is tried again (a 503, a lost Lease).
 REVERT_DONE: frozenset[str] = frozenset({"Reverted", "Unchanged", "Conflict"})
 
 

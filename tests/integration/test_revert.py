@@ -400,3 +400,27 @@ async def test_prometheus_timeout_run_whose_verification_fails_leaves_the_config
         "restored timeout: data.MCP_PROMETHEUS_TIMEOUT_MS; not reversible: restart, note"
     )
     assert status["escalatedTo"]["runbook"] == "notify-oncall"
+
+
+async def test_a_secret_is_never_snapshotted_and_its_revert_says_so(
+    cluster: Cluster, actions_env: ActionsEnvFactory
+) -> None:
+    cluster.seed(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "jwt", "namespace": "mcp"},
+         "data": {"JWT_SECRET": "b2xk"}}
+    )  # fmt: skip
+    secrets = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]}
+    cluster.grant("mcp", "secret-rotator", [secrets])
+    env = await actions_env(cluster.connection, patch_allowed_kinds=["Secret"])
+    patch = {"stringData": {"JWT_SECRET": "s3cr3t"}}
+    result = await env.run(
+        "patchResource",
+        {"kind": "Secret", "name": "jwt", "mergePatch": patch},
+        account="secret-rotator",
+    )
+    assert SNAPSHOT not in result.outputs and SNAPSHOT not in env.checkpoints["step"]
+
+    done = await revert_patch(result.outputs, env.kube.impersonating("mcp", "secret-rotator"))
+
+    assert done.phase == "Failed"
+    assert done.message == "not reverted: a Secret's previous values are never kept in the status"

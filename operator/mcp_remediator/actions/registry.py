@@ -190,7 +190,7 @@ class Reverted:
     """How undoing one step's change went (``onFailure.revert``): ``phase`` as in
     ``models.StepRevert``, ``restored`` the paths put back."""
 
-    phase: Literal["Reverted", "Unchanged", "Conflict"]
+    phase: Literal["Reverted", "Unchanged", "Conflict", "Failed"]
     message: str
     restored: tuple[str, ...] = ()
 

@@ -33,7 +33,9 @@ previous values back with one merge patch, conditional on the object's resourceV
 and only when every changed path still holds the step's value; a path someone changed
 since is theirs: nothing is written, and the conflict is reported. A retry of the step
 keeps the first attempt's snapshot when the object holds its values (that attempt's patch
-landed, its answer was lost), so the values before the step are never lost.
+landed, its answer was lost), so the values before the step are never lost. A Secret gets
+no snapshot: its values would be shown in the remediation's status; its revert fails,
+saying so.
 """
 
 from __future__ import annotations
@@ -137,6 +139,8 @@ def merged(target: Any, patch: Any) -> Any:
 
 
 SNAPSHOT = "revertSnapshot"  # the output holding the snapshot, JSON
+# Kinds whose values must never reach a status (or a log): patched, never snapshotted.
+UNSNAPSHOTTED_KINDS = frozenset({"Secret"})
 REVERT_CONFLICT_RETRIES = 5
 
 
@@ -216,6 +220,11 @@ def take_snapshot(
 async def revert_patch(outputs: Mapping[str, str], kube: KubeApi) -> Reverted:
     """Undo a ``patchResource`` step from its snapshot (see the module's docstring)."""
     raw = outputs.get(SNAPSHOT)
+    if not raw and outputs.get("kind") in UNSNAPSHOTTED_KINDS:
+        return Reverted(
+            "Failed",
+            f"not reverted: a {outputs['kind']}'s previous values are never kept in the status",
+        )
     if not raw:
         return Reverted("Unchanged", "nothing to revert: no snapshot (the step wrote nothing)")
     snapshot: dict[str, Any] = json.loads(raw)
@@ -329,14 +338,15 @@ async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> Act
         return ActionResult(f"would patch {keys} of {target}", outputs)
     before = str(obj["metadata"].get("resourceVersion") or "")
     earlier = changed_earlier(ctx.outputs, before)
-    snapshot = take_snapshot(params, namespace, obj, ctx.outputs.get(SNAPSHOT))
+    if params.kind not in UNSNAPSHOTTED_KINDS:
+        snapshot = take_snapshot(params, namespace, obj, ctx.outputs.get(SNAPSHOT))
+        outputs[SNAPSHOT] = json.dumps(snapshot, separators=(",", ":"))
     await ctx.checkpoint(
         {
             **outputs,
             "readVersion": before,
             "wouldChange": str(merged(obj, params.mergePatch) != obj).lower(),
             "changedEarlier": str(earlier).lower(),
-            SNAPSHOT: json.dumps(snapshot, separators=(",", ":")),
         }
     )
     try:
@@ -347,7 +357,6 @@ async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> Act
         raise exc.as_step_failure(f"patching {target}") from exc
     after = str(patched.get("metadata", {}).get("resourceVersion") or "")
     outputs["resourceVersion"] = after
-    outputs[SNAPSHOT] = json.dumps(snapshot, separators=(",", ":"))
     outputs["changed"] = str(after != before or earlier).lower()
     drift = f" (drifts from Git: Argo CD application {app})" if app else ""
     if after != before:
