@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator import admission, records, redact
+from mcp_remediator import admission, records, redact, reverts
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
@@ -454,7 +454,7 @@ class Engine:
         runbook_name: str | None = None
         generation: int | None = None
         namespace: str | None = None
-        dry_run, approval, escalate = spec.dryRun, False, None
+        dry_run, approval, escalate, revert = spec.dryRun, False, None, False
         account = spec.serviceAccountName
         if spec.runbookRef is not None and spec.serviceAccountName:
             raise PlanError(
@@ -485,6 +485,7 @@ class Engine:
             dry_run = dry_run or runbook.guardrails.dryRun
             approval = runbook.guardrails.requireApproval
             escalate = runbook.onFailure.escalateTo
+            revert = runbook.onFailure.revert
             account = runbook.serviceAccountName
         else:
             steps = spec.steps
@@ -508,6 +509,8 @@ class Engine:
             dryRun=dry_run,
             requireApproval=approval,
             escalateTo=escalate,
+            revert=revert,
+            irreversibleSteps=reverts.irreversible_steps(list(steps)) if revert else None,
         )
 
     def _dry_run(self, run: Run) -> bool:
@@ -534,6 +537,7 @@ class Engine:
                         later.phase = "Skipped"
                         later.message = f"not run: step {step.name} did not succeed"
                     message = f"step {step.name}: {result.message}"
+                    await self._revert(run)
                     await self._finish(run, "Failed", result.reason or "StepFailed", message)
                     return
                 if result.phase == "Failed":
@@ -548,6 +552,7 @@ class Engine:
                 continue
             for later in status.steps[index + 1 :]:
                 later.phase, later.message = "Skipped", f"not run: step {step.name} did not succeed"
+            await self._revert(run)
             if outcome.phase == "Refused":
                 await self._finish(run, "Refused", outcome.reason, outcome.message)
             else:
@@ -565,6 +570,22 @@ class Engine:
         else:
             verb = "recorded in dry-run" if self._dry_run(run) else "succeeded"
             await self._finish(run, "Succeeded", "Completed", f"all {len(plan.steps)} steps {verb}")
+
+    async def _revert(self, run: Run) -> None:
+        """With ``onFailure.revert``, undo the reversible steps of a run that a step ends
+        (``reverts``), as the steps' ServiceAccount; the outcome is the ``Reverted``
+        condition, written with the run's end. Resumes after a restart: each step's revert
+        is saved as it is done."""
+        if not run.plan.revert or self._dry_run(run):
+            return
+        if not self.may_act():
+            raise LostOwnership("this replica no longer holds the Lease")
+        run.status.message = "a step failed: reverting the reversible steps"
+        outcome = await reverts.revert_steps(
+            run.plan, run.status.steps, self.step_kube(run), lambda: self._save(run)
+        )
+        self._set_condition(run, "Reverted", outcome.status, outcome.reason, outcome.message)
+        self._notice(run, outcome.reason, outcome.message)
 
     async def _run_step(self, run: Run, index: int) -> StepOutcome:
         """Prepare the step's params, then attempt it until it succeeds or may not retry."""

@@ -128,6 +128,14 @@ class OnFailure(_Model):
     escalateTo: str | None = Field(
         None, description="Runbook started with the same inputs when a run fails."
     )
+    revert: bool = Field(
+        False,
+        description="When a step fails and ends the run, undo what the reversible steps "
+        "(patchResource) changed, in reverse order, each only where the object still holds "
+        "the step's values (a later change by someone else is kept and reported); the run "
+        "ends with the condition Reverted. Steps that cannot be undone (a restart, a purge, "
+        "a sync) are named in status.plan.irreversibleSteps.",
+    )
 
 
 class RunbookSpec(_Model):
@@ -256,6 +264,30 @@ class Plan(_Model):
     dryRun: bool = False
     requireApproval: bool = False
     escalateTo: str | None = None
+    revert: bool = Field(False, description="onFailure.revert of the runbook.")
+    irreversibleSteps: list[str] | None = Field(
+        None,
+        description="With revert: the steps that change something and cannot be undone "
+        "(their actions have no revert).",
+    )
+
+
+RevertPhase = Literal["Reverted", "Unchanged", "Conflict", "Failed"]
+
+
+class StepRevert(_Model):
+    """How a reversible step's change was undone after the run failed (onFailure.revert)."""
+
+    phase: RevertPhase = Field(
+        description="Reverted: the previous values are back; Unchanged: the step had "
+        "changed nothing; Conflict: someone changed the object after the step, their values "
+        "are kept; Failed: the revert could not be written."
+    )
+    message: str = ""
+    restored: list[str] = Field(
+        default_factory=list, description="The paths restored (absent ones removed again)."
+    )
+    finishedAt: str | None = None
 
 
 class StepStatus(_Model):
@@ -270,6 +302,9 @@ class StepStatus(_Model):
     finishedAt: str | None = None
     message: str = ""
     outputs: dict[str, str] = Field(default_factory=dict)
+    revert: StepRevert | None = Field(
+        None, description="With onFailure.revert, after the run failed: what was undone."
+    )
 
 
 class Escalation(_Model):

@@ -16,6 +16,7 @@ from mcp_remediator.actions.registry import (
     ActionParams,
     ActionResult,
     ActionSpec,
+    Reverted,
     action,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "ActionParams",
     "ActionResult",
     "ActionSpec",
+    "Reverted",
     "action",
 ]

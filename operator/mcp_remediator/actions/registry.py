@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from mcp_remediator.kube.client import KINDS
+from mcp_remediator.kube.client import KINDS, KubeApi
 from mcp_remediator.kube.refusals import api_group
 from mcp_remediator.settings import Settings
 
@@ -185,6 +185,20 @@ class Access:
         return frozenset((self.group, r, v) for r in self.resources for v in self.verbs)
 
 
+@dataclass(frozen=True)
+class Reverted:
+    """How undoing one step's change went (``onFailure.revert``): ``phase`` as in
+    ``models.StepRevert``, ``restored`` the paths put back."""
+
+    phase: Literal["Reverted", "Unchanged", "Conflict", "Failed"]
+    message: str
+    restored: tuple[str, ...] = ()
+
+
+# Undo a step from its outputs (the snapshot it checkpointed before writing), acting with
+# the step's own client (its ServiceAccount, the refusal layer). Called again after a
+# restart: a change already undone is found undone, never undone twice.
+Revert = Callable[[Mapping[str, str], KubeApi], Awaitable[Reverted]]
 P = TypeVar("P", bound=ActionParams)
 ActionFn = Callable[[P, ActionContext], Awaitable[ActionResult]]
 Validator = Callable[[P, Settings, str | None], None]
@@ -205,6 +219,7 @@ class ActionSpec(Generic[P]):
     validate: Validator[P] | None = None
     intent: Intent | None = None
     prepare: Prepare[P] | None = None
+    revert: Revert | None = None
 
     def grants(self) -> frozenset[Grant]:
         """Every (API group, resource, verb) this action needs from the Kubernetes API."""
@@ -227,6 +242,7 @@ def action(
     validate: Validator[P] | None = None,
     intent: Intent | None = None,
     prepare: Prepare[P] | None = None,
+    revert: Revert | None = None,
 ) -> Callable[[ActionFn[P]], ActionFn[P]]:
     """Register ``fn`` as the action ``name``.
 
@@ -245,13 +261,27 @@ def action(
     ``validate(params, settings, namespace)`` raises ``Refused`` for targets that are
     refused before anything runs; ``namespace`` is the default target namespace when it
     is known. Called when a runbook is validated and again before each step runs.
+
+    ``revert(outputs, kube)`` makes the action reversible (``onFailure.revert``): the action
+    checkpoints a snapshot of what it changes before it writes, and ``revert`` puts it
+    back, only where the object still holds the step's values. A writing action without it
+    is named irreversible in the plans of runbooks that ask for reverts.
     """
 
     def decorator(fn: ActionFn[P]) -> ActionFn[P]:
         if name in REGISTRY:
             raise ValueError(f"action {name!r} registered twice")
         REGISTRY[name] = ActionSpec(
-            name, params, fn, description, writes, tuple(access), validate, intent, prepare
+            name,
+            params,
+            fn,
+            description,
+            writes,
+            tuple(access),
+            validate,
+            intent,
+            prepare,
+            revert,
         )
         return fn
 

@@ -25,10 +25,23 @@ that patch landed (``changed_earlier``). It can say so wrongly only when someone
 wrote the object meanwhile and either wrote the patch's very values, or the patch was a
 no-op all along although the object as read did not show its values (a write-only field,
 such as a Secret's ``stringData``): nothing the API keeps tells these apart.
+
+Reversible (``onFailure.revert``): the same checkpoint, durable before the PATCH is sent,
+holds ``revertSnapshot`` (``snapshot``): per path the patch touches, the value before and
+the value the patch leaves, either absent as the object has it. ``revert`` puts the
+previous values back with one merge patch, conditional on the object's resourceVersion,
+and only when every changed path still holds the step's value; a path someone changed
+since is theirs: nothing is written, and the conflict is reported. A retry of the step
+keeps the first attempt's snapshot when the object holds its values (that attempt's patch
+landed, its answer was lost), so the values before the step are never lost. A Secret gets
+no snapshot: its values would be shown in the remediation's status; its revert fails,
+saying so.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field
@@ -39,11 +52,12 @@ from mcp_remediator.actions.registry import (
     ActionContext,
     ActionParams,
     ActionResult,
+    Reverted,
     action,
 )
 from mcp_remediator.errors import Refused, StepFailed
 from mcp_remediator.kube import refusals
-from mcp_remediator.kube.client import KINDS, ApiError
+from mcp_remediator.kube.client import KINDS, ApiError, KubeApi
 from mcp_remediator.settings import Settings
 
 TRACKING_LABEL = "app.kubernetes.io/instance"
@@ -124,6 +138,137 @@ def merged(target: Any, patch: Any) -> Any:
     return result
 
 
+SNAPSHOT = "revertSnapshot"  # the output holding the snapshot, JSON
+# Kinds whose values must never reach a status (or a log): patched, never snapshotted.
+UNSNAPSHOTTED_KINDS = frozenset({"Secret"})
+REVERT_CONFLICT_RETRIES = 5
+
+
+def snapshot_paths(
+    target: Any, patch: dict[str, Any], prefix: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """What the merge patch ``patch`` changes in ``target``: one entry per path it touches,
+    ``{"path": [...], "before": v, "ours": v}``, where a key left out means absent.
+
+    The paths are the patch's leaves (a null: a delete). A nested object is followed only
+    where ``target`` has an object too: where the object had nothing (or a scalar), the
+    entry is that path as a whole, so that the revert removes what the patch created
+    (``data`` created by the patch goes again, not just its keys)."""
+    entries: list[dict[str, Any]] = []
+    for key, value in sorted(patch.items()):
+        path = (*prefix, key)
+        here = target.get(key) if isinstance(target, dict) else None
+        present = isinstance(target, dict) and key in target
+        if isinstance(value, dict) and value and isinstance(here, dict):
+            entries.extend(snapshot_paths(here, value, path))
+            continue
+        entry: dict[str, Any] = {"path": list(path)}
+        if present:
+            entry["before"] = here
+        if value is not None:
+            entry["ours"] = merged(here, value)
+        entries.append(entry)
+    return entries
+
+
+def _at(obj: Any, path: list[str]) -> tuple[bool, Any]:
+    """(present, value) of ``path`` in ``obj``."""
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return False, None
+        obj = obj[key]
+    return True, obj
+
+
+def _holds(obj: Any, entry: dict[str, Any], which: str) -> bool:
+    """Whether ``obj`` has at the entry's path its ``which`` value (``before``/``ours``),
+    absence included."""
+    present, value = _at(obj, entry["path"])
+    return present == (which in entry) and (not present or value == entry[which])
+
+
+def _changed(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        e for e in entries if ("before" in e) != ("ours" in e) or e.get("before") != e.get("ours")
+    ]
+
+
+def _show(entry: dict[str, Any]) -> str:
+    return ".".join(entry["path"])
+
+
+def take_snapshot(
+    params: PatchResourceParams, namespace: str, obj: dict[str, Any], earlier: str | None
+) -> dict[str, Any]:
+    """The snapshot of this attempt: the earlier attempt's when the object still holds all
+    of that snapshot's values (its patch landed: the values before it are in it alone),
+    else one of ``obj`` as read now."""
+    if earlier:
+        previous: dict[str, Any] = json.loads(earlier)
+        changed = _changed(previous["paths"])
+        if changed and all(_holds(obj, e, "ours") for e in changed):
+            return previous
+    return {
+        "apiVersion": params.apiVersion,
+        "kind": params.kind,
+        "namespace": namespace,
+        "name": params.name,
+        "paths": snapshot_paths(obj, params.mergePatch),
+    }
+
+
+async def revert_patch(outputs: Mapping[str, str], kube: KubeApi) -> Reverted:
+    """Undo a ``patchResource`` step from its snapshot (see the module's docstring)."""
+    raw = outputs.get(SNAPSHOT)
+    if not raw and outputs.get("kind") in UNSNAPSHOTTED_KINDS:
+        return Reverted(
+            "Failed",
+            f"not reverted: a {outputs['kind']}'s previous values are never kept in the status",
+        )
+    if not raw:
+        return Reverted("Unchanged", "nothing to revert: no snapshot (the step wrote nothing)")
+    snapshot: dict[str, Any] = json.loads(raw)
+    changed = _changed(snapshot["paths"])
+    target = f"{snapshot['kind']} {snapshot['namespace']}/{snapshot['name']}"
+    if not changed:
+        return Reverted("Unchanged", f"nothing to revert: the patch changed nothing in {target}")
+    api_version, namespace, name = snapshot["apiVersion"], snapshot["namespace"], snapshot["name"]
+    resource = plural(api_version, snapshot["kind"])
+    paths = tuple(_show(e) for e in changed)
+    for _ in range(REVERT_CONFLICT_RETRIES):
+        obj = await kube.get_or_none(api_version, resource, namespace, name)
+        if obj is None:
+            return Reverted("Conflict", f"{target} is gone: nothing restored")
+        if all(_holds(obj, e, "before") for e in changed):
+            # Restored already: by an earlier pass whose record was lost (a restart), or
+            # by someone else; either way there is nothing left to write.
+            return Reverted("Reverted", f"{', '.join(paths)} of {target} already restored", paths)
+        theirs = [_show(e) for e in changed if not _holds(obj, e, "ours")]
+        if theirs:
+            return Reverted(
+                "Conflict",
+                f"not reverted: {', '.join(theirs)} of {target} changed since the step; "
+                "the newer values are kept",
+            )
+        await kube.check_write(api_version, resource, namespace, name, obj=obj)
+        restore: dict[str, Any] = {
+            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}
+        }
+        for entry in changed:
+            node = restore
+            for key in entry["path"][:-1]:
+                node = node.setdefault(key, {})
+            node[entry["path"][-1]] = entry.get("before")
+        try:
+            await kube.patch(api_version, resource, namespace, name, restore)
+        except ApiError as exc:
+            if exc.status == 409:
+                continue  # written meanwhile: read again, judge again
+            raise
+        return Reverted("Reverted", f"restored {', '.join(paths)} of {target}", paths)
+    return Reverted("Conflict", f"not reverted: {target} kept changing")
+
+
 def changed_earlier(outputs: dict[str, str], version: str) -> bool:
     """Whether an earlier attempt's patch changed the object, by its checkpoint: one said
     so, or the last read another ``version`` of it, one its patch would change (the caller
@@ -162,6 +307,7 @@ def argocd_manager(obj: dict[str, Any]) -> str | None:
         for kind in DEFAULT_PATCH_KINDS
     ],
     validate=_validate,
+    revert=revert_patch,
 )
 async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> ActionResult:
     namespace = params.namespace or ctx.namespace
@@ -192,6 +338,9 @@ async def patch_resource(params: PatchResourceParams, ctx: ActionContext) -> Act
         return ActionResult(f"would patch {keys} of {target}", outputs)
     before = str(obj["metadata"].get("resourceVersion") or "")
     earlier = changed_earlier(ctx.outputs, before)
+    if params.kind not in UNSNAPSHOTTED_KINDS:
+        snapshot = take_snapshot(params, namespace, obj, ctx.outputs.get(SNAPSHOT))
+        outputs[SNAPSHOT] = json.dumps(snapshot, separators=(",", ":"))
     await ctx.checkpoint(
         {
             **outputs,

@@ -15,6 +15,10 @@ are searched for ``*.yaml``/``*.yml``) in two passes, each problem printed as
    McpRemediation's inline steps) the document's ``metadata.namespace``, else
    ``--namespace`` (default ``default``).
 
+A valid document may still get warnings, ``file:line: Kind/name: warning: Reason: message``,
+which do not make it invalid: ``onFailure.revert: true`` on a runbook none of whose steps
+can be reverted (``RevertNothingReversible``).
+
 Whatever a document holds, it gets such lines, never a traceback (a check that fails
 unexpectedly is the problem ``ValidationFailed``), each kept on one line.
 
@@ -31,6 +35,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
+from mcp_remediator.actions import REGISTRY
 from mcp_remediator.errors import Refused
 from mcp_remediator.kube import refusals
 from mcp_remediator.models import API_VERSION, RemediationSpec
@@ -215,6 +220,28 @@ def _check_document(doc: Document, settings: Settings, namespace: str) -> list[P
     return problems + _in_spec(check_steps(remediation.steps, settings, namespace))
 
 
+def warnings(doc: Document) -> list[Problem]:
+    """What is valid but does not do what its author means (on a valid document)."""
+    spec = doc.body.get("spec")
+    if doc.body.get("kind") != "McpRunbook" or not isinstance(spec, dict):
+        return []
+    if (spec.get("onFailure") or {}).get("revert") is not True:
+        return []
+    steps = [s for s in spec.get("steps") or [] if isinstance(s, dict)]
+    actions = [REGISTRY.get(str(s.get("action"))) for s in steps]
+    if any(a is not None and a.revert is not None for a in actions):
+        return []
+    reversible = sorted(name for name, a in REGISTRY.items() if a.revert is not None)
+    return [
+        Problem(
+            "RevertNothingReversible",
+            "onFailure.revert: none of the steps can be reverted (reversible actions: "
+            f"{', '.join(reversible)}): a failed run reverts nothing",
+            ("spec", "onFailure", "revert"),
+        )
+    ]
+
+
 def one_line(text: str) -> str:
     """``text`` with every character that is not printable (a line break in a name, a
     control character in a value) escaped, so that each problem stays one line."""
@@ -244,6 +271,9 @@ def lint_paths(
                 line = f"{doc.where(problem.path)}: {problem.reason}: {problem.message}"
                 print(one_line(line), file=out)
         else:
+            for warning in warnings(doc):
+                line = f"{doc.where(warning.path)}: warning: {warning.reason}: {warning.message}"
+                print(one_line(line), file=out)
             print(one_line(f"{doc.label}: ok"), file=out)
     if checked == 0:
         print("no McpRunbook or McpRemediation documents found", file=out)
