@@ -21,7 +21,16 @@ from fixtures.cluster import Cluster, OperatorFactory
 from fixtures.daemons import Daemon, free_port
 from fixtures.http_mock import HttpMock, Recorded
 from mcp_remediator import silences
-from mcp_remediator.models import API_VERSION, REMEDIATIONS
+from mcp_remediator.models import (
+    API_VERSION,
+    REMEDIATIONS,
+    AlertInfo,
+    Plan,
+    SilenceGuardrail,
+    Step,
+    StepStatus,
+)
+from mcp_remediator.settings import Settings
 
 ALERT_LABELS = {
     "alertname": "RedisLowCacheHitRatio",
@@ -388,3 +397,43 @@ async def test_unreachable_alertmanager_never_holds_a_run_back(
     assert by_hand["status"]["phase"] == "Succeeded", by_hand["status"]
     assert by_hand["status"]["silence"]["state"] == "NotCreated"
     assert by_hand["status"]["silence"]["reason"] == "NoAlert"
+
+
+async def test_alertmanager_0_32_gets_annotations_naming_the_run_and_the_token(
+    http_mock: HttpMock,
+) -> None:
+    """Silence annotations came with Alertmanager 0.32 (Debian's 0.25 has none): a local
+    server answering as 0.32 gets them; every request carries the bearer token."""
+    http_mock.on("GET", "/api/v2/status", (200, {"versionInfo": {"version": "0.32.0"}}))
+    http_mock.on("GET", "/api/v2/silences", (200, []))
+    http_mock.on("POST", "/api/v2/silences", (200, {"silenceID": "0a1b"}))
+    settings = Settings(alertmanager_url=http_mock.url, alertmanager_token=TOKEN)
+    plan = Plan(
+        runbook="stale-cache",
+        steps=[Step(name="probe", action="httpHealthCheck", timeoutSeconds=30, retries=0)],
+        silence=SilenceGuardrail(enabled=True, verificationSeconds=60),
+        groupBy=["instance"],
+    )
+    async with httpx.AsyncClient() as http:
+        silencer = silences.Silencer(settings, http)
+        status = await silencer.start(
+            "mcp",
+            "stale-cache-run",
+            AlertInfo(labels=ALERT_LABELS),
+            plan,
+            [StepStatus(name="probe", action="httpHealthCheck")],
+            dry_run=False,
+        )
+
+    assert status is not None and (status.state, status.id) == ("Active", "0a1b")
+    [posted] = http_mock.seen("POST", "/api/v2/silences")
+    assert posted.json()["annotations"] == {
+        "remediation": "mcp/stale-cache-run",
+        "runbook": "mcp/stale-cache",
+    }
+    [listed] = http_mock.seen("GET", "/api/v2/silences")
+    assert listed.query["filter"] in {
+        'alertname="RedisLowCacheHitRatio"',
+        'instance="redis-0.redis:6379"',
+    }
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in http_mock.requests)
