@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from mcp_remediator import admission, records, redact, reverts
+from mcp_remediator import admission, records, redact, reverts, silences
 from mcp_remediator.actions import REGISTRY, ActionContext, ActionParams, ActionResult, ActionSpec
 from mcp_remediator.clients import Clients
 from mcp_remediator.errors import Refused, StepFailed
@@ -249,6 +249,7 @@ class Engine:
         self._admissions: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._reserved: set[tuple[str, str]] = set()  # admitted, start not written yet
         self._event_slots = asyncio.Semaphore(EVENTS_AT_ONCE)
+        self.silencer = silences.Silencer(settings, clients.http)
 
     async def reconcile(
         self, namespace: str, name: str, body: dict[str, Any] | None = None
@@ -328,6 +329,11 @@ class Engine:
                 return
         if status.phase != "Running":
             self._begin(run)
+        if status.silence is None:  # written with the start (``silences``: exactly once)
+            status.silence = await self.silencer.start(
+                run.namespace, run.name, run.spec.alert, run.plan, status.steps,
+                dry_run=self._dry_run(run),
+            )  # fmt: skip
         await self._run_steps(run)
 
     async def _start(self, run: Run) -> bool:
@@ -455,6 +461,7 @@ class Engine:
         generation: int | None = None
         namespace: str | None = None
         dry_run, approval, escalate, revert = spec.dryRun, False, None, False
+        silence, group_by = None, []
         account = spec.serviceAccountName
         if spec.runbookRef is not None and spec.serviceAccountName:
             raise PlanError(
@@ -487,6 +494,8 @@ class Engine:
             escalate = runbook.onFailure.escalateTo
             revert = runbook.onFailure.revert
             account = runbook.serviceAccountName
+            silence = runbook.guardrails.silence if runbook.guardrails.silence.enabled else None
+            group_by = list(runbook.guardrails.groupBy)
         else:
             steps = spec.steps
         if namespace is not None:
@@ -511,6 +520,8 @@ class Engine:
             escalateTo=escalate,
             revert=revert,
             irreversibleSteps=reverts.irreversible_steps(list(steps)) if revert else None,
+            silence=silence,
+            groupBy=group_by,
         )
 
     def _dry_run(self, run: Run) -> bool:
@@ -819,6 +830,8 @@ class Engine:
         self._set_condition(
             run, "Succeeded", "True" if phase == "Succeeded" else "False", reason, message
         )
+        if status.silence is not None:  # before the escalation: a failure pages at once
+            status.silence = await self.silencer.finish(status.silence)
         escalate = status.plan.escalateTo if phase == "Failed" and status.plan else None
         if escalate and status.escalatedTo is None:
             name = records.escalation_name(escalate, run.name)

@@ -142,8 +142,19 @@ class Executor:
             self._schedule(entry.key)
         for entry in self.index.legacy():  # deleted under an earlier version: let them go
             await self._release_finalizer(entry)
+        self._background(self._expire_finished_silences())
         for body in self.runbooks.all():
             await self.validate_runbook(body)
+
+    async def _expire_finished_silences(self) -> None:
+        """The silences of runs that finished while no operator executed (``silences``);
+        a run gone from the index (deleted) counts as finished."""
+
+        def finished(namespace: str, name: str) -> bool:
+            entry = self.index.get(namespace, name)
+            return entry is None or entry.finished
+
+        await self.engine.silencer.expire_finished(finished, self.settings.watch_namespaces)
 
     async def stop(self) -> None:
         """Stop (the operator is stopping): cancel the runs in progress, which resume from

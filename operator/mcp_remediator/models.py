@@ -103,6 +103,26 @@ class Target(_Model):
     )
 
 
+class SilenceGuardrail(_Model):
+    """An Alertmanager silence of the run's alert while the run works (``silences``)."""
+
+    enabled: bool = Field(
+        False,
+        description="Silence the alert that started a run (its alertname and groupBy labels, "
+        "equality matchers) in MCP_ALERTMANAGER_URL while the run works; the silence is "
+        "expired the moment the run finishes, so a failure pages at once. Runs without an "
+        "alert (by hand) are not silenced.",
+    )
+    verificationSeconds: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="Added to the run's remaining step timeouts (and retry backoffs) to bound "
+        "the silence's endsAt: time for the run's verification and its finish to be written. "
+        "A crashed operator leaves no silence beyond it.",
+    )
+
+
 class Guardrails(_Model):
     """Limits on how often and how the runbook runs: they apply to every run of it, whether
     an alert, a user (``spec.runbookRef``) or an escalation started it."""
@@ -119,6 +139,10 @@ class Guardrails(_Model):
     dryRun: bool = Field(False, description="Record what would be done, change nothing.")
     requireApproval: bool = Field(
         False, description="Wait in AwaitingApproval until spec.approved is true."
+    )
+    silence: SilenceGuardrail = Field(
+        default_factory=SilenceGuardrail,
+        description="Silence the run's alert in Alertmanager while the run works.",
     )
 
 
@@ -264,6 +288,13 @@ class Plan(_Model):
     dryRun: bool = False
     requireApproval: bool = False
     escalateTo: str | None = None
+    silence: SilenceGuardrail | None = Field(
+        None, description="The runbook's silence guardrail, when enabled."
+    )
+    groupBy: list[str] = Field(
+        default_factory=list,
+        description="The runbook's groupBy labels: with alertname, the silence's matchers.",
+    )
     revert: bool = Field(False, description="onFailure.revert of the runbook.")
     irreversibleSteps: list[str] | None = Field(
         None,
@@ -319,6 +350,30 @@ class Escalation(_Model):
     )
 
 
+SilenceState = Literal["Active", "Expired", "NotCreated"]
+
+
+class SilenceStatus(_Model):
+    """The Alertmanager silence of the run's alert (``guardrails.silence``)."""
+
+    state: SilenceState = Field(
+        description="Active: silencing while the run works; Expired: ended when the run "
+        "finished; NotCreated: the run went on without one (reason says why)."
+    )
+    reason: str = Field(
+        "",
+        description="Why not created or not expired (NoAlert, DryRun, NotConfigured, "
+        "AlertmanagerUnavailable, ExpireFailed).",
+    )
+    id: str = Field("", description="The silence's id in Alertmanager.")
+    matchers: dict[str, str] = Field(
+        default_factory=dict, description="The equality matchers (label: value) it silences."
+    )
+    endsAt: str | None = Field(None, description="When Alertmanager ends it at the latest.")
+    expiredAt: str | None = None
+    message: str = ""
+
+
 class RemediationStatus(_Model):
     """McpRemediation status."""
 
@@ -335,6 +390,9 @@ class RemediationStatus(_Model):
     plan: Plan | None = None
     escalatedTo: Escalation | None = None
     escalatedFrom: Escalation | None = None
+    silence: SilenceStatus | None = Field(
+        None, description="The Alertmanager silence of the run's alert (guardrails.silence)."
+    )
     executor: str | None = Field(
         None,
         description="The replica executing (or that executed) the run: status writes of a "

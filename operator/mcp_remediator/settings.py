@@ -29,11 +29,12 @@ SECRET_SETTINGS = (
     "argocd_token",
     "notify_webhook_url",
     "redis_url",
+    "alertmanager_token",
 )
 
 
 # Sent as ``Authorization: Bearer <token>`` (or compared with what Alertmanager sends).
-TOKEN_SETTINGS = ("receiver_token", "prometheus_token", "argocd_token")
+TOKEN_SETTINGS = ("receiver_token", "prometheus_token", "argocd_token", "alertmanager_token")
 
 
 class SettingsError(ValueError):
@@ -122,6 +123,28 @@ class Settings(BaseModel):
         "never sent to a URL from a Secret.",
     )
     prometheus_timeout_seconds: float = Field(10.0, description="Prometheus query timeout.")
+    alertmanager_url: str | None = Field(
+        None,
+        description="Alertmanager base URL (API v2) for runbooks with `guardrails.silence`; "
+        "unset: such runs go on without a silence, and say so in their status.",
+    )
+    alertmanager_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for `MCP_ALERTMANAGER_URL` (or "
+        "`MCP_ALERTMANAGER_TOKEN_FILE`), e.g. for an authenticating proxy in front of it.",
+    )
+    alertmanager_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of one request to Alertmanager; an unreachable Alertmanager "
+        "never blocks or fails a run.",
+    )
+    silence_max_seconds: int = Field(
+        7200,
+        ge=60,
+        description="Longest a run's silence may last, whatever its steps' timeouts: a "
+        "crashed operator never leaves a longer one.",
+    )
     argocd_mode: Literal["core", "api"] = Field(
         "core", description="`core`: write Application objects; `api`: Argo CD's REST API."
     )
