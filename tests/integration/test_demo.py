@@ -1,5 +1,5 @@
 """``mcp-remediator demo`` as a user runs it: a subprocess with real redis-server,
-redis_exporter and Prometheus, the emulated cluster and the operator.
+redis_exporter, Prometheus and Alertmanager, the emulated cluster and the operator.
 
 The whole run must end with every incident of the guide at its verified end (the Kyverno
 case at its documented refusal, pointing to Git, its evidence naming both the ClusterPolicy
@@ -22,7 +22,7 @@ from mcp_remediator.demo import director as demo
 from mcp_remediator.demo.incidents import INCIDENTS
 
 ROOT = Path(__file__).parents[2]
-PID = re.compile(r"\b(redis-server|prometheus|redis_exporter) pid (\d+)")
+PID = re.compile(r"\b(redis-server|prometheus|redis_exporter|alertmanager) pid (\d+)")
 
 
 def demo_process(*args: str) -> subprocess.Popen[str]:
@@ -58,7 +58,7 @@ def alive(pid: int) -> bool:
 
 def started_pids(output: str) -> list[int]:
     pids = [int(pid) for _, pid in PID.findall(output)]
-    assert len(pids) >= 3, output
+    assert len(pids) >= 4, output
     return pids
 
 
@@ -131,6 +131,26 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
     # The escalation chain of the blocked sync, and the approval of the config change.
     assert "runbook notify-oncall, escalated from argocd-sync-stuck-" in text
     assert "AwaitingApproval (ApprovalRequired)" in text
+    # The silence of redis-high-memory's alert: active in the real Alertmanager while the
+    # run works, expired as it ends, and the verdict says so.
+    silence = re.search(
+        r"silence Alertmanager: silence (\S+) active \(alertname=\"RedisHighMemoryUsage\", "
+        r"namespace=\"mcp\", instance=\"[\d.:]+\"; endsAt \S+\) while "
+        r"(redis-high-memory-\w+) is Running",
+        text,
+    )
+    assert silence is not None, output
+    silence_id, run = silence.groups()
+    assert (
+        f"silence Alertmanager: silence {silence_id} expired (endsAt " in text
+        and f"as {run} ended Succeeded; status.silence: Expired" in text
+    ), output
+    assert re.search(
+        r"VERIFIED redis-high-memory: memory back to \d+% of maxmemory; its alert was silenced "
+        rf"in Alertmanager while the run worked \(silence {silence_id}\) and the silence "
+        r"expired as the run ended",
+        text,
+    ), output
     # Every daemon it started is gone, the restarted redis-server too.
     restarted = re.search(r"redis-server again \(pid \d+ -> (\d+)\)", text)
     assert restarted is not None

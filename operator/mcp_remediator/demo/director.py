@@ -491,6 +491,7 @@ async def run_demo(out: TextIO, *, keep_running: bool = False, verbose: bool = F
         printer.emit("mcp-remediator demo: the operations guide's incidents, remediated")
         await world.start()
         assert world.redis_daemon and world.exporter and world.prometheus
+        assert world.alertmanager
         count = await director.load_runbooks()
         printer.emit(
             printer.line(
@@ -513,6 +514,12 @@ async def run_demo(out: TextIO, *, keep_running: bool = False, verbose: bool = F
                 f"prometheus pid {world.prometheus.pid} at {world.prometheus.url} (scrape 1s), "
                 f"redis_exporter pid {world.exporter.pid}, the MCP services' metrics and "
                 f"module stand-ins at {world.http_url}",
+            ),
+            printer.line(
+                "silences",
+                f"alertmanager pid {world.alertmanager.pid} at {world.alertmanager.url} "
+                "(MCP_ALERTMANAGER_URL): runbooks with guardrails.silence silence their alert "
+                "there while their run works",
             ),
         )
         observer = asyncio.create_task(director.observe(), name="observer")

@@ -14,9 +14,15 @@ another's run. Run by ``demo``, which implements ``Stage``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import httpx
 
 from mcp_remediator.demo.world import (
     CONFIG_MAP,
@@ -121,6 +127,65 @@ def step(run: dict[str, Any], name: str) -> dict[str, Any]:
             result: dict[str, Any] = item
             return result
     raise DemoError(f"{run['metadata']['name']} has no step {name}")
+
+
+SILENCE_SECONDS = 60
+_SILENCE_OF = re.compile(r"remediation (?P<namespace>[a-z0-9-]+)/(?P<name>[a-z0-9.-]+) is running")
+
+
+def silence_matchers(silence: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["value"] for m in silence.get("matchers") or [] if m.get("isEqual", True)}
+
+
+async def watch_silence(stage: Stage, alertname: str) -> dict[str, Any]:
+    """The operator's silence of ``alertname`` as Alertmanager shows it while its run works:
+    polled from ``GET /api/v2/silences`` until one is active, the run it names Running."""
+    world = stage.world
+    deadline = time.monotonic() + SILENCE_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            for silence in await world.silences():
+                found = _SILENCE_OF.search(str(silence.get("comment") or ""))
+                if (
+                    silence.get("createdBy") != "mcp-remediator"
+                    or silence_matchers(silence).get("alertname") != alertname
+                    or (silence.get("status") or {}).get("state") != "active"
+                    or found is None
+                ):
+                    continue
+                run = world.api.get(API_VERSION, REMEDIATIONS, found["namespace"], found["name"])
+                phase = ((run or {}).get("status") or {}).get("phase")
+                matchers = ", ".join(f'{k}="{v}"' for k, v in silence_matchers(silence).items())
+                stage.say(
+                    "silence",
+                    f"Alertmanager: silence {silence['id']} active ({matchers}; endsAt "
+                    f"{silence['endsAt']}) while {found['name']} is {phase}: nobody is paged "
+                    "for what is being fixed",
+                )
+                return silence
+        await asyncio.sleep(0.05)
+    raise DemoError(f"no active silence of {alertname} appeared in Alertmanager")
+
+
+async def silence_expired(stage: Stage, run: dict[str, Any], active: dict[str, Any]) -> str:
+    """Checks that the run's silence is the one seen active, and that Alertmanager shows it
+    expired now that the run has ended; says so and returns the verdict's words."""
+    recorded = run["status"].get("silence") or {}
+    if recorded.get("id") != active["id"] or recorded.get("state") != "Expired":
+        raise DemoError(f"the run's status.silence is {recorded}, not {active['id']} Expired")
+    now = {s["id"]: s for s in await stage.world.silences()}.get(active["id"]) or {}
+    state = (now.get("status") or {}).get("state")
+    if state != "expired":
+        raise DemoError(f"silence {active['id']} is {state} in Alertmanager after the run")
+    stage.say(
+        "silence",
+        f"Alertmanager: silence {active['id']} expired (endsAt {now['endsAt']}) as "
+        f"{run['metadata']['name']} ended {run['status']['phase']}; status.silence: Expired",
+    )
+    return (
+        f"its alert was silenced in Alertmanager while the run worked (silence "
+        f"{active['id']}) and the silence expired as the run ended"
+    )
 
 
 async def kyverno_policy_block(stage: Stage) -> Verdict:
@@ -246,24 +311,30 @@ async def redis_high_memory(stage: Stage) -> Verdict:
     )
     assert world.exporter is not None
     await stage.confirm(f"{MEMORY_RATIO} > 0.9", "Redis memory above 90 % of maxmemory")
-    await stage.fire(
-        Alert(
-            "RedisHighMemoryUsage",
-            {
-                "namespace": NAMESPACE,
-                "instance": world.exporter.address,
-                "job": "redis",
-                "severity": "critical",
-            },  # fmt: skip
-            "Redis memory usage above 90 % of maxmemory",
-            Expect("redis-high-memory", "Succeeded"),
+    watch = asyncio.create_task(watch_silence(stage, "RedisHighMemoryUsage"))
+    try:
+        [run] = await stage.fire(
+            Alert(
+                "RedisHighMemoryUsage",
+                {
+                    "namespace": NAMESPACE,
+                    "instance": world.exporter.address,
+                    "job": "redis",
+                    "severity": "critical",
+                },  # fmt: skip
+                "Redis memory usage above 90 % of maxmemory",
+                Expect("redis-high-memory", "Succeeded"),
+            )
         )
-    )
+        active = await asyncio.wait_for(watch, 1)
+    finally:
+        watch.cancel()
+    silenced = await silence_expired(stage, run, active)
     ratio = await world.memory_ratio()
     intact = await world.outside_intact()
     if await world.count("mcp:dashboard:export:*"):
         raise DemoError("export keys are still there")
-    return Verdict("verified", f"memory back to {ratio:.0%} of maxmemory; {intact}")
+    return Verdict("verified", f"memory back to {ratio:.0%} of maxmemory; {silenced}; {intact}")
 
 
 async def redis_low_cache_hit_ratio(stage: Stage) -> Verdict:

@@ -19,7 +19,9 @@ in-process stand-ins for the services around them.
   the MCP services' metrics (``/metrics``: Promise.allSettled outcomes, WebSocket events
   and connections, API status codes, Argo CD's ``argocd_app_info``), whose values follow
   the faults and the fixes;
-* a real Prometheus scraping the exporter, those metrics and itself every second.
+* a real Prometheus scraping the exporter, those metrics and itself every second;
+* a real Alertmanager (API v2), in which the operator silences the alerts of the runs of
+  runbooks with ``guardrails.silence`` while they work.
 
 ``Faults`` is the state the incidents break and the operator's actions repair. Used by
 ``demo.director`` and ``demo.incidents``.
@@ -55,6 +57,7 @@ from mcp_remediator.testing.daemons import (
     Supervisor,
     free_port,
     redis_ready,
+    start_alertmanager,
     start_prometheus,
     start_redis,
     start_redis_exporter,
@@ -453,6 +456,7 @@ class World:
         self.redis_daemon: Daemon | None = None
         self.exporter: Daemon | None = None
         self.prometheus: Daemon | None = None
+        self.alertmanager: Daemon | None = None
         self.cache = CacheContents()
         self.notifications: list[str] = []
         self.test_events: list[tuple[str, dict[str, Any]]] = []
@@ -486,6 +490,7 @@ class World:
         self.prometheus = await start_prometheus(
             self.supervisor, prometheus_port, self._prometheus_config(prometheus_port)
         )
+        self.alertmanager = await start_alertmanager(self.supervisor)
         await self.load_cache()
         self._spawn(self._traffic())
 
@@ -509,12 +514,14 @@ class World:
     def settings(self, receiver_port: int, token: str) -> Settings:
         """The operator's settings for this world (secrets as an installation has them)."""
         assert self.redis_daemon is not None and self.prometheus is not None
+        assert self.alertmanager is not None
         return Settings(
             receiver_host="127.0.0.1",
             receiver_port=receiver_port,
             receiver_token=SecretStr(token),
             redis_url=SecretStr(f"redis://127.0.0.1:{self.redis_daemon.port}/0"),
             prometheus_url=self.prometheus.url,
+            alertmanager_url=self.alertmanager.url,
             argocd_mode="core",
             argocd_namespace=ARGOCD_NAMESPACE,
             module_base_urls=dict.fromkeys(MODULES, self.http_url),
@@ -776,6 +783,14 @@ class World:
             (dict(item["metric"]), float(item["value"][1]))
             for item in response.json()["data"]["result"]
         ]
+
+    async def silences(self) -> list[dict[str, Any]]:
+        """Every silence Alertmanager holds (``GET /api/v2/silences``), expired ones too."""
+        assert self.alertmanager is not None
+        response = await self._http.get(f"{self.alertmanager.url}/api/v2/silences")
+        response.raise_for_status()
+        found: list[dict[str, Any]] = response.json()
+        return found
 
     # -- Redis -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Real daemons for ``mcp-remediator demo``: redis-server, redis_exporter and Prometheus.
+"""Real daemons for ``mcp-remediator demo``: redis-server, redis_exporter, Prometheus and
+Alertmanager.
 
 Each binary comes from its Debian package (``make deps`` installs them). Every daemon binds
 to 127.0.0.1 on a free port, keeps its data and log under the demo's temporary directory,
@@ -208,4 +209,29 @@ async def start_prometheus(supervisor: Supervisor, port: int, config: str) -> Da
     ]
     return await supervisor.start(
         "prometheus", argv, port, http_ready(f"http://127.0.0.1:{port}/-/ready")
+    )
+
+
+async def start_alertmanager(supervisor: Supervisor) -> Daemon:
+    """Alertmanager with one receiver that sends nothing: the demo's operator silences
+    alerts in it (``guardrails.silence``); the demo posts its alerts to the operator."""
+    directory = supervisor.directory
+    config_path = directory / "alertmanager.yml"
+    config_path.write_text(
+        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n", encoding="utf-8"
+    )
+    data = directory / "alertmanager-data"
+    data.mkdir(exist_ok=True)
+    port = free_port()
+    argv = [
+        binary("prometheus-alertmanager", "package prometheus-alertmanager"),
+        f"--config.file={config_path}",
+        f"--storage.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}",
+        # One instance: no gossip port.
+        "--cluster.listen-address=",
+    ]
+    return await supervisor.start(
+        "alertmanager", argv, port, http_ready(f"http://127.0.0.1:{port}/-/ready")
     )
