@@ -3,8 +3,10 @@ redis_exporter, Prometheus and Alertmanager, the emulated cluster and the operat
 
 The whole run must end with every incident of the guide at its verified end (the Kyverno
 case at its documented refusal, pointing to Git, its evidence naming both the ClusterPolicy
-and the CEL ValidatingPolicy that block the deploy) and exit 0; every daemon it started must
-be gone afterwards, also when it is interrupted. Also: the demo loads the catalogue the
+and the CEL ValidatingPolicy that block the deploy; the silence of redis-high-memory's alert
+active in the real Alertmanager while its run works and expired at its end; a timeout change
+that does not help reverted, the ConfigMap back as before) and exit 0; every daemon it
+started must be gone afterwards, also when it is interrupted. Also: the demo loads the catalogue the
 package ships, at the demo's pace and otherwise unchanged.
 """
 
@@ -100,10 +102,14 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
     assert process.returncode == 0, diagnosis(output)
     text = flat(output)
     for incident in INCIDENTS:
-        refused = incident.key in ("kyverno-policy-block", "tenant-isolation")
-        kind = "REFUSED AS DOCUMENTED" if refused else "VERIFIED"
+        kind = {
+            "kyverno-policy-block": "REFUSED AS DOCUMENTED",
+            "tenant-isolation": "REFUSED AS DOCUMENTED",
+            "prometheus-timeout-reverted": "REVERTED AS DOCUMENTED",
+        }.get(incident.key, "VERIFIED")
         assert f"=> {kind} {incident.key}:" in text, f"{incident.key} not verified:\n{output}"
     assert "NOT VERIFIED" not in text
+    assert len(INCIDENTS) == 12
     assert f"{len(INCIDENTS)} of {len(INCIDENTS)} incidents reached their verified end" in text
     # The refusal points to Git, and the evidence to the policy's file there.
     assert (
@@ -151,6 +157,26 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         r"expired as the run ended",
         text,
     ), output
+    # A timeout change that did not help: the verification failed, the run ended Failed, the
+    # ConfigMap's change was reverted (onFailure.revert), on-call was notified.
+    assert re.search(
+        r"run (prometheus-timeout-\w+): Failed \(VerificationFailed\) step verify: .* did not "
+        r"hold for 1s within \d+s",
+        text,
+    ), output
+    assert "runbook notify-oncall, escalated from prometheus-timeout-" in text
+    assert (
+        "revert timeout [patchResource] Reverted: restored data.MCP_PROMETHEUS_TIMEOUT_MS of "
+        "ConfigMap mcp-staging/dese-api-config"
+    ) in text
+    assert "revert condition Reverted=True (Reverted): restored timeout: " in text
+    assert (
+        "REVERTED AS DOCUMENTED prometheus-timeout-reverted: after approval "
+        "MCP_PROMETHEUS_TIMEOUT_MS went to 8000 and mcp-staging/dese-api was restarted, but the "
+        "rejections stayed: the verification failed, the run ended Failed with Reverted=True, "
+        "ConfigMap mcp-staging/dese-api-config is back exactly as before "
+        "(MCP_PROMETHEUS_TIMEOUT_MS=3000), and on-call was notified"
+    ) in text
     # Every daemon it started is gone, the restarted redis-server too.
     restarted = re.search(r"redis-server again \(pid \d+ -> (\d+)\)", text)
     assert restarted is not None

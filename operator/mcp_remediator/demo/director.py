@@ -8,8 +8,7 @@ pace), runs the real operator against it (Kopf, the engine and the alert receive
 this process), and replays each incident of ``demo.incidents``: the fault, the alert
 POSTed to the receiver with its bearer token, every remediation step as the operator
 records it, and the verdict. Prints the timeline, one block per incident, and exits 0
-only when every incident reached its verified end (or, for the Kyverno case, the
-documented refusal).
+only when every incident reached its verified end (or its documented refusal or revert).
 
 ``--keep-running`` leaves the world and the receiver up afterwards for curl experiments;
 Ctrl-C stops everything. Every daemon is stopped by its PID on the way out, also when the
@@ -62,7 +61,7 @@ DEMO_HOLD_SECONDS = 1
 DEMO_WAIT_SECONDS = 40
 DEMO_STEP_SECONDS = 60
 CONFIRM_SECONDS = 40
-FOLLOW_SECONDS = 60
+FOLLOW_SECONDS = 90
 WIDTH = 110
 MARKS = {"Succeeded": "ok", "Failed": "FAILED", "Skipped": "skipped", "DryRun": "dry-run"}
 

@@ -9,13 +9,16 @@ An incident returns a ``Verdict``, or raises ``DemoError`` saying what went wron
 
 Incidents in one lane run one after another; lanes run side by side. Everything that
 touches Redis or restarts ``dese-api`` shares lane 1, so no incident's fix can come from
-another's run. Run by ``demo``, which implements ``Stage``.
+another's run; lane 3 acts on ``mcp-staging`` only (a timeout change that does not help,
+reverted), its verification's full timeout side by side with the others. Run by
+``demo``, which implements ``Stage``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +35,7 @@ from mcp_remediator.demo.world import (
     RESTARTED_AT,
     SIGNED_IMAGES,
     SIGNED_IMAGES_GIT,
+    STAGING,
     STALE_AUTHZ_KEY,
     TENANT,
     TENANT_RUNBOOK,
@@ -87,7 +91,7 @@ class Alert:
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: Literal["verified", "refused as documented"]
+    kind: Literal["verified", "refused as documented", "reverted as documented"]
     text: str
 
 
@@ -429,6 +433,70 @@ async def prometheus_timeout(stage: Stage) -> Verdict:
     )
 
 
+def staging_rejections() -> str:
+    settled = "mcp_dashboard_promises_settled_total"
+    return (
+        f'sum(rate({settled}{{namespace="{STAGING}", module="observability", '
+        f'status="rejected"}}[5s])) / '
+        f'sum(rate({settled}{{namespace="{STAGING}", module="observability"}}[5s]))'
+    )
+
+
+async def prometheus_timeout_reverted(stage: Stage) -> Verdict:
+    world = stage.world
+    api = world.api
+    before = copy.deepcopy((api.get("v1", "configmaps", STAGING, CONFIG_MAP) or {}).get("data"))
+    world.faults.staging_prometheus_overloaded = True
+    stage.say(
+        "fault",
+        f"{STAGING}'s Prometheus is overloaded: its queries take longer than any timeout, so "
+        "staging's observability calls are rejected; raising MCP_PROMETHEUS_TIMEOUT_MS "
+        "cannot help",
+    )
+    await stage.confirm(
+        f"{staging_rejections()} > 0.1", f"{STAGING}'s observability rejects over 10 %"
+    )
+    [run] = await stage.fire(
+        Alert(
+            "McpPromiseRejectionRateHigh",
+            {"namespace": STAGING, "module": "observability", "severity": "warning"},
+            "Dashboard data source observability rejects over 10 % of requests",
+            Expect(
+                "prometheus-timeout",
+                "Failed",
+                escalation=Expect("notify-oncall", "Succeeded"),
+                approve=True,
+            ),
+        )
+    )
+    steps = {item["name"]: item for item in run["status"]["steps"]}
+    if steps["verify"]["phase"] != "Failed":
+        raise DemoError(f"the verification did not fail: {steps['verify']}")
+    revert = steps["timeout"].get("revert") or {}
+    if revert.get("phase") != "Reverted":
+        raise DemoError(f"the timeout change was not reverted: {revert}")
+    stage.say("revert", f"timeout [patchResource] {revert['phase']}: {revert.get('message', '')}")
+    reverted = [c for c in run["status"].get("conditions") or [] if c.get("type") == "Reverted"]
+    if not reverted or reverted[0].get("status") != "True":
+        raise DemoError(f"the run has no Reverted condition True: {reverted}")
+    stage.say(
+        "revert",
+        f"condition Reverted=True ({reverted[0].get('reason', '')}): "
+        f"{reverted[0].get('message', '')}",
+    )
+    after = (api.get("v1", "configmaps", STAGING, CONFIG_MAP) or {}).get("data")
+    if after != before:
+        raise DemoError(f"{STAGING}/{CONFIG_MAP} is {after}, was {before}")
+    timeout = (after or {}).get("MCP_PROMETHEUS_TIMEOUT_MS")
+    return Verdict(
+        "reverted as documented",
+        f"after approval MCP_PROMETHEUS_TIMEOUT_MS went to 8000 and {STAGING}/dese-api was "
+        "restarted, but the rejections stayed: the verification failed, the run ended Failed "
+        f"with Reverted=True, ConfigMap {STAGING}/{CONFIG_MAP} is back exactly as before "
+        f"(MCP_PROMETHEUS_TIMEOUT_MS={timeout}), and on-call was notified",
+    )
+
+
 async def api_auth_errors(stage: Stage) -> Verdict:
     world = stage.world
     await world.set_stale_authz()
@@ -598,4 +666,10 @@ INCIDENTS = [
         websocket_events_not_published,
     ),
     Incident("tenant-isolation", "A tenant reaches beyond its namespace", 2, tenant_isolation),
+    Incident(
+        "prometheus-timeout-reverted",
+        "Prometheus timeout that the timeout does not fix",
+        3,
+        prometheus_timeout_reverted,
+    ),
 ]

@@ -4,13 +4,15 @@ in-process stand-ins for the services around them.
 ``World`` starts and holds:
 
 * the emulated Kubernetes API (``emulator.ApiServerEmulator``) with the MCP layer's
-  Deployments (carrying Argo CD's tracking label) and their pods (labelled ``app=<name>``),
-  the Argo CD Applications, Kyverno 1.17's policies (ClusterPolicies and a CEL
-  ValidatingPolicy) with an openreports.io Report on ``dese-api`` whose new version both
-  fail, and the API's ConfigMap; reactors stand in for the controllers:
-  rollouts complete at once, Argo CD's controller runs sync operations (failing those
-  Kyverno blocks), and a restarted Deployment "restarts" what it runs: the fault that
-  lived in it goes away, and restarting ``redis`` starts the real redis-server again;
+  Deployments (carrying Argo CD's tracking label) and their pods (labelled
+  ``app=<name>``), the Argo CD Applications, Kyverno 1.17's policies (ClusterPolicies and
+  a CEL ValidatingPolicy) with an openreports.io Report on ``dese-api`` whose new version
+  both fail, and the API's ConfigMap; ``mcp-staging`` with its own dese-api and ConfigMap,
+  where the runner of ``mcp`` may patch that ConfigMap and restart dese-api; reactors
+  stand in for the controllers: rollouts complete at once, Argo CD's controller runs sync
+  operations (failing those Kyverno blocks), and a restarted Deployment "restarts" what it
+  runs: the fault that lived in it goes away, and restarting ``redis`` starts the real
+  redis-server again;
 * a real ``redis-server`` with a realistic cache (``mcp:dashboard:*`` and other ``mcp:``
   keys, and keys outside the prefix that must survive every remediation), the dashboard
   API's traffic against it, and ``prometheus-redis-exporter`` on it;
@@ -66,6 +68,9 @@ from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
 from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
+# The MCP layer's staging copy: its own dese-api and dese-api-config, which the catalogue's
+# runner of ``mcp`` may act on (a Role and RoleBinding there, as in ``tenant``'s recipe).
+STAGING = "mcp-staging"
 # The operator's and the runner's RBAC as shipped (copied by `make generate`).
 RBAC_DIR = Path(__file__).parent / "rbac"
 OPERATOR_ACCOUNT = ("mcp-remediator", "mcp-remediator")
@@ -342,12 +347,37 @@ def tenant() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def config_map() -> dict[str, Any]:
+def staging() -> list[dict[str, Any]]:
+    """mcp-staging: its dese-api (one replica) and dese-api-config, and the rights of the
+    runner of ``mcp`` there: what prometheus-timeout needs (read and patch that one
+    ConfigMap, restart the Deployment), nothing else."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": "mcp-remediator-runner", "namespace": STAGING}
+    rules = [
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [CONFIG_MAP],
+         "verbs": ["get", "patch"]},
+    ]  # fmt: skip
+    subject = {"kind": "ServiceAccount", "name": "mcp-remediator-runner", "namespace": NAMESPACE}
+    api = deployment("dese-api", 1, "dese-api-staging")
+    api["metadata"]["namespace"] = STAGING
+    return [
+        namespace(STAGING),
+        api,
+        config_map(STAGING),
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "mcp-remediator-runner"}},
+    ]  # fmt: skip
+
+
+def config_map(namespace: str = NAMESPACE) -> dict[str, Any]:
     # Runtime tuning, deliberately left out of Argo CD's tracking: GitOps-safe to patch.
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": CONFIG_MAP, "namespace": NAMESPACE},
+        "metadata": {"name": CONFIG_MAP, "namespace": namespace},
         "data": {
             "MCP_PROMETHEUS_TIMEOUT_MS": "3000",
             "MCP_CACHE_TTL_SECONDS": "120",
@@ -368,6 +398,9 @@ class Faults:
     # Read from Redis at every scrape: the API refuses users while a stale role
     # snapshot sits in the dashboard cache.
     authz_stale: bool = False
+    # Staging's Prometheus is overloaded: its queries take longer than any client timeout,
+    # so staging's observability calls are rejected whatever MCP_PROMETHEUS_TIMEOUT_MS is.
+    staging_prometheus_overloaded: bool = False
 
 
 @dataclass
@@ -408,6 +441,10 @@ class Metrics:
             labels = {"namespace": NAMESPACE, "module": module, "eventType": EVENT_TYPES[module]}
             self._counter(settled, {**labels, "status": "rejected"}).rate = 20 * share
             self._counter(settled, {**labels, "status": "fulfilled"}).rate = 20 * (1 - share)
+        staging = 0.5 if faults.staging_prometheus_overloaded else 0.01
+        labels = {"namespace": STAGING, "module": "observability", "eventType": "metrics"}
+        self._counter(settled, {**labels, "status": "rejected"}).rate = 20 * staging
+        self._counter(settled, {**labels, "status": "fulfilled"}).rate = 20 * (1 - staging)
         for module in PUBLISHERS:
             rate = 0.0 if module in faults.stalled_modules else 3.0
             labels = {"namespace": NAMESPACE, "module": module}
@@ -578,6 +615,7 @@ class World:
         api.seed(argocd_rbac())
         api.seed(app_project())
         api.apply(tenant())
+        api.apply(staging())
         api.add_reactor("apps/v1", "deployments", complete_rollouts)
         api.add_reactor("apps/v1", "deployments", self._on_deployment)
         api.add_reactor("argoproj.io/v1alpha1", "applications", self._argocd_controller)
@@ -587,10 +625,15 @@ class World:
         name = obj["metadata"]["name"]
         template = obj.get("spec", {}).get("template", {}).get("metadata", {})
         restarted = (template.get("annotations") or {}).get(RESTARTED_AT)
-        if not restarted or self._restarted_at.get(name) == restarted:
+        where = obj["metadata"].get("namespace")
+        key = name if where == NAMESPACE else f"{where}/{name}"
+        if not restarted or self._restarted_at.get(key) == restarted:
             return None
-        self._restarted_at[name] = restarted
-        self.restarts.append((name, restarted))
+        self._restarted_at[key] = restarted
+        self.restarts.append((key, restarted))
+        if where != NAMESPACE:
+            # Staging's fault is its Prometheus, which no restart of its API repairs.
+            return None
         faults = self.faults
         if name == "dese-api":
             faults.cache_cold = False
