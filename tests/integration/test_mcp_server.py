@@ -14,15 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult, TextContent
 
 from fixtures.cluster import ROOT, Cluster, OperatorFactory, deployment
-
-mcp = pytest.importorskip("mcp", reason="the `mcp` extra (the MCP SDK) is not installed")
-from mcp import ClientSession, StdioServerParameters  # noqa: E402
-from mcp.client.stdio import stdio_client  # noqa: E402
-from mcp.types import CallToolResult, TextContent  # noqa: E402
-
-from mcp_remediator.models import (  # noqa: E402
+from mcp_remediator.models import (
     ANNOTATION_PROPOSAL_REASON,
     ANNOTATION_PROPOSED_BY,
     API_VERSION,
@@ -270,3 +267,64 @@ async def test_forbidden_and_malformed_calls_are_tool_errors_and_the_server_live
         # Still serving.
         listed = structured(await session.call_tool("list_runbooks", {}))
         assert [r["name"] for r in listed["runbooks"]] == ["restart-finbot"]
+
+
+async def test_http_transport_needs_the_bearer_token(
+    cluster: Cluster, tmp_path: Path, free_tcp_port: int
+) -> None:
+    import httpx
+    from mcp.client.streamable_http import streamable_http_client
+
+    cluster.seed(runbook())
+    cluster.grant("mcp", "agent", AGENT_RULES)
+    config = kubeconfig(
+        cluster, cluster.api.service_account_token("mcp", "agent"), tmp_path / "k.yaml"
+    )
+    secret = "s3cret-token-for-the-test"
+    (tmp_path / "token").write_text(secret + "\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcp_remediator", "mcp-server", "--kubeconfig", str(config),
+        "--http", "--port", str(free_tcp_port), "--token-file", str(tmp_path / "token"),
+        env={**os.environ, "PYTHONPATH": str(ROOT / "operator")},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{free_tcp_port}/mcp"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def refused() -> bool:
+                try:
+                    answer = await http.post(url, json={})
+                except httpx.TransportError:
+                    return False
+                return answer.status_code == 401
+
+            for _ in range(200):
+                if await refused():
+                    break
+                await asyncio.sleep(0.05)
+            wrong = await http.post(url, json={}, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with (
+            httpx.AsyncClient(headers=headers) as authorized,
+            streamable_http_client(url, http_client=authorized) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            listed = structured(await session.call_tool("list_runbooks", {}))
+            assert [r["name"] for r in listed["runbooks"]] == ["restart-finbot"]
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def test_without_the_mcp_extra_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_remediator import cli
+
+    for name in [n for n in sys.modules if n == "mcp" or n.startswith("mcp.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "mcp_remediator.mcpserver", raising=False)
+    assert cli.main(["mcp-server"]) == 2
+    assert "pip install 'mcp-remediator[mcp]'" in capsys.readouterr().err
