@@ -22,7 +22,7 @@ deps-system:
 	fi
 
 deps-python:
-	$(PYTHON) -m pip install -q -e '.[test,demo]'
+	$(PYTHON) -m pip install -q -e '.[test,demo,mcp]'
 
 lint: deps-python
 	ruff check operator tests benchmarks

@@ -1,4 +1,4 @@
-"""The ``mcp-remediator`` command: run, demo, lint, simulate.
+"""The ``mcp-remediator`` command: run, demo, lint, simulate, mcp-server.
 
 ``run`` is the operator (Kopf plus the receiver) against the current kubeconfig or the
 in-cluster config. ``lint`` checks McpRunbook/McpRemediation YAML offline for a GitOps
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -71,6 +72,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0 if args.keep_running else 130
 
 
+def cmd_mcp_server(args: argparse.Namespace) -> int:
+    try:
+        from mcp_remediator.mcpserver import serve
+    except ModuleNotFoundError as exc:
+        # The official MCP SDK is the `mcp` extra, not a dependency of the operator.
+        if (exc.name or "").partition(".")[0] != "mcp":
+            raise
+        print(
+            "mcp-remediator mcp-server: needs the MCP Python SDK, which is not installed: "
+            "pip install 'mcp-remediator[mcp]'",
+            file=sys.stderr,
+        )
+        return 2
+    from mcp_remediator.kube.client import ConnectionConfig, KubeApi
+
+    token = None
+    if args.http:
+        if args.token_file:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        else:
+            token = os.environ.get("MCP_SERVER_TOKEN", "").strip()
+        if not token:
+            print(
+                "mcp-remediator mcp-server --http: needs a bearer token: "
+                "--token-file FILE or MCP_SERVER_TOKEN",
+                file=sys.stderr,
+            )
+            return 2
+    settings = _settings()
+    # The caller's identity: Kubernetes RBAC decides what the agent may read and create.
+    kube = KubeApi(ConnectionConfig.load(args.kubeconfig, args.context), settings)
+    asyncio.run(serve(kube, settings, http=args.http, host=args.host, port=args.port, token=token))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-remediator",
@@ -112,6 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--namespace", default="default", help="namespace of runbooks that name none")
     sim.set_defaults(fn=cmd_simulate)
+
+    mcp = commands.add_parser(
+        "mcp-server",
+        help="serve AI agents over the Model Context Protocol (stdio, or HTTP with --http)",
+    )
+    mcp.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, $KUBECONFIG)")
+    mcp.add_argument("--context", help="kubeconfig context")
+    mcp.add_argument(
+        "--http",
+        action="store_true",
+        help="streamable HTTP instead of stdio, behind a bearer token "
+        "(--token-file, else $MCP_SERVER_TOKEN)",
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    mcp.add_argument("--token-file", help="file holding the HTTP bearer token")
+    mcp.set_defaults(fn=cmd_mcp_server)
     return parser
 
 

@@ -70,6 +70,8 @@ from mcp_remediator.kube.client import ApiError, KubeApi
 from mcp_remediator.kube.events import now, post_event
 from mcp_remediator.kube.status import Conflict, patch_status, retry_on_conflict
 from mcp_remediator.models import (
+    ANNOTATION_PROPOSAL_REASON,
+    ANNOTATION_PROPOSED_BY,
     ANNOTATION_SKIP_MESSAGE,
     ANNOTATION_SKIP_REASON,
     API_VERSION,
@@ -498,6 +500,11 @@ class Engine:
             group_by = list(runbook.guardrails.groupBy)
         else:
             steps = spec.steps
+        # A proposal (an agent's, through the MCP server) waits for a human, whatever the
+        # runbook says; the plan keeps the decision, so removing the marker later changes
+        # nothing, and a record created without it is no proposal.
+        proposed = ANNOTATION_PROPOSED_BY in (run.body["metadata"].get("annotations") or {})
+        approval = approval or proposed
         if namespace is not None:
             try:
                 namespace = templates.render_namespace(namespace, self._inputs(run, {}))
@@ -859,8 +866,19 @@ class Engine:
         labels = {**(run.body["metadata"].get("labels") or {}), LABEL_ESCALATED_FROM: run.name}
         labels.pop(LABEL_GROUP, None)  # the failed run's group; _admit sets the target's
         spec = run.spec.model_dump(mode="json", exclude_none=True, exclude={"approved"})
+        # An agent's proposal escalates to another proposal: it waits for a human too.
+        annotations = {
+            key: value
+            for key, value in (run.body["metadata"].get("annotations") or {}).items()
+            if key in (ANNOTATION_PROPOSED_BY, ANNOTATION_PROPOSAL_REASON)
+        }
         body = records.remediation_body(
-            escalation.name, run.namespace, escalation.runbook, spec=spec, labels=labels
+            escalation.name,
+            run.namespace,
+            escalation.runbook,
+            spec=spec,
+            labels=labels,
+            annotations=annotations,
         )
         try:
             await self.kube.create(API_VERSION, REMEDIATIONS, run.namespace, body)

@@ -30,6 +30,11 @@ LABEL_ESCALATED_FROM = f"{GROUP}/escalated-from"
 # finishes such a record as Skipped instead of running it.
 ANNOTATION_SKIP_REASON = f"{GROUP}/skip-reason"
 ANNOTATION_SKIP_MESSAGE = f"{GROUP}/skip-message"
+# Set by the MCP server (``mcpserver``) on the records an agent proposes: who proposed it
+# (the MCP client's name) and why. A record carrying it always waits for approval, whatever
+# its runbook says (``Engine._make_plan``).
+ANNOTATION_PROPOSED_BY = f"{GROUP}/proposed-by"
+ANNOTATION_PROPOSAL_REASON = f"{GROUP}/proposal-reason"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

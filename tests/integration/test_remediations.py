@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.cluster import Cluster, OperatorFactory, OperatorUnderTest, deployment, remediation
 from mcp_remediator.kube.refusals import KYVERNO, PROTECTED_NAMESPACE
-from mcp_remediator.models import API_VERSION, REMEDIATIONS, RUNBOOKS
+from mcp_remediator.models import ANNOTATION_PROPOSED_BY, API_VERSION, REMEDIATIONS, RUNBOOKS
 from mcp_remediator.testing.emulator import complete_rollouts
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -285,6 +285,48 @@ async def test_approval_gate_waits_then_runs_once_approved(
     done = await cluster.wait_phase("mcp", "careful-run", {"Succeeded", "Failed"})
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert done["status"]["plan"]["runbook"] == "careful"
+
+
+async def test_a_proposal_waits_for_approval_although_its_runbook_does_not_require_it(
+    cluster: Cluster, operator: OperatorUnderTest
+) -> None:
+    cluster.seed(deployment("finbot-api"))
+    cluster.seed(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "McpRunbook",
+            "metadata": {"name": "eager", "namespace": "mcp"},
+            "spec": {"steps": [restart_step(name="finbot-api")]},  # no requireApproval
+        }
+    )
+    proposal = remediation("proposed", [], approved=False)
+    del proposal["spec"]["steps"]
+    proposal["spec"]["runbookRef"] = {"name": "eager"}
+    proposal["metadata"]["annotations"] = {ANNOTATION_PROPOSED_BY: "agent"}
+    cluster.seed(proposal)
+    inline = remediation("proposed-inline", [restart_step(name="finbot-api")])
+    inline["metadata"]["annotations"] = {ANNOTATION_PROPOSED_BY: ""}  # an empty value too
+    cluster.seed(inline)
+
+    for name in ("proposed", "proposed-inline"):
+        waiting = await cluster.wait_phase("mcp", name, {"AwaitingApproval", "Succeeded"})
+        assert waiting["status"]["phase"] == "AwaitingApproval", name
+        assert waiting["status"]["plan"]["requireApproval"] is True
+    # Removing the marker once planned changes nothing: the plan keeps the decision.
+    await cluster.api.patch_object(
+        API_VERSION, REMEDIATIONS, "mcp", "proposed",
+        {"metadata": {"annotations": {ANNOTATION_PROPOSED_BY: None}}},
+    )  # fmt: skip
+    await asyncio.sleep(0.5)
+    assert cluster.remediation("mcp", "proposed")["status"]["phase"] == "AwaitingApproval"
+    assert cluster.writes("deployments") == []
+
+    await cluster.api.patch_object(
+        API_VERSION, REMEDIATIONS, "mcp", "proposed", {"spec": {"approved": True}}
+    )
+    done = await cluster.wait_phase("mcp", "proposed", {"Succeeded", "Failed"})
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert len(cluster.writes("deployments")) == 1
 
 
 async def test_finished_remediation_is_deleted_after_its_ttl(
