@@ -389,7 +389,7 @@ async def test_the_restart_answer_is_the_rollouts_first_look_then_one_read_a_pol
 ) -> None:
     cluster.api.clear_reactors("apps/v1", "deployments")  # the rollout waits for us
     cluster.seed(deployment("slow"))
-    await operator_factory(poll_interval_seconds=1.5)
+    await operator_factory(poll_interval_seconds=3.0)
     cluster.seed(remediation("slow-rollout", [restart_step(name="slow")]))
 
     def requests() -> list[tuple[str, str]]:
@@ -400,7 +400,7 @@ async def test_the_restart_answer_is_the_rollouts_first_look_then_one_read_a_pol
         ]
 
     await cluster.wait_for(lambda: ("patch", "") in requests(), what="the restart")
-    await asyncio.sleep(0.5)  # well before the next poll
+    await asyncio.sleep(0.5)  # well before the next poll, 3 s after the restart
     # The read of the target, the restart: a read right after it would show what its answer
     # showed (no controller has acted yet), so none is sent.
     assert requests() == [("get", ""), ("patch", "")]
