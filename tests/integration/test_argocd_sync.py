@@ -448,7 +448,7 @@ async def test_a_deny_window_open_to_manual_syncs_lets_the_operators_sync_run(
 async def test_outside_every_allow_window_the_step_says_when_the_next_opens(
     cluster: Cluster, actions_env: ActionsEnvFactory
 ) -> None:
-    # 29 February 2000 came and went: this allow window is never open now.
+    # Open one hour every 29 February (from 00:00 UTC): closed whenever else the test runs.
     closed = {"kind": "allow", "schedule": "0 0 29 2 *", "duration": "1h", "namespaces": ["*"]}
     cluster.seed(project_with(closed))
     cluster.seed(in_project(application()))
