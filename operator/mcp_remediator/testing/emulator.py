@@ -372,6 +372,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     singular=kind.lower(),
                     namespaced=namespaced,
                     shortnames=shortnames,
+                    categories=["all"] if plural in _CATEGORY_ALL else [],
                     subresources={"status"} if status else set(),
                     verbs=VERBS,
                 )
@@ -690,6 +691,67 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         with self._state_lock:
             self._reactors.pop(spec.storage, None)
 
+    # --- discovery ---------------------------------------------------------------------------
+
+    async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
+        address = request.url.host or "127.0.0.1"
+        if request.url.port is not None:
+            address = f"{address}:{request.url.port}"
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+        }
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        """An APIResourceList as kube-apiserver serves it: the core group is ``v1`` (KMock
+        says ``/v1``), subresources carry neither short names nor categories (kubectl would
+        resolve ``cm`` or a category to ``…/status`` too), empty lists are left out.
+        """
+        wanted = request.resource
+        assert wanted is not None  # the fallback's path pattern ensures it
+        group, version = wanted.group or "", wanted.version
+        with self._state_lock:
+            served = [
+                (resource, self.resources[resource])
+                for resource in self._get_resources()
+                if resource.group == group and resource.version == version
+                if resource.plural is not None and resource in self.resources
+            ]
+        if not served and group != "":
+            raise kmock.KubernetesResourceNotFoundError()
+        entries: list[JsonDict] = []
+        for resource, info in sorted(served, key=lambda item: str(item[0].plural)):
+            kind = info.kind or str(resource.plural).capitalize()
+            entry: JsonDict = {
+                "name": resource.plural,
+                "singularName": info.singular or resource.plural,
+                "namespaced": bool(info.namespaced),
+                "kind": kind,
+                "verbs": sorted(info.verbs),
+            }
+            if info.shortnames:
+                entry["shortNames"] = list(info.shortnames)
+            if info.categories:
+                entry["categories"] = list(info.categories)
+            entries.append(entry)
+            for subresource in sorted(info.subresources):
+                entries.append(
+                    {
+                        "name": f"{resource.plural}/{subresource}",
+                        "singularName": "",
+                        "namespaced": bool(info.namespaced),
+                        "kind": kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": entries,
+        }
+
     # --- KMock integration ------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -705,6 +767,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self._requests.append(request)
         if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
             request = self._unalias(request)
+        request = self._as_watch(request)
         user: authz.UserInfo | None = None
         if self._auth_enabled:
             # Before any reaction or fallback, as the real server's filters run before routing.
@@ -810,6 +873,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             url=request.url.with_path(path).with_query(request.url.query),
             resource=kmock.resource("", "v1", "namespaces"),
         )
+        return self._replace_recorded(request, fixed)
+
+    def _as_watch(self, request: kmock.Request) -> kmock.Request:
+        """KMock takes only ``watch=true`` for a watch; the real server parses the parameter
+        as Go's ``strconv.ParseBool`` (``1``, ``t``, ``T``, ``TRUE``, ``true``, ``True``).
+        """
+        if (
+            request.resource is None
+            or request.method != kmock.method.GET
+            or request.action == kmock.action.WATCH
+            or not _bool_param(request, "watch")
+        ):
+            return request
+        return self._replace_recorded(request, attrs.evolve(request, action=kmock.action.WATCH))
+
+    def _replace_recorded(self, request: kmock.Request, fixed: kmock.Request) -> kmock.Request:
         for index in range(len(self._requests) - 1, -1, -1):
             if self._requests[index] is request:
                 self._requests[index] = fixed
@@ -845,7 +924,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             code, body = exc.code, exc.status()
         return Response(status=code, payload=body)
 
-    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
+    async def _serve_watch(  # type: ignore[override]
+        self, request: kmock.Request
+    ) -> Response:
+        # kube-apiserver answers a JSON watch as ``application/json``, one event a line;
+        # KMock's stream would go out as ``application/octet-stream``, which kubectl refuses.
+        return Response(headers={"Content-Type": "application/json"}, payload=self._watch(request))
+
+    async def _watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         try:
@@ -872,7 +958,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             yield b""  # send the headers now, even if no event comes
             for added in initial:
                 yield added
-            if request.params.get("sendInitialEvents") == "true":
+            if _bool_param(request, "sendInitialEvents") and _bool_param(
+                request, "allowWatchBookmarks"
+            ):
                 yield self._bookmark(spec, cursor)
             while True:
                 with self._state_lock:
@@ -1625,6 +1713,11 @@ _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ),
 ]
 
+# The built-in kinds in kube-apiserver's ``all`` category (``kubectl get all``).
+_CATEGORY_ALL = frozenset(
+    {"pods", "services", "deployments", "statefulsets", "daemonsets", "replicasets"}
+)
+
 _CREATE_ONLY = frozenset({"create"})
 # Served with the built-ins and by enable_auth: (apiVersion, plural, kind, namespaced, verbs,
 # short names). The reviews are only ever created (and answered), never stored.
@@ -1892,6 +1985,16 @@ def _int_param(request: kmock.Request, name: str) -> int:
         return int(request.params[name])
     except ValueError:
         raise _bad_request(f"invalid {name}: {request.params[name]!r}") from None
+
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+
+def _bool_param(request: kmock.Request, name: str) -> bool:
+    """A boolean query parameter as the real server reads it (Go's ``strconv.ParseBool``;
+    anything that is not true counts as false).
+    """
+    return request.params.get(name, "") in _GO_TRUE
 
 
 def _float_param(request: kmock.Request, name: str) -> float | None:
