@@ -25,7 +25,13 @@ client depend on:
   resourceVersion; watch resumes from a resourceVersion out of a per-resource event log
   (410 Gone once it is compacted), or starts with ADDED events for a snapshot taken
   under the same lock as the subscription, honours ``timeoutSeconds``, selectors and
-  ``sendInitialEvents``;
+  ``sendInitialEvents`` (its closing bookmark only with ``allowWatchBookmarks``); ``watch``
+  is read as Go's ``strconv.ParseBool`` (``1``, ``t``, ``True``... stream), and the stream is
+  ``application/json``, one event a line, as kube-apiserver answers a JSON watch;
+* discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
+  categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
+  ``pods/status`` carry neither short names nor categories, and pods, services and the
+  workload kinds are in the ``all`` category;
 * errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
