@@ -259,6 +259,18 @@ async def test_discovery_is_shaped_as_kube_apiserver_serves_it(em: ApiServerEmul
     assert "categories" not in by_name["widgets/status"]
 
 
+async def test_discovery_prefers_versions_as_kube_apiserver_does(em: ApiServerEmulator) -> None:
+    em.register_crd(widget_crd(versions=("v1beta1", "v2alpha1", "v1", "v1beta2"), storage="v1"))
+    _, group = await call(em, "GET", f"/apis/{GROUP}")
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta2", "v1beta1", "v2alpha1"]
+    assert group["preferredVersion"] == {"groupVersion": f"{GROUP}/v1", "version": "v1"}
+    _, groups = await call(em, "GET", "/apis")
+    kyverno = next(g for g in groups["groups"] if g["name"] == "kyverno.io")
+    assert kyverno["preferredVersion"]["version"] == "v2"
+    status, _ = await call(em, "GET", "/apis/nothing.example.com")
+    assert status == 404
+
+
 # --- create ---------------------------------------------------------------------------------
 
 

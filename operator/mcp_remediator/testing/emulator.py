@@ -709,6 +709,34 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
         }
 
+    def _group_versions(self) -> dict[str, list[str]]:
+        """Every named group's versions, the preferred first (KMock picks one from a set)."""
+        groups: dict[str, set[str]] = {}
+        with self._state_lock:
+            for resource in self._get_resources():
+                if resource.group and isinstance(resource.version, str):
+                    groups.setdefault(resource.group, set()).add(resource.version)
+        return {
+            group: sorted(versions, key=_version_priority)
+            for group, versions in sorted(groups.items())
+        }
+
+    async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                _api_group(group, versions) for group, versions in self._group_versions().items()
+            ],
+        }
+
+    async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
+        group = request.resource.group if request.resource is not None else None
+        versions = self._group_versions().get(group or "")
+        if not versions:
+            raise kmock.KubernetesResourceNotFoundError()
+        return {"kind": "APIGroup", "apiVersion": "v1", **_api_group(str(group), versions)}
+
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
         """An APIResourceList as kube-apiserver serves it: the core group is ``v1`` (KMock
         says ``/v1``), subresources carry neither short names nor categories (kubectl would
@@ -1851,6 +1879,26 @@ def _crd(
 
 
 # --- small pure helpers -------------------------------------------------------------------
+
+
+_KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
+
+
+def _version_priority(version: str) -> tuple[int, int, int, str]:
+    """The sort key of kube-apiserver's version priority: GA before beta before alpha, a
+    higher number first, then anything else by name.
+    """
+    match = _KUBE_VERSION.fullmatch(version)
+    if match is None:
+        return (3, 0, 0, version)
+    major, level, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[level]
+    return (rank, -int(major), -int(minor or 0), version)
+
+
+def _api_group(group: str, versions: list[str]) -> JsonDict:
+    listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": listed, "preferredVersion": listed[0]}
 
 
 def _api_version(resource: kmock.resource) -> str:
