@@ -219,6 +219,58 @@ async def test_discovery_lists_builtins_and_crds(em: ApiServerEmulator) -> None:
     }
 
 
+async def test_discovery_is_shaped_as_kube_apiserver_serves_it(em: ApiServerEmulator) -> None:
+    _, api = await call(em, "GET", "/api")
+    assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
+    _, core = await call(em, "GET", "/api/v1")
+    assert core["groupVersion"] == "v1"  # not "/v1": kubectl would find no core kind
+    by_name = {r["name"]: r for r in core["resources"]}
+    assert by_name["configmaps"]["shortNames"] == ["cm"]
+    assert "all" in by_name["pods"]["categories"]
+    assert "categories" not in by_name["configmaps"]
+    # Subresources have no short names and no categories (else ``ns`` or a category would
+    # also resolve to ``namespaces/status``), and only the verbs of a status subresource.
+    status = by_name["namespaces/status"]
+    assert "shortNames" not in status and "categories" not in status
+    assert status["verbs"] == ["get", "patch", "update"] and status["kind"] == "Namespace"
+    _, apps = await call(em, "GET", "/apis/apps/v1")
+    assert apps["groupVersion"] == "apps/v1"
+    em.register_crd(
+        {
+            **widget_crd(),
+            "spec": {
+                **widget_crd()["spec"],
+                "names": {
+                    "plural": "widgets",
+                    "kind": "Widget",
+                    "shortNames": ["wd"],
+                    "categories": ["toys"],
+                },
+            },
+        }
+    )
+    _, widgets = await call(em, "GET", f"/apis/{GROUP}/v1")
+    by_name = {r["name"]: r for r in widgets["resources"]}
+    assert (by_name["widgets"]["shortNames"], by_name["widgets"]["categories"]) == (
+        ["wd"],
+        ["toys"],
+    )
+    assert "shortNames" not in by_name["widgets/status"]
+    assert "categories" not in by_name["widgets/status"]
+
+
+async def test_discovery_prefers_versions_as_kube_apiserver_does(em: ApiServerEmulator) -> None:
+    em.register_crd(widget_crd(versions=("v1beta1", "v2alpha1", "v1", "v1beta2"), storage="v1"))
+    _, group = await call(em, "GET", f"/apis/{GROUP}")
+    assert [v["version"] for v in group["versions"]] == ["v1", "v1beta2", "v1beta1", "v2alpha1"]
+    assert group["preferredVersion"] == {"groupVersion": f"{GROUP}/v1", "version": "v1"}
+    _, groups = await call(em, "GET", "/apis")
+    kyverno = next(g for g in groups["groups"] if g["name"] == "kyverno.io")
+    assert kyverno["preferredVersion"]["version"] == "v2"
+    status, _ = await call(em, "GET", "/apis/nothing.example.com")
+    assert status == 404
+
+
 # --- create ---------------------------------------------------------------------------------
 
 
@@ -735,6 +787,34 @@ async def test_watch_from_a_compacted_resource_version_is_410_gone() -> None:
         assert [e["type"] for e in events] == ["ERROR"]
         assert events[0]["object"]["code"] == 410
         assert events[0]["object"]["reason"] == "Expired"
+
+
+@pytest.mark.parametrize("flag", ["true", "1", "t", "T", "TRUE", "True"])
+async def test_watch_flags_as_go_parses_them_stream_as_json(
+    em: ApiServerEmulator, flag: str
+) -> None:
+    await create(em, CONFIGMAPS, {"metadata": {"name": "a"}})
+    response = await em.get(CONFIGMAPS, params={"watch": flag, "timeoutSeconds": "0.2"})
+    async with response:
+        # kubectl refuses application/octet-stream ("no stream serializers registered").
+        assert response.headers["Content-Type"].split(";")[0] == "application/json"
+        events = [json.loads(line) for line in (await response.read()).splitlines()]
+    assert [summary(e) for e in events] == [("ADDED", "a")]
+
+
+@pytest.mark.parametrize("flag", ["false", "0", "no"])
+async def test_watch_flags_that_are_not_true_list(em: ApiServerEmulator, flag: str) -> None:
+    await create(em, CONFIGMAPS, {"metadata": {"name": "a"}})
+    status, body = await call(em, "GET", CONFIGMAPS, watch=flag)
+    assert status == 200 and body["kind"] == "ConfigMapList"
+
+
+async def test_watch_bookmarks_only_when_allowed(em: ApiServerEmulator) -> None:
+    await create(em, CONFIGMAPS, {"metadata": {"name": "a"}})
+    params = {"watch": "true", "sendInitialEvents": "true", "timeoutSeconds": "0.2"}
+    async with em.get(CONFIGMAPS, params=params) as response:
+        events = [json.loads(line) for line in (await response.read()).splitlines()]
+    assert [e["type"] for e in events] == ["ADDED"]
 
 
 async def test_watch_with_initial_events_ends_them_with_a_bookmark(em: ApiServerEmulator) -> None:

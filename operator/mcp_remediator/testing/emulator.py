@@ -25,7 +25,13 @@ client depend on:
   resourceVersion; watch resumes from a resourceVersion out of a per-resource event log
   (410 Gone once it is compacted), or starts with ADDED events for a snapshot taken
   under the same lock as the subscription, honours ``timeoutSeconds``, selectors and
-  ``sendInitialEvents``;
+  ``sendInitialEvents`` (its closing bookmark only with ``allowWatchBookmarks``); ``watch``
+  is read as Go's ``strconv.ParseBool`` (``1``, ``t``, ``True``... stream), and the stream is
+  ``application/json``, one event a line, as kube-apiserver answers a JSON watch;
+* discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
+  categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
+  ``pods/status`` carry neither short names nor categories, and pods, services and the
+  workload kinds are in the ``all`` category;
 * errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
@@ -372,6 +378,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     singular=kind.lower(),
                     namespaced=namespaced,
                     shortnames=shortnames,
+                    categories=["all"] if plural in _CATEGORY_ALL else [],
                     subresources={"status"} if status else set(),
                     verbs=VERBS,
                 )
@@ -690,6 +697,95 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         with self._state_lock:
             self._reactors.pop(spec.storage, None)
 
+    # --- discovery ---------------------------------------------------------------------------
+
+    async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
+        address = request.url.host or "127.0.0.1"
+        if request.url.port is not None:
+            address = f"{address}:{request.url.port}"
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+        }
+
+    def _group_versions(self) -> dict[str, list[str]]:
+        """Every named group's versions, the preferred first (KMock picks one from a set)."""
+        groups: dict[str, set[str]] = {}
+        with self._state_lock:
+            for resource in self._get_resources():
+                if resource.group and isinstance(resource.version, str):
+                    groups.setdefault(resource.group, set()).add(resource.version)
+        return {
+            group: sorted(versions, key=_version_priority)
+            for group, versions in sorted(groups.items())
+        }
+
+    async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                _api_group(group, versions) for group, versions in self._group_versions().items()
+            ],
+        }
+
+    async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
+        group = request.resource.group if request.resource is not None else None
+        versions = self._group_versions().get(group or "")
+        if not versions:
+            raise kmock.KubernetesResourceNotFoundError()
+        return {"kind": "APIGroup", "apiVersion": "v1", **_api_group(str(group), versions)}
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        """An APIResourceList as kube-apiserver serves it: the core group is ``v1`` (KMock
+        says ``/v1``), subresources carry neither short names nor categories (kubectl would
+        resolve ``cm`` or a category to ``…/status`` too), empty lists are left out.
+        """
+        wanted = request.resource
+        assert wanted is not None  # the fallback's path pattern ensures it
+        group, version = wanted.group or "", wanted.version
+        with self._state_lock:
+            served = [
+                (resource, self.resources[resource])
+                for resource in self._get_resources()
+                if resource.group == group and resource.version == version
+                if resource.plural is not None and resource in self.resources
+            ]
+        if not served and group != "":
+            raise kmock.KubernetesResourceNotFoundError()
+        entries: list[JsonDict] = []
+        for resource, info in sorted(served, key=lambda item: str(item[0].plural)):
+            kind = info.kind or str(resource.plural).capitalize()
+            entry: JsonDict = {
+                "name": resource.plural,
+                "singularName": info.singular or resource.plural,
+                "namespaced": bool(info.namespaced),
+                "kind": kind,
+                "verbs": sorted(info.verbs),
+            }
+            if info.shortnames:
+                entry["shortNames"] = list(info.shortnames)
+            if info.categories:
+                entry["categories"] = list(info.categories)
+            entries.append(entry)
+            for subresource in sorted(info.subresources):
+                entries.append(
+                    {
+                        "name": f"{resource.plural}/{subresource}",
+                        "singularName": "",
+                        "namespaced": bool(info.namespaced),
+                        "kind": kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": entries,
+        }
+
     # --- KMock integration ------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -705,6 +801,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             self._requests.append(request)
         if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
             request = self._unalias(request)
+        request = self._as_watch(request)
         user: authz.UserInfo | None = None
         if self._auth_enabled:
             # Before any reaction or fallback, as the real server's filters run before routing.
@@ -810,6 +907,22 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             url=request.url.with_path(path).with_query(request.url.query),
             resource=kmock.resource("", "v1", "namespaces"),
         )
+        return self._replace_recorded(request, fixed)
+
+    def _as_watch(self, request: kmock.Request) -> kmock.Request:
+        """KMock takes only ``watch=true`` for a watch; the real server parses the parameter
+        as Go's ``strconv.ParseBool`` (``1``, ``t``, ``T``, ``TRUE``, ``true``, ``True``).
+        """
+        if (
+            request.resource is None
+            or request.method != kmock.method.GET
+            or request.action == kmock.action.WATCH
+            or not _bool_param(request, "watch")
+        ):
+            return request
+        return self._replace_recorded(request, attrs.evolve(request, action=kmock.action.WATCH))
+
+    def _replace_recorded(self, request: kmock.Request, fixed: kmock.Request) -> kmock.Request:
         for index in range(len(self._requests) - 1, -1, -1):
             if self._requests[index] is request:
                 self._requests[index] = fixed
@@ -845,7 +958,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             code, body = exc.code, exc.status()
         return Response(status=code, payload=body)
 
-    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
+    async def _serve_watch(  # type: ignore[override]
+        self, request: kmock.Request
+    ) -> Response:
+        # kube-apiserver answers a JSON watch as ``application/json``, one event a line;
+        # KMock's stream would go out as ``application/octet-stream``, which kubectl refuses.
+        return Response(headers={"Content-Type": "application/json"}, payload=self._watch(request))
+
+    async def _watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         try:
@@ -872,7 +992,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             yield b""  # send the headers now, even if no event comes
             for added in initial:
                 yield added
-            if request.params.get("sendInitialEvents") == "true":
+            if _bool_param(request, "sendInitialEvents") and _bool_param(
+                request, "allowWatchBookmarks"
+            ):
                 yield self._bookmark(spec, cursor)
             while True:
                 with self._state_lock:
@@ -1625,6 +1747,11 @@ _BUILTINS: list[tuple[str, str, str, bool, bool, list[str]]] = [
     ),
 ]
 
+# The built-in kinds in kube-apiserver's ``all`` category (``kubectl get all``).
+_CATEGORY_ALL = frozenset(
+    {"pods", "services", "deployments", "statefulsets", "daemonsets", "replicasets"}
+)
+
 _CREATE_ONLY = frozenset({"create"})
 # Served with the built-ins and by enable_auth: (apiVersion, plural, kind, namespaced, verbs,
 # short names). The reviews are only ever created (and answered), never stored.
@@ -1752,6 +1879,26 @@ def _crd(
 
 
 # --- small pure helpers -------------------------------------------------------------------
+
+
+_KUBE_VERSION = re.compile(r"v(\d+)(?:(alpha|beta)(\d+))?")
+
+
+def _version_priority(version: str) -> tuple[int, int, int, str]:
+    """The sort key of kube-apiserver's version priority: GA before beta before alpha, a
+    higher number first, then anything else by name.
+    """
+    match = _KUBE_VERSION.fullmatch(version)
+    if match is None:
+        return (3, 0, 0, version)
+    major, level, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[level]
+    return (rank, -int(major), -int(minor or 0), version)
+
+
+def _api_group(group: str, versions: list[str]) -> JsonDict:
+    listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": listed, "preferredVersion": listed[0]}
 
 
 def _api_version(resource: kmock.resource) -> str:
@@ -1892,6 +2039,16 @@ def _int_param(request: kmock.Request, name: str) -> int:
         return int(request.params[name])
     except ValueError:
         raise _bad_request(f"invalid {name}: {request.params[name]!r}") from None
+
+
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+
+
+def _bool_param(request: kmock.Request, name: str) -> bool:
+    """A boolean query parameter as the real server reads it (Go's ``strconv.ParseBool``;
+    anything that is not true counts as false).
+    """
+    return request.params.get(name, "") in _GO_TRUE
 
 
 def _float_param(request: kmock.Request, name: str) -> float | None:
