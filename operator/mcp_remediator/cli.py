@@ -48,19 +48,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate(args.alerts, args.runbooks, _settings(), sys.stdout, args.namespace)
 
 
+def _missing_extra(
+    exc: ModuleNotFoundError, command: str, package: str, what: str, extra: str
+) -> int:
+    """Exit 2 saying which extra a command needs, when ``exc`` is that package missing;
+    any other missing module is a bug, raised again."""
+    if (exc.name or "").partition(".")[0] != package:
+        raise exc
+    print(
+        f"mcp-remediator {command}: needs {what}, which is not installed: "
+        f"pip install 'mcp-remediator[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from mcp_remediator.demo.director import run_demo
     except ModuleNotFoundError as exc:
         # kmock (the emulated API server) is the `demo` extra, not a dependency of the operator.
-        if (exc.name or "").partition(".")[0] != "kmock":
-            raise
-        print(
-            "mcp-remediator demo: needs kmock, which is not installed: "
-            "pip install 'mcp-remediator[demo]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing_extra(exc, "demo", "kmock", "kmock", "demo")
 
     try:
         return asyncio.run(
@@ -77,14 +85,7 @@ def cmd_mcp_server(args: argparse.Namespace) -> int:
         from mcp_remediator.mcpserver import serve
     except ModuleNotFoundError as exc:
         # The official MCP SDK is the `mcp` extra, not a dependency of the operator.
-        if (exc.name or "").partition(".")[0] != "mcp":
-            raise
-        print(
-            "mcp-remediator mcp-server: needs the MCP Python SDK, which is not installed: "
-            "pip install 'mcp-remediator[mcp]'",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing_extra(exc, "mcp-server", "mcp", "the MCP Python SDK", "mcp")
     from mcp_remediator.kube.client import ConnectionConfig, KubeApi
 
     token = None

@@ -166,8 +166,7 @@ def kyverno_resources(app: dict[str, Any]) -> list[str]:
     """The Kyverno objects the Application manages (its ``status.resources``)."""
     found = []
     for item in (app.get("status") or {}).get("resources") or []:
-        group = str(item.get("group") or "").strip().lower().rstrip("./")
-        if group in refusals.KYVERNO_GROUPS or group.endswith(".kyverno.io"):
+        if refusals.is_kyverno_group(str(item.get("group") or "")):
             found.append(f"{item.get('kind')}/{item.get('name')}")
     return found
 

@@ -482,7 +482,7 @@ def can_sync(windows: list[Window], *, manual: bool, now: datetime.datetime) -> 
             )
         if any(w.kind == "allow" for w in active):
             return Verdict(True, "")
-        inactive = [w for w in windows if w.kind == "allow" and not w.active(now, now)]
+        inactive = [w for w in windows if w.kind == "allow" and w not in active]
         if inactive:
             if manual and all(w.manual_sync for w in inactive):
                 return Verdict(True, "")
