@@ -109,7 +109,7 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         }.get(incident.key, "VERIFIED")
         assert f"=> {kind} {incident.key}:" in text, f"{incident.key} not verified:\n{output}"
     assert "NOT VERIFIED" not in text
-    assert len(INCIDENTS) == 12
+    assert len(INCIDENTS) == 13
     assert f"{len(INCIDENTS)} of {len(INCIDENTS)} incidents reached their verified end" in text
     # The refusal points to Git, and the evidence to the policy's file there.
     assert (
@@ -177,6 +177,24 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         "ConfigMap mcp-staging/dese-api-config is back exactly as before "
         "(MCP_PROMETHEUS_TIMEOUT_MS=3000), and on-call was notified"
     ) in text
+    # The AI ops agent over MCP: list, simulate (nothing written), propose; the proposal is
+    # held for a human, carries its proposer and reason, and runs once approved.
+    proposal = re.search(r"propose_remediation -> (websocket-events-not-published-proposal-\w+): "
+                         r"AwaitingApproval", text)  # fmt: skip
+    assert proposal is not None, output
+    name = proposal.group(1)
+    assert re.search(
+        r"agent list_runbooks -> \d+ runbooks; for its finding: websocket-events-not-published",
+        text,
+    ), output
+    assert "guardrails allowed; nothing was written" in text
+    assert (
+        f'review {name} is held AwaitingApproval, no step run; proposed-by "triage-agent 0.1-demo"'
+    ) in text
+    held, approved = text.index(f"review {name} is held"), text.index(f"patch mcprem {name}")
+    started = text.index(f"run {name}: Running")
+    assert held < approved < started, output
+    assert f"run {name}: Succeeded (Completed)" in text
     # Every daemon it started is gone, the restarted redis-server too.
     restarted = re.search(r"redis-server again \(pid \d+ -> (\d+)\)", text)
     assert restarted is not None

@@ -190,6 +190,8 @@ class Director:
         self.token = secrets.token_urlsafe(24)
         self.receiver_port = free_port()
         self.owners: dict[str, Block] = {}
+        # Runs whose names are known only once created (an agent's proposals), by prefix.
+        self.claims: dict[str, Block] = {}
         self.operator: OperatorThread | None = None
         self.http = httpx.AsyncClient(timeout=10)
         self._seen: dict[str, Any] = {}
@@ -252,7 +254,9 @@ class Director:
                 lines.append(self.printer.line("run", text.rstrip()))
         if not lines:
             return
-        owner = self.owners.get(name)
+        owner = self.owners.get(name) or next(
+            (block for prefix, block in self.claims.items() if name.startswith(prefix)), None
+        )
         if owner is None:
             self.printer.emit(*lines)
         else:
@@ -392,6 +396,10 @@ class IncidentStage:
         self.world.api.seed(body)
         return await self.follow(name, expect, namespace)
 
+    def claim(self, prefix: str) -> None:
+        """Route the timeline lines of runs named ``prefix…`` here (names not known yet)."""
+        self.director.claims[prefix] = self.block
+
     def _own(self, name: str, expect: Expect | None) -> None:
         """Route the timeline lines of this run, and of the runs it escalates to, here."""
         while expect is not None:
@@ -403,6 +411,7 @@ class IncidentStage:
     async def follow(self, name: str, expect: Expect, namespace: str = NAMESPACE) -> dict[str, Any]:
         """Wait until the remediation ends, approving it when asked; check how it ended
         and follow its escalation."""
+        self._own(display_name(namespace, name), expect)
         api = self.world.api
         approved = False
 

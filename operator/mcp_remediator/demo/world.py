@@ -64,7 +64,11 @@ from mcp_remediator.testing.daemons import (
     start_redis,
     start_redis_exporter,
 )
-from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
+from mcp_remediator.testing.emulator import (
+    ApiServerEmulator,
+    complete_rollouts,
+    write_kubeconfig,
+)
 from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
@@ -80,6 +84,8 @@ TENANT = "team-a"
 TENANT_RUNNER = "mcp-remediator-runner"
 ARGOCD_RBAC = "argocd-rbac-cm"
 TENANT_RUNBOOK = "team-a-redis-down"
+# The AI ops agent's ServiceAccount: what `mcp-remediator mcp-server` acts as for it.
+AGENT = "triage-agent"
 KYVERNO_NAMESPACE = "kyverno"
 MODULES = ("finbot", "mubot", "aiops", "observability")
 EVENT_TYPES = {"finbot": "portfolio", "mubot": "ledger", "aiops": "incidents",
@@ -347,6 +353,29 @@ def tenant() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def agent() -> list[dict[str, Any]]:
+    """The AI ops agent's identity in ``mcp``: it may read the runbooks, read and create
+    McpRemediations, and list Events; nothing else (no patch: it cannot approve)."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": AGENT, "namespace": NAMESPACE}
+    rules = [
+        {"apiGroups": ["mcp.dese.ai"], "resources": ["mcprunbooks"], "verbs": ["get", "list"]},
+        {
+            "apiGroups": ["mcp.dese.ai"],
+            "resources": ["mcpremediations"],
+            "verbs": ["get", "list", "create"],
+        },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    subject = {"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT}},
+    ]  # fmt: skip
+
+
 def staging() -> list[dict[str, Any]]:
     """mcp-staging: its dese-api (one replica) and dese-api-config, and the rights of the
     runner of ``mcp`` there: what prometheus-timeout needs (read and patch that one
@@ -568,6 +597,14 @@ class World:
             retry_backoff_seconds=0.3,
         )
 
+    def agent_kubeconfig(self) -> Path:
+        """A kubeconfig for the AI ops agent's ServiceAccount (``agent()``), as its MCP
+        client would hand to ``mcp-remediator mcp-server``."""
+        token = self.api.service_account_token(NAMESPACE, AGENT)
+        return write_kubeconfig(
+            self.directory / f"{AGENT}.kubeconfig", self.api_url, NAMESPACE, token=token
+        )
+
     def operator_token(self) -> str:
         """The bearer token of the operator's ServiceAccount (manifests/rbac)."""
         return self.api.service_account_token(*OPERATOR_ACCOUNT)
@@ -616,6 +653,7 @@ class World:
         api.seed(app_project())
         api.apply(tenant())
         api.apply(staging())
+        api.apply(agent())
         api.add_reactor("apps/v1", "deployments", complete_rollouts)
         api.add_reactor("apps/v1", "deployments", self._on_deployment)
         api.add_reactor("argoproj.io/v1alpha1", "applications", self._argocd_controller)
