@@ -52,7 +52,6 @@ from mcp_remediator.models import (
 )
 from mcp_remediator.records import escalation_name
 from mcp_remediator.testing.daemons import DemoError, free_port
-from mcp_remediator.testing.emulator import write_kubeconfig
 from mcp_remediator.testing.operator_thread import OperatorThread
 
 WINDOW = re.compile(r"\[\d+[smhd]\]")
@@ -587,9 +586,7 @@ async def keep_serving(director: Director) -> None:
     token_file = director.directory / "receiver-token"
     token_file.write_text(director.token)
     token_file.chmod(0o600)
-    kubeconfig = write_kubeconfig(
-        director.directory / "kubeconfig", world.api_url, NAMESPACE, token=world.api.admin_token
-    )
+    kubeconfig = world.user_kubeconfig("admin", world.api.admin_token)
     now = _rfc3339(datetime.datetime.now(datetime.UTC))
     example = {
         "version": "4",

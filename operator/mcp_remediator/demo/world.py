@@ -69,6 +69,7 @@ from mcp_remediator.testing.emulator import (
     complete_rollouts,
     write_kubeconfig,
 )
+from mcp_remediator.testing.tls import make_certificate, tls_server
 from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
@@ -517,7 +518,9 @@ class World:
         self.faults = Faults()
         self.metrics = Metrics()
         self.api = ApiServerEmulator()
-        self.api_url = ""
+        self.api_url = ""  # plain http: the demo's own clients
+        self.api_tls_url = ""  # https, for kubectl (``user_kubeconfig``)
+        self.api_ca = Path()
         self.http_url = ""
         self.redis_daemon: Daemon | None = None
         self.exporter: Daemon | None = None
@@ -545,6 +548,10 @@ class World:
         await self._stack.enter_async_context(self.api)
         server = await self._stack.enter_async_context(kmock.Server(self.api))
         self.api_url = str(server.url).rstrip("/")
+        # kubectl sends a token only over TLS: users' kubeconfigs name this listener.
+        self.api_ca, key = make_certificate(self.directory, "api")
+        secure = await self._stack.enter_async_context(tls_server(self.api, self.api_ca, key))
+        self.api_tls_url = str(secure.url).rstrip("/")
         await self._start_http()
         self.redis_daemon = await start_redis(self.supervisor, str(REDIS_MAXMEMORY))
         self.redis_pids.append(self.redis_daemon.pid)
@@ -600,9 +607,17 @@ class World:
     def agent_kubeconfig(self) -> Path:
         """A kubeconfig for the AI ops agent's ServiceAccount (``agent()``), as its MCP
         client would hand to ``mcp-remediator mcp-server``."""
-        token = self.api.service_account_token(NAMESPACE, AGENT)
+        return self.user_kubeconfig(AGENT, self.api.service_account_token(NAMESPACE, AGENT))
+
+    def user_kubeconfig(self, name: str, token: str) -> Path:
+        """A kubeconfig with ``token`` for the API's https listener (kubectl sends no token
+        over plain http), trusting its certificate."""
         return write_kubeconfig(
-            self.directory / f"{AGENT}.kubeconfig", self.api_url, NAMESPACE, token=token
+            self.directory / f"{name}.kubeconfig",
+            self.api_tls_url,
+            NAMESPACE,
+            token=token,
+            certificate_authority=self.api_ca,
         )
 
     def operator_token(self) -> str:

@@ -1679,15 +1679,20 @@ def write_kubeconfig(
     namespace: str = "default",
     *,
     token: str | None = None,
+    certificate_authority: str | pathlib.Path | None = None,
 ) -> pathlib.Path:
-    """Write a kubeconfig for a plain-http server and a user without credentials (or with a
-    bearer token, such as ``em.admin_token`` or ``em.service_account_token(ns, name)``).
+    """Write a kubeconfig for the server and a user without credentials (or with a bearer
+    token, such as ``em.admin_token`` or ``em.service_account_token(ns, name)``; kubectl
+    sends it only over https, with the server's ``certificate_authority``).
     """
     user: JsonDict = {} if token is None else {"token": token}
+    cluster: JsonDict = {"server": server_url}
+    if certificate_authority is not None:
+        cluster["certificate-authority"] = str(certificate_authority)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "emulator", "cluster": cluster}],
         "users": [{"name": "emulator", "user": user}],
         "contexts": [
             {
