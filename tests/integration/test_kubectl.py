@@ -112,6 +112,7 @@ def names(table: str) -> set[str]:
         (("get", "mcprem", "-n", "mcp"), {"existing"}),
         (("get", "mcpremediations.mcp.dese.ai", "-n", "mcp"), {"existing"}),
         (("get", "all", "-n", "apps"), {"web-0", "pod/web-0"}),
+        (("get", "crd"), {"mcpremediations.mcp.dese.ai", "applications.argoproj.io"}),
     ],
 )
 async def test_kubectl_gets(

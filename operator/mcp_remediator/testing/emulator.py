@@ -28,6 +28,11 @@ client depend on:
   ``sendInitialEvents`` (its closing bookmark only with ``allowWatchBookmarks``); ``watch``
   is read as Go's ``strconv.ParseBool`` (``1``, ``t``, ``True``... stream), and the stream is
   ``application/json``, one event a line, as kube-apiserver answers a JSON watch;
+* CustomResourceDefinitions are objects too: ``register_crd`` stores the CRD with the
+  status the apiextensions controllers write (names accepted, established, stored
+  versions), so ``kubectl get crd`` lists it; a CRD created or changed through the API is
+  served at once (a reactor stands in for the controllers), and a deleted one stops being
+  served, its objects gone (without DELETED events);
 * discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
   ``pods/status`` carry neither short names nor categories, and pods, services and the
@@ -323,7 +328,48 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     # --- registration ---------------------------------------------------------------------
 
     def register_crd(self, crd: Mapping[str, Any]) -> None:
-        """Serve the resource a CRD manifest (apiextensions.k8s.io/v1) declares."""
+        """Serve the resource a CRD manifest (apiextensions.k8s.io/v1) declares, and keep the
+        CRD itself (established, as ``kubectl get crd`` lists it) once CRDs are served."""
+        with self._state_lock:
+            self._serve_crd(crd)
+            crds = kmock.resource(*_CRDS)
+            if crds not in self.resources:
+                return
+            spec = self._spec_of_names(*_CRDS)
+            name = str(crd["metadata"]["name"])
+            body = {**copy.deepcopy(dict(crd)), "status": _crd_status(crd)}
+            if self._current(spec, None, name) is None:
+                self._create(spec, None, body, keep_status=True, react=False)
+            else:
+                self._update(spec, None, name, lambda _: body, "all")
+
+    def _crd_controller(self, crd: JsonDict) -> JsonDict | None:
+        """A reactor on CRDs written through the API: serve what it declares and mark it
+        established, as the apiextensions controllers do."""
+        self._serve_crd(crd)
+        status = _crd_status(crd)
+        current = crd.get("status") or {}
+        if all(current.get(key) == value for key, value in status.items() if key != "conditions"):
+            types = {c.get("type"): c.get("status") for c in current.get("conditions") or []}
+            if types.get("Established") == "True" and types.get("NamesAccepted") == "True":
+                return None
+        return {"status": status}
+
+    def _unserve_crd(self, crd: Mapping[str, Any]) -> None:
+        """A deleted CRD: its resources are no longer served and its objects are gone."""
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        for resource in [r for r in self.resources if (r.group, r.plural) == (group, plural)]:
+            storage = self._storage.pop(resource, None)
+            self.resources.pop(resource, None)
+            self._schemas.pop(resource, None)
+            self._custom.discard(resource)
+            if storage is not None:
+                for key in [k for k in self._objects if k[0] == storage]:
+                    if not self._objects[key].deleted:
+                        self._objects[key].delete()
+
+    def _serve_crd(self, crd: Mapping[str, Any]) -> None:
         spec = crd["spec"]
         names = spec["names"]
         group, plural, kind = spec["group"], names["plural"], names["kind"]
@@ -383,6 +429,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     verbs=VERBS,
                 )
         self._register_auth_kinds()
+        self.add_reactor(*_CRDS, self._crd_controller)
         for api_version, plural, kind, namespaced, status, shortnames in _THIRD_PARTY_CRDS:
             self.register_crd(_crd(api_version, plural, kind, namespaced, status, shortnames))
 
@@ -1445,6 +1492,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             del log.events[:excess]
         for waiter in log.waiters:
             waiter.wake()
+        if (spec.storage.group, spec.storage.plural) == _CRDS_GROUP_PLURAL and kind == "DELETED":
+            self._unserve_crd(obj)
         if spec.storage.group == authz.RBAC_GROUP:
             self._policy = None
             if spec.storage.plural == "clusterroles" and not self._aggregating:
@@ -1706,6 +1755,28 @@ def write_kubeconfig(
     target = pathlib.Path(path)
     target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return target
+
+
+_CRDS = ("apiextensions.k8s.io/v1", "customresourcedefinitions")
+_CRDS_GROUP_PLURAL = ("apiextensions.k8s.io", "customresourcedefinitions")
+
+
+def _crd_status(crd: Mapping[str, Any]) -> JsonDict:
+    """What the apiextensions controllers write on a CRD they accept: its names accepted,
+    established, its storage version recorded."""
+    spec = crd.get("spec") or {}
+    now = _now()
+    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+    return {
+        "acceptedNames": copy.deepcopy(spec.get("names") or {}),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ],
+        "storedVersions": stored,
+    }  # fmt: skip
 
 
 # (apiVersion, plural, kind, namespaced, status subresource, short names)
