@@ -32,6 +32,18 @@ client depend on:
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
   ``pods/status`` carry neither short names nor categories, and pods, services and the
   workload kinds are in the ``all`` category;
+* Table output (``tables.py``): a list, get or watch whose ``Accept`` asks for
+  ``as=Table;g=meta.k8s.io`` (``kubectl get``) is answered with a ``meta.k8s.io`` Table, the
+  Name column then a CRD version's ``additionalPrinterColumns`` (or Age), or columns like
+  kube-apiserver's printers for the built-in kinds (Name and Created At for the others),
+  rows carrying ``includeObject``'s PartialObjectMetadata, object or nothing; in a watch only
+  the first Table has the column definitions. ``as=PartialObjectMetadata[List]`` too;
+* OpenAPI (``openapi.py``): ``/openapi/v2`` (JSON; 406 to kubectl's protobuf-only Accept),
+  the ``/openapi/v3`` index with hashed ``serverRelativeURL``s and a document per
+  group-version, with the CRDs' structural schemas, built-in schemas generated from the
+  ``kubernetes`` client's models, and the paths with their operations and ``fieldValidation``
+  parameter (so ``kubectl explain`` works and ``kubectl apply`` leaves field validation to
+  the server);
 * errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
@@ -70,7 +82,10 @@ pages, whose ``continue`` token resumes after the last name (later pages show ob
 they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
 and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
-merge keys); on custom resources it is refused with 415, as a real server does. All served
+merge keys); on custom resources it is refused with 415, as a real server does. The OpenAPI
+documents' built-in schemas are generated (coarse formats, no ``x-kubernetes-patch-*`` merge
+keys) and their PATCH operations leave out strategic merge patch, so that kubectl patches with
+its compiled-in merge keys; an Accept header naming nothing servable gets JSON, not 406. All served
 versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
 deleted while their last finalizer is removed show the emptied finalizers in the DELETED
 event. Of authentication and authorization: no client certificates, JWT service account
