@@ -84,8 +84,8 @@ and every kind gets ``metadata.generation``. Strategic merge patch merges lists 
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
 merge keys); on custom resources it is refused with 415, as a real server does. The OpenAPI
 documents' built-in schemas are generated (coarse formats, no ``x-kubernetes-patch-*`` merge
-keys) and their PATCH operations leave out strategic merge patch, so that kubectl patches with
-its compiled-in merge keys; an Accept header naming nothing servable gets JSON, not 406. All served
+keys), their PATCH operations leave strategic merge patch out (kubectl then patches with its
+compiled-in merge keys), and an Accept naming nothing servable gets JSON, not 406. All served
 versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
 deleted while their last finalizer is removed show the emptied finalizers in the DELETED
 event. Of authentication and authorization: no client certificates, JWT service account
