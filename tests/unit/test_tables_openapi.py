@@ -151,8 +151,19 @@ def test_crd_cells_are_typed_by_their_column() -> None:
     assert [c.name for c in default.columns] == ["Name", "Age"]
     integer = tables.crd_printer([{"name": "N", "type": "integer", "jsonPath": ".spec.n"}])
     assert integer.row({"metadata": {"name": "x"}, "spec": {"n": 3.0}}, NOW) == ["x", 3]
+    number = tables.crd_printer([{"name": "F", "type": "number", "jsonPath": ".spec.f"}])
+    assert number.row({"metadata": {"name": "x"}, "spec": {"f": 2}}, NOW) == ["x", 2.0]
+    date = tables.crd_printer([{"name": "D", "type": "date", "jsonPath": ".spec.d"}])
+    assert date.row({"metadata": {"name": "x"}, "spec": {"d": "yesterday"}}, NOW) == [
+        "x",
+        "<invalid>",
+    ]
     text = tables.crd_printer([{"name": "M", "type": "string", "jsonPath": ".spec"}])
-    assert text.row({"metadata": {"name": "x"}, "spec": {"a": [1]}}, NOW) == ["x", '{"a":[1]}']
+    spec = {"b": None, "a": [1, "two", True]}
+    assert text.row({"metadata": {"name": "x"}, "spec": spec}, NOW) == [
+        "x",
+        "map[a:[1 two true] b:<nil>]",
+    ]
 
 
 def test_include_object_and_watch_headers() -> None:

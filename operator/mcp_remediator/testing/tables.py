@@ -232,13 +232,17 @@ def find(obj: Any, path: str) -> list[Any]:
 
 
 def _printed(value: Any) -> str:
-    """A value as kubectl's JSONPath printer writes it."""
+    """A value as the server's JSONPath printer writes it (Go's ``fmt.Print``: maps as
+    ``map[k:v]`` with sorted keys, lists as ``[a b]``, null as ``<nil>``).
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, Mapping):
+        return "map[" + " ".join(f"{k}:{_printed(value[k])}" for k in sorted(value)) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(_printed(item) for item in value) + "]"
     if value is None:
         return "<nil>"
     return str(value)
@@ -670,11 +674,15 @@ def _typed_cell(column_type: str, value: Any, now: datetime.datetime) -> Cell:
     if column_type == "number":
         if isinstance(value, bool):
             return None
-        return value if isinstance(value, (int, float)) else None
+        return float(value) if isinstance(value, (int, float)) else None
     if column_type == "boolean":
         return value if isinstance(value, bool) else None
     if column_type == "date":
-        return age(value, now) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        if value and parse_time(value) is None:
+            return "<invalid>"
+        return age(value, now)
     return None
 
 
