@@ -14,7 +14,8 @@ asks for (``as=PartialObjectMetadata``):
   the age as kubectl shows it (``5m``); a path that finds nothing is a null cell;
 * built-in kinds: columns in the manner of kube-apiserver's printers (Pods NAME READY STATUS
   RESTARTS AGE, Deployments READY UP-TO-DATE AVAILABLE AGE, ...), with their ``-o wide``
-  columns at priority 1; kinds without a printer get ``Name`` and ``Created At``.
+  columns at priority 1 and their column types (a count in a ``string`` column is still an
+  integer cell, as there); kinds without a printer get ``Name`` and ``Created At``.
 
 Rows carry ``object`` as ``includeObject`` asks: ``Metadata`` (the default) a
 PartialObjectMetadata, ``Object`` the whole object, ``None`` nothing. In a watch, only the
@@ -470,7 +471,8 @@ def _configmap_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
 
 
 def _secret_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
-    count = len(obj.get("data") or {}) + len(obj.get("stringData") or {})
+    # The real server has written stringData into data by then.
+    count = len({*(obj.get("data") or {}), *(obj.get("stringData") or {})})
     return [_name(obj), str(obj.get("type") or "Opaque"), count, _age_of(obj, now)]
 
 
@@ -543,8 +545,8 @@ def _binding_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
     ]
 
 
-def _simple_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
-    return [_name(obj), _age_of(obj, now)]
+def _serviceaccount_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
+    return [_name(obj), len(obj.get("secrets") or []), _age_of(obj, now)]
 
 
 def _created_row(obj: JsonDict, now: datetime.datetime) -> list[Cell]:
@@ -573,8 +575,8 @@ _BUILTIN_PRINTERS: dict[tuple[str, str], Printer] = {
         (
             NAME,
             Column("Ready"),
-            Column("Up-to-date", _INT),
-            Column("Available", _INT),
+            Column("Up-to-date"),
+            Column("Available"),
             _AGE,
             *_wide("Containers", "Images", "Selector"),
         ),
@@ -620,10 +622,10 @@ _BUILTIN_PRINTERS: dict[tuple[str, str], Printer] = {
         ),
         _service_row,
     ),
-    ("", "configmaps"): Printer((NAME, Column("Data", _INT), _AGE), _configmap_row),
-    ("", "secrets"): Printer((NAME, Column("Type"), Column("Data", _INT), _AGE), _secret_row),
+    ("", "configmaps"): Printer((NAME, Column("Data"), _AGE), _configmap_row),
+    ("", "secrets"): Printer((NAME, Column("Type"), Column("Data"), _AGE), _secret_row),
     ("", "namespaces"): Printer((NAME, Column("Status"), _AGE), _namespace_row),
-    ("", "serviceaccounts"): Printer((NAME, _AGE), _simple_row),
+    ("", "serviceaccounts"): Printer((NAME, Column("Secrets"), _AGE), _serviceaccount_row),
     ("coordination.k8s.io", "leases"): Printer((NAME, Column("Holder"), _AGE), _lease_row),
 }
 _EVENT_PRINTER = Printer(
@@ -636,8 +638,8 @@ _EVENT_PRINTER = Printer(
         Column("Source", priority=1),
         Column("Message"),
         Column("First Seen", priority=1),
-        Column("Count", _INT, priority=1),
-        Column("Name", priority=1),
+        Column("Count", priority=1),
+        Column("Name", priority=1, format="name"),
     ),
     _event_row,
 )
