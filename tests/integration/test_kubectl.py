@@ -1,5 +1,8 @@
 """The real ``kubectl`` reads the emulated cluster through a kubeconfig, as a user of the demo
-would: discovery (core kinds, short names, CRDs from crds/, their category) and a watch.
+would: discovery (core kinds, short names, CRDs from crds/, their category), a watch, the
+server's Table columns (printer columns of the CRDs, the built-in printers, in a watch too),
+``kubectl explain`` from the OpenAPI v3 documents and ``kubectl apply -k`` with its default
+validation (which finds ``fieldValidation`` in OpenAPI v3 and leaves it to the server).
 
 kubectl is required: a missing binary fails the test (it comes with the machine image; the
 Makefile's deps targets do not install it).
