@@ -810,13 +810,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         kinds: dict[str, list[openapi.Kind]] = {}
         with self._state_lock:
             for resource in self._get_resources():
-                if resource.plural is None or resource not in self.resources:
+                try:
+                    spec = self._spec_of(resource)
+                except ApiError:  # not a served resource (a reaction's pattern, say)
                     continue
-                spec = self._spec_of(resource)
                 kind = openapi.Kind(
                     group=resource.group or "",
                     version=str(resource.version),
-                    plural=resource.plural,
+                    plural=str(resource.plural),
                     kind=spec.kind,
                     namespaced=spec.namespaced,
                     has_status=spec.has_status,
