@@ -28,7 +28,8 @@ field that is a plain struct in Go (``spec``, ``template``, ``metadata``...) is 
 from a pointer only by a short list of names (it decides where an ``Update`` records ``.``);
 ``null`` in an applied object removes the field; list keys take the key fields an item has
 (no defaulted ``protocol: TCP`` in port keys); an applied object's items keep the live
-order, new ones appended; managed fields are not converted between API versions, and a
+order, new ones appended; managed fields are not converted between API versions (an entry of
+another version than the request's is left as it is, and takes no part in conflicts), and a
 client-sent ``managedFields`` is ignored (never a way to reset them).
 """
 
@@ -359,11 +360,14 @@ def entries_of(obj: Mapping[str, Any] | None) -> list[Entry]:
     return entries
 
 
-def _encode(entries: list[Entry], old: list[Entry], content: JsonDict) -> list[JsonDict]:
+def _encode(
+    entries: list[Entry], old: list[Entry], content: JsonDict, api_version: str
+) -> list[JsonDict]:
     previous = {entry.key: entry for entry in old}
     kept: list[Entry] = []
     for entry in entries:
-        entry.fields = {path for path in entry.fields if value_at(content, path) is not _MISSING}
+        if entry.api_version == api_version:  # entries of other versions are left as they are
+            entry.fields = {p for p in entry.fields if value_at(content, p) is not _MISSING}
         if not entry.fields:
             continue
         before = previous.get(entry.key)
@@ -428,7 +432,7 @@ def record_update(
             changed.add(path)
     if changed:
         for entry in entries:
-            if entry.key != (manager, UPDATE, subresource):
+            if entry.key != (manager, UPDATE, subresource) and entry.api_version == api_version:
                 entry.fields -= changed
         mine = next((e for e in entries if e.key == (manager, UPDATE, subresource)), None)
         if mine is None:
@@ -437,7 +441,7 @@ def record_update(
         mine.fields |= changed
         mine.api_version = api_version
         mine.time = now
-    return _encode(entries, old_entries, new_content)
+    return _encode(entries, old_entries, new_content, api_version)
 
 
 def apply(
@@ -464,14 +468,15 @@ def apply(
     live_obj: JsonDict = copy.deepcopy(dict(live)) if live else {}
     live_content = stripped(live_obj)
     for entry in entries:  # ownership of what no longer exists is void
-        entry.fields = {p for p in entry.fields if value_at(live_content, p) is not _MISSING}
+        if entry.api_version == api_version:
+            entry.fields = {p for p in entry.fields if value_at(live_content, p) is not _MISSING}
     applied_content = stripped(applied, reset)
     applied_set = field_set(applied_content, list_keys)
 
     key = (manager, APPLY, subresource)
     conflicts: list[tuple[Entry, Path]] = []
     for entry in entries:
-        if entry.key == key:
+        if entry.key == key or entry.api_version != api_version:
             continue
         for path in sorted(applied_set & entry.fields):
             value = value_at(applied_content, path)
@@ -489,7 +494,7 @@ def apply(
     mine = next((e for e in entries if e.key == key), None)
     others: set[Path] = set()
     for entry in entries:
-        if entry is not mine:
+        if entry is not mine and entry.api_version == api_version:
             others |= _with_parents(entry.fields)
     if mine is not None:
         for path in sorted(mine.fields - applied_set, key=len, reverse=True):
@@ -500,7 +505,7 @@ def apply(
         entries.remove(mine)
     entries.append(Entry(manager, APPLY, api_version, now, applied_set, subresource))
     meta = merged.setdefault("metadata", {})
-    meta["managedFields"] = _encode(entries, old_entries, stripped(merged))
+    meta["managedFields"] = _encode(entries, old_entries, stripped(merged), api_version)
     return merged
 
 

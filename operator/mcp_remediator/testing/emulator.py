@@ -233,20 +233,22 @@ class ApiError(Exception):
         self.code = code
         self.reason = reason
         self.message = message
-        self.details = details or {}
+        self.details = details  # ``None``: no ``details`` at all, as NewBadRequest answers
 
     def status(self) -> JsonDict:
         """The error as a Kubernetes ``Status`` object."""
-        return {
+        status: JsonDict = {
             "apiVersion": "v1",
             "kind": "Status",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "details": self.details,
-            "code": self.code,
         }
+        if self.details is not None:
+            status["details"] = self.details
+        status["code"] = self.code
+        return status
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         # KMock derives no action for PUT; the other fallbacks are its own, overridden below.
         self.fallback[kmock.method.PUT] << self._serve_replace
+        # ... nor for DELETE on a collection (deletecollection).
+        self.fallback[kmock.method.DELETE] << self._serve_delete
         self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
 
     # --- registration ---------------------------------------------------------------------
@@ -1365,9 +1369,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return
         if writer.operation == ssa.APPLY:
             return  # the apply computed them
+        old, new = current, final
+        if spec.resource != spec.storage and _is_event(spec):  # fields of the request's shape
+            old = None if current is None else events.convert(current, spec.api_version)
+            new = events.convert(final, spec.api_version)
         managed = ssa.record_update(
-            current,
-            final,
+            old,
+            new,
             manager=writer.manager,
             api_version=spec.api_version,
             subresource=writer.subresource,
@@ -1381,11 +1389,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _replace_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
         if request.resource is not None and request.name is None:
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )
+            raise _method_not_allowed()
         spec = self._resolve(request, named=True)
         body = _object_body(request, spec)
         if not isinstance(body, dict):
@@ -1398,11 +1402,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return self._delete_collection(request)
         spec = self._resolve(request, named=True)
         if request.subresource is not None:
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )
+            raise _method_not_allowed()
         name = str(request.name)
         return 200, self._delete_one(spec, request.namespace, name, _json_body(request))
 
@@ -2150,13 +2150,13 @@ def _tidy_meta(meta: JsonDict) -> None:
 
 
 def _details(spec: _Spec, name: str) -> JsonDict:
-    return {"name": name, "group": spec.resource.group, "kind": spec.resource.plural}
+    """``StatusDetails`` of an object (Go's omitempty drops the core group and no name)."""
+    details: JsonDict = {"name": name, "group": spec.resource.group, "kind": spec.resource.plural}
+    return {key: value for key, value in details.items() if value}
 
 
 def _not_found_resource() -> ApiError:
-    return ApiError(
-        404, "NotFound", "the server could not find the requested resource", {"causes": []}
-    )
+    return ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
 
 def _not_found(spec: _Spec, name: str) -> ApiError:
@@ -2181,7 +2181,7 @@ def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
 
 
 def _bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message, {"causes": []})
+    return ApiError(400, "BadRequest", message)
 
 
 def _unsupported_media_type(accepted: Iterable[str]) -> ApiError:
@@ -2210,7 +2210,10 @@ def _invalid_options(kind: str, field_name: str, detail: str) -> ApiError:
 
 def _method_not_allowed() -> ApiError:
     return ApiError(
-        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        {},
     )
 
 
