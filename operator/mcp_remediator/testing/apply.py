@@ -497,10 +497,15 @@ def apply(
         if entry is not mine and entry.api_version == api_version:
             others |= _with_parents(entry.fields)
     if mine is not None:
-        for path in sorted(mine.fields - applied_set, key=len, reverse=True):
+        removed: list[Path] = []
+        for path in sorted(mine.fields - applied_set, key=len):
             if path in others or any(o[: len(path)] == path for o in others):
                 continue
+            if any(path[: len(done)] == done for done in removed):
+                continue  # inside what is gone already
             _remove_at(merged, path)
+            removed.append(path)
+        for path in sorted(removed, key=len, reverse=True):
             _drop_emptied(merged, path[:-1], others | applied_set)
         entries.remove(mine)
     entries.append(Entry(manager, APPLY, api_version, now, applied_set, subresource))
