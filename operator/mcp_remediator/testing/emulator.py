@@ -32,9 +32,26 @@ client depend on:
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
   ``pods/status`` carry neither short names nor categories, and pods, services and the
   workload kinds are in the ``all`` category;
-* errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
-  and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
-  a bad selector), which KMock's own error rendering answers and records.
+* ``deletecollection`` (DELETE on a namespace's collection, with label and field
+  selectors): each listed object is deleted as by its own DELETE (finalizers honoured), and
+  the answer is the ``…List`` of the objects as listed, as the real registry answers;
+* core ``v1`` and ``events.k8s.io/v1`` Events are one store, each shape converted from the
+  other and selectable by its own field labels (``involvedObject.*``/``regarding.*``,
+  ``reason``, ``type``, ``source``, ``reportingComponent``/``reportingController``; others
+  are 400 ``field label not supported``), as ``events.py`` describes;
+* ``/scale`` (``autoscaling/v1`` Scale: get, update, patch) for Deployments, StatefulSets,
+  ReplicaSets and CRD versions declaring ``subresources.scale`` (``scale.py``);
+* server-side apply (``application/apply-patch+yaml``, ``fieldManager`` required,
+  ``force``) and ``metadata.managedFields`` recorded by every write of a request, with
+  conflicts answered as the real server words them (``apply.py``);
+* request bodies in JSON or YAML, and the protobuf that ``kubectl create <kind>`` sends for
+  the kinds ``protobuf.py`` reads; any other media type is 415 UnsupportedMediaType, and a
+  patch type the resource does not take (strategic merge on a CRD) too;
+* errors are ``kind: Status`` bodies with the real ``reason``s and ``details`` (none on a
+  400 BadRequest or a 415, ``{}`` on a 405 or an unknown resource, the core group left out);
+  they are ordinary answers and stay out of ``em.errors``, except for a watch that cannot
+  start (an unknown resource, a bad selector), which KMock's own error rendering answers and
+  records.
 
 Authentication and authorization are off until ``enable_auth()``; from then on every HTTP
 request, to any path (discovery, watches, KMock's own fallbacks, the namespaces alias), is
@@ -64,8 +81,14 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 
 Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
 checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
-that do not exist), garbage collection of owned objects or ``propagationPolicy``; no
-server-side apply or ``deletecollection``; a list is one page unless ``limit`` asks for
+that do not exist), garbage collection of owned objects or ``propagationPolicy``; field
+selectors other than ``metadata.name``/``metadata.namespace`` only on Events; server-side
+apply and ``managedFields`` work from the JSON without the types' schemas (list merge keys
+of the common built-in lists, CRD ``x-kubernetes-list-type``; the rest of apply.py's
+docstring), ignore a client-sent ``managedFields``, and record no manager for the sync
+helpers' and reactors' writes (the ClusterRole aggregation's writes during a request are
+recorded as that request's manager's); protobuf bodies only for ``protobuf.py``'s kinds and
+fields, and answers are always JSON; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
 they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
 and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
