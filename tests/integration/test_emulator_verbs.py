@@ -730,6 +730,23 @@ async def test_apply_ignores_status_on_the_main_resource(em: ApiServerEmulator) 
     assert "f:status" not in fields_of(made, "tool")
 
 
+async def test_apply_to_status_applies_the_status_alone(em: ApiServerEmulator) -> None:
+    await create(em, GADGETS, {"metadata": {"name": "g"}, "spec": {"size": 1}})
+    body = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "g"},
+        "spec": {"size": 7},
+        "status": {"size": 1},
+    }
+    status, obj = await apply(em, f"{GADGETS}/g/status", body, "controller")
+    assert status == 200, obj
+    assert (obj["spec"], obj["status"]) == ({"size": 1}, {"size": 1})
+    [entry] = [e for e in obj["metadata"]["managedFields"] if e["manager"] == "controller"]
+    assert entry["subresource"] == "status"
+    assert entry["fieldsV1"] == {"f:status": {"f:size": {}}}
+
+
 async def test_apply_needs_a_field_manager_and_force_needs_an_apply(
     em: ApiServerEmulator,
 ) -> None:
@@ -821,6 +838,12 @@ async def test_error_bodies_are_shaped_as_kube_apiserver_answers(em: ApiServerEm
     assert (status, error["reason"], error["details"]) == (405, "MethodNotAllowed", {})
     status, error = await call(em, "GET", "/apis/nope.io/v1/things")
     assert (status, error["details"]) == (404, {})
+    status, error = await call(em, "POST", f"{CONFIGMAPS}/a", {"metadata": {"name": "b"}})
+    assert (status, error["reason"], error["details"]) == (405, "MethodNotAllowed", {})
+    status, error = await call(em, "PATCH", CONFIGMAPS, {}, MERGE)
+    assert (status, error["reason"]) == (405, "MethodNotAllowed")
+    status, error = await call(em, "POST", "/apis/nope.io/v1/namespaces/ns/things/x", {})
+    assert (status, error["reason"]) == (404, "NotFound")
     status, error = await call(em, "GET", CONFIGMAPS, labelSelector="a in (")
     assert status == 400 and "details" not in error and error["reason"] == "BadRequest"
 

@@ -367,6 +367,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self.fallback[kmock.method.PUT] << self._serve_replace
         # ... nor for DELETE on a collection (deletecollection).
         self.fallback[kmock.method.DELETE] << self._serve_delete
+        # POST to an object's URL and PATCH of a collection: no route, 405 as the real one.
+        self.fallback[kmock.method.POST] << self._serve_unrouted
+        self.fallback[kmock.method.PATCH] << self._serve_unrouted
         self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
 
     # --- registration ---------------------------------------------------------------------
@@ -1017,6 +1020,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _serve_delete(self, request: kmock.Request) -> kmock.Payload:
         return self._respond(request, self._delete_request)
 
+    async def _serve_unrouted(self, request: kmock.Request) -> kmock.Payload:
+        def refuse(request: kmock.Request) -> tuple[int, JsonDict]:
+            if request.resource is None:
+                raise _not_found_resource()
+            self._spec_of(request.resource)  # an unknown resource is 404
+            raise _method_not_allowed()
+
+        return self._respond(request, refuse)
+
     def _respond(
         self, request: kmock.Request, op: Callable[[kmock.Request], tuple[int, JsonDict]]
     ) -> Response:
@@ -1337,6 +1349,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         reset: tuple[str, ...] = ()
         if spec.has_status and not subresource:
             reset = ("status",)
+        elif subresource:  # an apply to /status applies the status alone
+            reset = tuple(key for key in body if key not in ("apiVersion", "kind", "status"))
         keys = self._list_keys(spec)
 
         def applied(current: JsonDict | None) -> JsonDict:
@@ -1376,7 +1390,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return ssa.builtin_list_keys(spec.kind)
 
     def _manage_fields(
-        self, spec: _Spec, current: JsonDict | None, final: JsonDict, scope: Scope
+        self,
+        spec: _Spec,
+        current: JsonDict | None,
+        final: JsonDict,
+        scope: Scope,
+        proposed: JsonDict,
     ) -> None:
         """Record the request's field manager in ``final`` (apply.py); writes of no request
         (the sync helpers, reactors) leave ``managedFields`` as they were.
@@ -1390,8 +1409,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             else:
                 meta.pop("managedFields", None)
             return
-        if writer.operation == ssa.APPLY:
-            return  # the apply computed them
+        if writer.operation == ssa.APPLY:  # the apply computed them
+            meta["managedFields"] = (proposed.get("metadata") or {}).get("managedFields") or []
+            return
         old, new = current, final
         if spec.resource != spec.storage and _is_event(spec):  # fields of the request's shape
             old = None if current is None else events.convert(current, spec.api_version)
@@ -1535,7 +1555,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if spec.has_status and not keep_status:
             obj.pop("status", None)
         obj = _normalize(obj, spec.schema)
-        self._manage_fields(spec, None, obj, "main")
+        self._manage_fields(spec, None, obj, "main", obj)
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = self._key(spec, namespace, name)
@@ -1621,7 +1641,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             final["metadata"] = new_meta
 
         final = _normalize(_typed(spec, final), spec.schema)
-        self._manage_fields(spec, current, final, scope)
+        self._manage_fields(spec, current, final, scope, proposed)
         if _content(spec, final) != _content(spec, current):
             final["metadata"]["generation"] = old_meta.get("generation", 0) + 1
         return final
