@@ -289,6 +289,38 @@ async def test_a_watch_selects_events_by_involved_object(em: ApiServerEmulator) 
         response.close()
 
 
+async def test_field_selectors_of_other_kinds(em: ApiServerEmulator) -> None:
+    pods = "/api/v1/namespaces/ns/pods"
+    await create(em, pods, {"metadata": {"name": "idle"}, "spec": {"nodeName": "n1"}})
+    await create(em, pods, {"metadata": {"name": "busy"}, "spec": {"hostNetwork": True}})
+    await call(em, "PATCH", f"{pods}/busy/status", {"status": {"phase": "Running"}}, MERGE)
+    status, listed = await call(em, "GET", pods, fieldSelector="status.phase=Running")
+    assert names(listed) == ["busy"]
+    status, listed = await call(em, "GET", pods, fieldSelector="spec.hostNetwork=false")
+    assert names(listed) == ["idle"]
+    status, listed = await call(em, "GET", pods, fieldSelector="spec.nodeName=n1")
+    assert names(listed) == ["idle"]
+    secrets = "/api/v1/namespaces/ns/secrets"
+    await create(em, secrets, {"metadata": {"name": "tls"}, "type": "kubernetes.io/tls"})
+    await create(em, secrets, {"metadata": {"name": "plain"}, "type": "Opaque"})
+    status, listed = await call(em, "GET", secrets, fieldSelector="type=kubernetes.io/tls")
+    assert names(listed) == ["tls"]
+    status, error = await call(em, "GET", secrets, fieldSelector="status.phase=x")
+    assert (status, error["message"]) == (400, "field label not supported: status.phase")
+
+
+async def test_a_crd_version_selects_by_its_selectable_fields(em: ApiServerEmulator) -> None:
+    crd = json.loads(json.dumps(GADGET_CRD))
+    crd["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.owner"}]
+    em.register_crd(crd)
+    await create(em, GADGETS, {"metadata": {"name": "a"}, "spec": {"owner": "ann"}})
+    await create(em, GADGETS, {"metadata": {"name": "b"}, "spec": {"owner": "bob"}})
+    status, listed = await call(em, "GET", GADGETS, fieldSelector="spec.owner=bob")
+    assert names(listed) == ["b"]
+    status, error = await call(em, "GET", GADGETS, fieldSelector="spec.size=1")
+    assert status == 400
+
+
 # --- deletecollection ---------------------------------------------------------------------------
 
 

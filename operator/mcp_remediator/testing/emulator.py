@@ -35,6 +35,9 @@ client depend on:
 * ``deletecollection`` (DELETE on a namespace's collection, with label and field
   selectors): each listed object is deleted as by its own DELETE (finalizers honoured), and
   the answer is the ``…List`` of the objects as listed, as the real registry answers;
+* field selectors on the labels each kind's ``GetAttrs`` gives (``fields.py``: Pods'
+  ``status.phase``..., a CRD version's ``selectableFields``), any other label 400
+  ``field label not supported``;
 * core ``v1`` and ``events.k8s.io/v1`` Events are one store, each shape converted from the
   other and selectable by its own field labels (``involvedObject.*``/``regarding.*``,
   ``reason``, ``type``, ``source``, ``reportingComponent``/``reportingController``; others
@@ -82,7 +85,7 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
 checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
 that do not exist), garbage collection of owned objects or ``propagationPolicy``; field
-selectors other than ``metadata.name``/``metadata.namespace`` only on Events; server-side
+selectors beyond ``metadata.*`` only where fields.py lists them; server-side
 apply and ``managedFields`` work from the JSON without the types' schemas (list merge keys
 of the common built-in lists, CRD ``x-kubernetes-list-type``; the rest of apply.py's
 docstring), ignore a client-sent ``managedFields``, and record no manager for the sync
@@ -157,7 +160,7 @@ from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
 from mcp_remediator.testing import apply as ssa
-from mcp_remediator.testing import authz, events, protobuf, scale
+from mcp_remediator.testing import authz, events, fields, protobuf, scale
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -286,6 +289,7 @@ class _Spec:
     custom: bool
     schema: JsonDict | None
     scale: scale.ScalePaths | None = None
+    selectable: tuple[str, ...] = ()  # a CRD version's selectableFields
 
     @property
     def api_version(self) -> str:
@@ -350,6 +354,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _logs: dict[kmock.resource, _EventLog] = attrs.field(factory=dict, init=False)
     _reactors: dict[kmock.resource, list[Reactor]] = attrs.field(factory=dict, init=False)
     _scales: dict[kmock.resource, scale.ScalePaths] = attrs.field(factory=dict, init=False)
+    _selectable: dict[kmock.resource, tuple[str, ...]] = attrs.field(factory=dict, init=False)
 
     # Authentication and authorization (see enable_auth).
     admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32), init=False)
@@ -394,6 +399,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     subresources={"status", "scale"} & set(version.get("subresources") or {}),
                     verbs=VERBS,
                 )
+                self._selectable[resource] = fields.crd_selectable(version)
                 declared_scale = (version.get("subresources") or {}).get("scale")
                 if isinstance(declared_scale, dict):
                     self._scales[resource] = scale.ScalePaths.of_crd(declared_scale)
@@ -1741,6 +1747,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             custom=resource in self._custom,
             schema=self._schemas.get(resource),
             scale=self._scales.get(resource) if "scale" in info.subresources else None,
+            selectable=self._selectable.get(resource, ()),
         )
 
     def _spec_of_names(self, api_version: str, plural: str) -> _Spec:
@@ -2449,22 +2456,17 @@ def _is_event(spec: _Spec) -> bool:
 
 
 def _field_labels(spec: _Spec | None) -> frozenset[str]:
-    """The field labels a resource can be selected by (the real ``GetAttrs``)."""
-    if spec is not None and _is_event(spec):
-        if spec.api_version == events.EVENTS_V1:
-            return events.EVENTS_V1_FIELD_LABELS
-        return events.CORE_FIELD_LABELS
-    return _SELECTABLE_FIELDS
+    """The field labels a resource can be selected by (the real ``GetAttrs``, fields.py)."""
+    if spec is None:
+        return _SELECTABLE_FIELDS
+    return fields.labels(spec.api_version, str(spec.resource.plural), spec.selectable)
 
 
 def _selectable_fields(spec: _Spec | None, obj: JsonDict) -> dict[str, str]:
-    if spec is not None and _is_event(spec):
-        return events.selectable_fields(spec.api_version, events.convert(obj, spec.api_version))
-    meta = obj.get("metadata") or {}
-    return {
-        "metadata.name": str(meta.get("name") or ""),
-        "metadata.namespace": str(meta.get("namespace") or ""),
-    }
+    if spec is None:
+        return fields.values("v1", "", obj)
+    shown = events.convert(obj, spec.api_version) if _is_event(spec) else obj
+    return fields.values(spec.api_version, str(spec.resource.plural), shown, spec.selectable)
 
 
 def _parse_field_selector(
