@@ -280,6 +280,9 @@ async def test_kubectl_gets_events_of_both_shapes(
         "name",
     )
     assert selected.split() == ["event/other"]
+    listed = await run(base, "events", "-n", "mcp", "--for", "mcpremediation/existing")
+    assert "the plan is ready" in listed and "a step was refused" in listed
+    assert "not about existing" not in listed
 
 
 async def test_kubectl_describe_shows_the_events_of_an_object(
