@@ -194,7 +194,8 @@ def _set_key(item: Any) -> str:
 def stripped(obj: Mapping[str, Any], drop: Iterable[str] = ()) -> JsonDict:
     """The part of an object field ownership is about (no apiVersion, kind, server meta)."""
     dropped = _STRIPPED_TOP | set(drop)
-    result: JsonDict = {k: copy.deepcopy(v) for k, v in obj.items() if k not in dropped}
+    # Shallow: the result is only read.
+    result: JsonDict = {k: v for k, v in obj.items() if k not in dropped}
     meta = result.get("metadata")
     if isinstance(meta, dict):
         meta = {k: v for k, v in meta.items() if k not in _STRIPPED_META}
@@ -205,36 +206,49 @@ def stripped(obj: Mapping[str, Any], drop: Iterable[str] = ()) -> JsonDict:
     return result
 
 
-def field_set(value: Any, list_keys: ListKeys) -> set[Path]:
-    """The leaf paths of a value, and the items of keyed lists and sets."""
-    paths: set[Path] = set()
+def index(value: Any, list_keys: ListKeys) -> tuple[dict[Path, Any], set[Path]]:
+    """Every path of a value with the value there, and its field set: the leaf paths, and
+    the items of keyed lists and sets.
+    """
+    nodes: dict[Path, Any] = {}
+    leaves: set[Path] = set()
 
     def walk(node: Any, path: Path, names: tuple[str, ...]) -> None:
+        if path:
+            nodes[path] = node
         if isinstance(node, dict):
             if not node and path:
-                paths.add(path)
+                leaves.add(path)
             for key, child in node.items():
                 walk(child, (*path, f"f:{key}"), (*names, key))
             return
         if isinstance(node, list):
             kind = list_keys(names)
             if kind is None or not node:
-                paths.add(path)
+                leaves.add(path)
             elif kind == "set":
                 for item in node:
-                    paths.add((*path, _set_key(item)))
+                    item_path = (*path, _set_key(item))
+                    nodes[item_path] = item
+                    leaves.add(item_path)
             else:
                 for item in node:
                     item_path = (*path, _item_key(item, kind))
-                    paths.add(item_path)
+                    nodes[item_path] = item
+                    leaves.add(item_path)
                     if isinstance(item, dict):
                         for key, child in item.items():
                             walk(child, (*item_path, f"f:{key}"), (*names, key))
             return
-        paths.add(path)
+        leaves.add(path)
 
     walk(value, (), ())
-    return paths
+    return nodes, leaves
+
+
+def field_set(value: Any, list_keys: ListKeys) -> set[Path]:
+    """The leaf paths of a value, and the items of keyed lists and sets."""
+    return index(value, list_keys)[1]
 
 
 def to_fields_v1(paths: Iterable[Path]) -> JsonDict:
@@ -360,14 +374,18 @@ def entries_of(obj: Mapping[str, Any] | None) -> list[Entry]:
     return entries
 
 
+def _copies(entries: list[Entry]) -> list[Entry]:
+    return [dataclasses.replace(entry, fields=set(entry.fields)) for entry in entries]
+
+
 def _encode(
-    entries: list[Entry], old: list[Entry], content: JsonDict, api_version: str
+    entries: list[Entry], old: list[Entry], nodes: Mapping[Path, Any], api_version: str
 ) -> list[JsonDict]:
     previous = {entry.key: entry for entry in old}
     kept: list[Entry] = []
     for entry in entries:
         if entry.api_version == api_version:  # entries of other versions are left as they are
-            entry.fields = {p for p in entry.fields if value_at(content, p) is not _MISSING}
+            entry.fields = {p for p in entry.fields if p in nodes}
         if not entry.fields:
             continue
         before = previous.get(entry.key)
@@ -390,20 +408,19 @@ def _with_parents(paths: Iterable[Path]) -> set[Path]:
     return result
 
 
-def _node_paths(content: JsonDict, list_keys: ListKeys) -> set[Path]:
+def _node_paths(nodes: Mapping[Path, Any], leaves: set[Path]) -> set[Path]:
     """Every path of an object: its leaves and keyed items, and the maps above them except
     Go value structs (a keyed list itself is no node of its own either).
     """
-    leaves = field_set(content, list_keys)
-    nodes = set(leaves)
+    found = set(leaves)
     for path in _with_parents(leaves) - leaves:
-        value = value_at(content, path)
+        value = nodes.get(path)
         if isinstance(value, list):
             continue
         if path[-1].startswith("f:") and path[-1][2:] in _STRUCT_FIELDS:
             continue
-        nodes.add(path)
-    return nodes
+        found.add(path)
+    return found
 
 
 def record_update(
@@ -420,15 +437,15 @@ def record_update(
     (``None`` for a create) into it.
     """
     old_entries = entries_of(old)
-    entries = copy.deepcopy(old_entries)
-    old_content = stripped(old or {})
-    new_content = stripped(new)
-    old_nodes = _node_paths(old_content, list_keys)
-    new_nodes = _node_paths(new_content, list_keys)
+    entries = _copies(old_entries)
+    old_values, old_leaves = index(stripped(old or {}), list_keys)
+    new_values, new_leaves = index(stripped(new), list_keys)
+    old_nodes = _node_paths(old_values, old_leaves)
+    new_nodes = _node_paths(new_values, new_leaves)
     changed = new_nodes - old_nodes
     for path in new_nodes & old_nodes:
-        value = value_at(new_content, path)
-        if _is_leaf_value(value) and value != value_at(old_content, path):
+        value = new_values[path]
+        if _is_leaf_value(value) and value != old_values[path]:
             changed.add(path)
     if changed:
         for entry in entries:
@@ -441,7 +458,7 @@ def record_update(
         mine.fields |= changed
         mine.api_version = api_version
         mine.time = now
-    return _encode(entries, old_entries, new_content, api_version)
+    return _encode(entries, old_entries, new_values, api_version)
 
 
 def apply(
@@ -464,14 +481,13 @@ def apply(
     """
     reset = tuple(reset)
     old_entries = entries_of(live)
-    entries = copy.deepcopy(old_entries)
+    entries = _copies(old_entries)
     live_obj: JsonDict = copy.deepcopy(dict(live)) if live else {}
-    live_content = stripped(live_obj)
+    live_values = index(stripped(live_obj), list_keys)[0]
     for entry in entries:  # ownership of what no longer exists is void
         if entry.api_version == api_version:
-            entry.fields = {p for p in entry.fields if value_at(live_content, p) is not _MISSING}
-    applied_content = stripped(applied, reset)
-    applied_set = field_set(applied_content, list_keys)
+            entry.fields = {p for p in entry.fields if p in live_values}
+    applied_values, applied_set = index(stripped(applied, reset), list_keys)
 
     key = (manager, APPLY, subresource)
     conflicts: list[tuple[Entry, Path]] = []
@@ -479,8 +495,8 @@ def apply(
         if entry.key == key or entry.api_version != api_version:
             continue
         for path in sorted(applied_set & entry.fields):
-            value = value_at(applied_content, path)
-            if _is_leaf_value(value) and value != value_at(live_content, path):
+            value = applied_values[path]
+            if _is_leaf_value(value) and value != live_values.get(path, _MISSING):
                 conflicts.append((entry, path))
     if conflicts and not force:
         raise _conflict_error(conflicts)
@@ -510,7 +526,8 @@ def apply(
         entries.remove(mine)
     entries.append(Entry(manager, APPLY, api_version, now, applied_set, subresource))
     meta = merged.setdefault("metadata", {})
-    meta["managedFields"] = _encode(entries, old_entries, stripped(merged), api_version)
+    merged_values = index(stripped(merged), list_keys)[0]
+    meta["managedFields"] = _encode(entries, old_entries, merged_values, api_version)
     return merged
 
 
