@@ -308,6 +308,9 @@ async def test_kubectl_create_sends_protobuf_that_the_emulator_reads(
     await run(base, "create", "serviceaccount", "robot", "-n", "mcp")
     await run(base, "create", "role", "reader", "-n", "mcp", "--verb=get", "--resource=pods")
     await run(base, "create", "rolebinding", "reader", "-n", "mcp", "--role=reader", "--user=u")
+    await run(base, "create", "service", "clusterip", "web", "-n", "apps", "--tcp=80:8080")
+    service = em.get("v1", "services", "apps", "web")
+    assert service is not None and service["spec"]["ports"][0]["targetPort"] == 8080
     assert em.get("v1", "namespaces", None, "extra") is not None
     made = em.get("v1", "configmaps", "mcp", "made")
     assert made is not None and made["data"] == {"a": "b"}

@@ -239,6 +239,23 @@ _DEPLOYMENT_SPEC: Schema = {
     7: ("paused", "bool", False),
     9: ("progressDeadlineSeconds", "int", False),
 }
+_SERVICE_SPEC: Schema = {
+    1: (
+        "ports",
+        {
+            1: ("name", "string", False),
+            2: ("protocol", "string", False),
+            3: ("port", "int", False),
+            4: ("targetPort", "intorstring", False),
+            5: ("nodePort", "int", False),
+        },
+        True,
+    ),
+    2: ("selector", ("map", "string"), False),
+    3: ("clusterIP", "string", False),
+    4: ("type", "string", False),
+    10: ("externalName", "string", False),
+}
 _POLICY_RULE: Schema = {
     1: ("verbs", "string", True),
     2: ("apiGroups", "string", True),
@@ -283,6 +300,7 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
         3: ("imagePullSecrets", _LOCAL_REFERENCE, True),
         4: ("automountServiceAccountToken", "bool", False),
     },
+    ("v1", "Service"): {_META[0]: _META[1], 2: ("spec", _SERVICE_SPEC, False)},
     ("apps/v1", "Deployment"): {_META[0]: _META[1], 2: ("spec", _DEPLOYMENT_SPEC, False)},
     ("rbac.authorization.k8s.io/v1", "Role"): {
         _META[0]: _META[1],
