@@ -1,5 +1,7 @@
-"""The real ``kubectl`` reads the emulated cluster through a kubeconfig, as a user of the demo
-would: discovery (core kinds, short names, CRDs from crds/, their category) and a watch.
+"""The real ``kubectl`` drives the emulated cluster through a kubeconfig, as a user of the demo
+would: discovery (core kinds, short names, CRDs from crds/, their category), a watch, Events
+(``get``, ``events``, ``describe``), the protobuf bodies of ``kubectl create <kind>``,
+``scale``, ``apply --server-side`` (conflicts, ``--force-conflicts``) and deletion by label.
 
 kubectl is required: a missing binary fails the test (it comes with the machine image; the
 Makefile's deps targets do not install it).
