@@ -67,8 +67,13 @@ checked); no admission webhooks, namespace lifecycle (objects may be created in 
 that do not exist), garbage collection of owned objects or ``propagationPolicy``; no
 server-side apply or ``deletecollection``; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
-they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
-and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
+they are then, not as of the first page). Built-in kinds get no pruning, and defaults only
+on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
+allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
+``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
+kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
+Nodes, Jobs, CronJobs, Ingresses, APIServices, ...) are stored and served, each in one
+version, with no controller behind them. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
 merge keys); on custom resources it is refused with 415, as a real server does. All served
 versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
@@ -133,7 +138,7 @@ import yaml
 from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
-from mcp_remediator.testing import authz
+from mcp_remediator.testing import authz, core_kinds
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -372,13 +377,18 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         and the third-party CRDs the operator touches.
         """
         with self._state_lock:
-            for api_version, plural, kind, namespaced, status, shortnames in _BUILTINS:
+            for api_version, plural, kind, namespaced, status, shortnames in (
+                *_BUILTINS,
+                *core_kinds.MORE_BUILTINS,
+            ):
                 self.resources[kmock.resource(api_version, plural)] = kmock.ResourceInfo(
                     kind=kind,
                     singular=kind.lower(),
                     namespaced=namespaced,
                     shortnames=shortnames,
-                    categories=["all"] if plural in _CATEGORY_ALL else [],
+                    categories=["all"]
+                    if plural in _CATEGORY_ALL | core_kinds.IN_CATEGORY_ALL
+                    else [],
                     subresources={"status"} if status else set(),
                     verbs=VERBS,
                 )
@@ -1317,6 +1327,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = _typed(spec, obj)
         if spec.has_status and not keep_status:
             obj.pop("status", None)
+        if not keep_status and not spec.custom:  # an HTTP create of a built-in kind
+            obj = core_kinds.create_defaults(_api_version(spec.storage), spec.kind, obj)
         obj = _normalize(obj, spec.schema)
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
