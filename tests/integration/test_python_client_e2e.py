@@ -13,6 +13,8 @@ Every test must pass, except:
   they are deselected, each with its reason.
 * ``EXPECTED_FAILURES``: tests that need an API feature the emulator lacks (issue 14). They
   run and must fail; one that passes fails this test, to be moved out of the list.
+* ``RACY``: a test that may also hang, at its end, in the client's own code, whatever the
+  server: it passes, or times out in ``SharedInformer.stop()`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "data" / "kubernetes-client-e2e"
 PLUGIN_DIR = pathlib.Path(__file__).resolve().parent  # python_client_e2e_plugin.py
 RUN_TIMEOUT = 240.0  # the whole subprocess; today it takes about ten seconds
-TEST_TIMEOUT = 30  # each upstream test (pytest-timeout)
+TEST_TIMEOUT = 25  # each upstream test (pytest-timeout); the slowest takes ten seconds
 MIN_PASSES = 38  # of 51: raise it when a test moves out of the lists below
 
 SYNC = "kubernetes/e2e_test"
@@ -74,6 +76,17 @@ EXPECTED_FAILURES: dict[str, str] = {
     "test_create_from_multi_resource_yaml_with_multi_conflicts": GO_STATUS,
 }
 
+# SharedInformer.stop() asks its Watch to stop and joins the informer's thread; a stop that
+# comes right after start(), as in this test, can land before the thread opens its watch
+# (Watch.stream() resets the stop flag, and the loop does not look at its stop event between
+# the list and the watch), and then join() waits on a quiet watch for as long as the server
+# keeps it open: kube-apiserver's is 30 to 60 minutes. Seen once in ten runs under load.
+RACY: dict[str, str] = {
+    f"{SYNC}/test_informer.py::TestSharedInformerE2E::test_cache_populated_after_start": (
+        "kubernetes.informer race: stop() right after start() can miss the watch and hang"
+    ),
+}
+
 NODE = {
     "apiVersion": "v1",
     "kind": "Node",
@@ -101,7 +114,7 @@ async def home(tmp_path: pathlib.Path) -> AsyncIterator[pathlib.Path]:
 
 
 def outcomes(junit: pathlib.Path) -> dict[str, tuple[str, str]]:
-    """Node id -> (passed/failed/skipped, message) from pytest's JUnit XML."""
+    """Node id -> (passed/failed/skipped, message and traceback) from pytest's JUnit XML."""
     found: dict[str, tuple[str, str]] = {}
     for case in ET.parse(junit).iter("testcase"):
         module, cls = case.get("classname", "").rsplit(".", 1)
@@ -109,7 +122,9 @@ def outcomes(junit: pathlib.Path) -> dict[str, tuple[str, str]]:
         verdict, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error"):
-                verdict, message = "failed", child.get("message", "")
+                verdict = "failed"
+                message = f"{child.get('message', '')}\n{child.text or ''}"
+
             elif child.tag == "skipped":
                 verdict, message = "skipped", child.get("message", "")
         found[node] = (verdict, message)
@@ -130,8 +145,11 @@ async def test_python_client_e2e_suite(home: pathlib.Path, tmp_path: pathlib.Pat
         *("--junitxml", str(junit), "kubernetes"),
         *(arg for node in NOT_RUN for arg in ("--deselect", node)),
     ]
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")
+    }
     env = {
-        **os.environ,
+        **inherited,
         "HOME": str(home),
         "KUBECONFIG": str(home / ".kube" / "config"),
         "PYTHONPATH": os.pathsep.join(
@@ -158,6 +176,7 @@ async def test_python_client_e2e_suite(home: pathlib.Path, tmp_path: pathlib.Pat
     results = outcomes(junit)
     passed = sorted(node for node, (verdict, _) in results.items() if verdict == "passed")
     failed = {node: message for node, (verdict, message) in results.items() if verdict != "passed"}
+    hung = {node for node in set(RACY) & set(failed) if hung_in_informer_stop(failed[node])}
     print(
         f"\nKubernetes Python client e2e suite against the emulator: {len(passed)} passed,"
         f" {len(failed)} failed as expected or not, {len(NOT_RUN)} not run"
@@ -165,12 +184,16 @@ async def test_python_client_e2e_suite(home: pathlib.Path, tmp_path: pathlib.Pat
     )
     for node, reason in {**NOT_RUN, **EXPECTED_FAILURES}.items():
         print(f"  {node}: {reason}")
+    for node in sorted(hung):
+        print(f"  {node}: hung this time: {RACY[node]}")
 
     ran_anyway = sorted(set(NOT_RUN) & set(results))
     assert not ran_anyway, f"deselection did not apply to {ran_anyway}"
     missing = sorted(set(EXPECTED_FAILURES) - set(results))
     assert not missing, f"expected failures that no longer exist upstream: {missing}\n{log}"
-    unexpected = {node: failed[node] for node in sorted(set(failed) - set(EXPECTED_FAILURES))}
+    unexpected = {
+        node: failed[node] for node in sorted(set(failed) - set(EXPECTED_FAILURES) - hung)
+    }
     assert not unexpected, (
         "e2e tests failed:\n"
         + "\n".join(f"{node}: {message[:500]}" for node, message in unexpected.items())
@@ -178,4 +201,15 @@ async def test_python_client_e2e_suite(home: pathlib.Path, tmp_path: pathlib.Pat
     )
     fixed = sorted(set(EXPECTED_FAILURES) - set(failed))
     assert not fixed, f"now passing, move them out of EXPECTED_FAILURES: {fixed}"
-    assert len(passed) >= MIN_PASSES, f"only {len(passed)} passed:\n{log}"
+    assert len(passed) + len(hung) >= MIN_PASSES, f"only {len(passed)} passed:\n{log}"
+
+
+def hung_in_informer_stop(failure: str) -> bool:
+    """Whether a JUnit failure is pytest-timeout's, raised while SharedInformer.stop() joined
+    the informer's thread."""
+    return (
+        "Timeout" in failure
+        and "from pytest-timeout" in failure
+        and "kubernetes/informer/informer.py" in failure
+        and "in stop" in failure
+    )
