@@ -30,8 +30,8 @@ client depend on:
   ``application/json``, one event a line, as kube-apiserver answers a JSON watch;
 * discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
-  ``pods/status`` carry neither short names nor categories, and pods, services and the
-  workload kinds are in the ``all`` category;
+  ``pods/status`` carry neither short names nor categories, and pods, services, the
+  workload kinds, Jobs, CronJobs and HorizontalPodAutoscalers are in the ``all`` category;
 * errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
@@ -81,7 +81,8 @@ deleted while their last finalizer is removed show the emptied finalizers in the
 event. Of authentication and authorization: no client certificates, JWT service account
 tokens, TokenRequest/TokenReview, webhook or Node authorizers; RBAC objects are not
 validated and writing them needs no ``escalate``/``bind`` (no escalation prevention); the
-bootstrap ``system:aggregate-to-*`` roles only name the kinds this emulator serves; RBAC
+bootstrap ``system:aggregate-to-*`` roles only name kinds this emulator serves, and none of
+``core_kinds.MORE_BUILTINS`` (so ``admin``/``edit``/``view`` grant no Jobs, Ingresses...); RBAC
 changes do not cut open watches; a watch of one object by its URL is authorized as a
 ``watch`` of that name (the real server would serve it as a ``get``). RBAC objects put into
 ``em.objects`` directly are not seen until an RBAC object is written through the emulator.
