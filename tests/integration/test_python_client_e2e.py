@@ -179,7 +179,7 @@ async def test_python_client_e2e_suite(home: pathlib.Path, tmp_path: pathlib.Pat
     hung = {node for node in set(RACY) & set(failed) if hung_in_informer_stop(failed[node])}
     print(
         f"\nKubernetes Python client e2e suite against the emulator: {len(passed)} passed,"
-        f" {len(failed)} failed as expected or not, {len(NOT_RUN)} not run"
+        f" {len(failed)} failed, {len(NOT_RUN)} not run"
         f" (of {len(results) + len(NOT_RUN)})"
     )
     for node, reason in {**NOT_RUN, **EXPECTED_FAILURES}.items():
