@@ -35,8 +35,8 @@ client depend on:
   served, its objects gone (without DELETED events);
 * discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
-  ``pods/status`` carry neither short names nor categories, and pods, services and the
-  workload kinds are in the ``all`` category;
+  ``pods/status`` carry neither short names nor categories, and pods, services, the
+  workload kinds, Jobs, CronJobs and HorizontalPodAutoscalers are in the ``all`` category;
 * Table output (``tables.py``): a list, get or watch whose ``Accept`` asks for
   ``as=Table;g=meta.k8s.io`` (``kubectl get``) is answered with a ``meta.k8s.io`` Table, the
   Name column then a CRD version's ``additionalPrinterColumns`` (or Age), or columns like
@@ -110,8 +110,13 @@ helpers' and reactors' writes (the ClusterRole aggregation's writes during a req
 recorded as that request's manager's); protobuf bodies only for ``protobuf.py``'s kinds and
 fields, and answers are always JSON; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
-they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
-and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
+they are then, not as of the first page). Built-in kinds get no pruning, and defaults only
+on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
+allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
+``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
+kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
+Nodes, Jobs, CronJobs, Ingresses, APIServices, ...) are stored and served, each in one
+version, with no controller behind them. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
 merge keys); on custom resources it is refused with 415, as a real server does. The OpenAPI
 documents' built-in schemas are generated (coarse formats, no ``x-kubernetes-patch-*`` merge
@@ -122,7 +127,8 @@ deleted while their last finalizer is removed show the emptied finalizers in the
 event. Of authentication and authorization: no client certificates, JWT service account
 tokens, TokenRequest/TokenReview, webhook or Node authorizers; RBAC objects are not
 validated and writing them needs no ``escalate``/``bind`` (no escalation prevention); the
-bootstrap ``system:aggregate-to-*`` roles only name the kinds this emulator serves; RBAC
+bootstrap ``system:aggregate-to-*`` roles only name kinds this emulator serves, and none of
+``core_kinds.MORE_BUILTINS`` (so ``admin``/``edit``/``view`` grant no Jobs, Ingresses...); RBAC
 changes do not cut open watches; a watch of one object by its URL is authorized as a
 ``watch`` of that name (the real server would serve it as a ``get``). RBAC objects put into
 ``em.objects`` directly are not seen until an RBAC object is written through the emulator.
@@ -180,7 +186,16 @@ from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
 from mcp_remediator.testing import apply as ssa
-from mcp_remediator.testing import authz, events, fields, openapi, protobuf, scale, tables
+from mcp_remediator.testing import (
+    authz,
+    core_kinds,
+    events,
+    fields,
+    openapi,
+    protobuf,
+    scale,
+    tables,
+)
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -283,9 +298,11 @@ class ApiError(Exception):
 
     def status(self) -> JsonDict:
         """The error as a Kubernetes ``Status`` object."""
+        # In the order Go's encoder writes metav1.Status's fields (clients that compare error
+        # texts, as the Python client's e2e tests do, see the same bytes).
         status: JsonDict = {
-            "apiVersion": "v1",
             "kind": "Status",
+            "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
@@ -503,7 +520,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         and the third-party CRDs the operator touches.
         """
         with self._state_lock:
-            for api_version, plural, kind, namespaced, status, shortnames in _BUILTINS:
+            for api_version, plural, kind, namespaced, status, shortnames in (
+                *_BUILTINS,
+                *core_kinds.MORE_BUILTINS,
+            ):
                 resource = kmock.resource(api_version, plural)
                 scaled = (resource.group, plural) in scale.BUILTIN_SCALED
                 self.resources[resource] = kmock.ResourceInfo(
@@ -511,7 +531,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     singular=kind.lower(),
                     namespaced=namespaced,
                     shortnames=shortnames,
-                    categories=["all"] if plural in _CATEGORY_ALL else [],
+                    categories=["all"]
+                    if plural in _CATEGORY_ALL | core_kinds.IN_CATEGORY_ALL
+                    else [],
                     subresources=({"status"} if status else set())
                     | ({"scale"} if scaled else set()),
                     verbs=VERBS,
@@ -1159,7 +1181,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             with self._state_lock:
                 code, body = op(request)
         except ApiError as exc:
-            code, body = exc.code, exc.status()
+            # Compact, one line and a newline, as kube-apiserver's JSON serializer writes it.
+            text = json.dumps(exc.status(), separators=(",", ":")) + "\n"
+            return Response(
+                status=exc.code,
+                headers={"Content-Type": "application/json"},
+                payload=text.encode(),
+            )
         finally:
             _REQUEST_WRITER.reset(token)
         return Response(status=code, payload=body)
@@ -1706,6 +1734,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = _typed(spec, obj)
         if spec.has_status and not keep_status:
             obj.pop("status", None)
+        if not keep_status and not spec.custom:  # an HTTP create of a built-in kind
+            obj = core_kinds.create_defaults(_api_version(spec.storage), spec.kind, obj)
         obj = _normalize(obj, spec.schema)
         self._manage_fields(spec, None, obj, "main", obj)
         self._rv += 1
