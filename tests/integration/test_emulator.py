@@ -23,6 +23,7 @@ import kopf
 import pytest
 import yaml
 
+from fixtures.emulated import call, create
 from mcp_remediator.testing.emulator import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -112,28 +113,6 @@ async def em() -> AsyncIterator[ApiServerEmulator]:
         emulator.register_builtins()
         emulator.register_crd(widget_crd())
         yield emulator
-
-
-async def call(
-    em: ApiServerEmulator,
-    method: str,
-    url: str,
-    body: Any = None,
-    content_type: str = "application/json",
-    **params: str,
-) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body)
-    headers = {"Content-Type": content_type}
-    async with em.request(method, url, data=data, headers=headers, params=params) as response:
-        text = await response.text()
-        return response.status, json.loads(text) if text else None
-
-
-async def create(em: ApiServerEmulator, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    status, obj = await call(em, "POST", url, body)
-    assert status == 201, obj
-    result: dict[str, Any] = obj
-    return result
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import kmock
 import pytest
 
+from fixtures.emulated import call, create
 from mcp_remediator.testing.core_kinds import NODE_PORTS, SERVICE_CIDR, qos_class
 from mcp_remediator.testing.emulator import ApiServerEmulator
 
@@ -20,21 +20,6 @@ async def em() -> AsyncIterator[ApiServerEmulator]:
     async with ApiServerEmulator() as emulator, kmock.Server(emulator):
         emulator.register_builtins()
         yield emulator
-
-
-async def call(em: ApiServerEmulator, method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body)
-    headers = {"Content-Type": "application/json"}
-    async with em.request(method, url, data=data, headers=headers) as response:
-        text = await response.text()
-        return response.status, json.loads(text) if text else None
-
-
-async def create(em: ApiServerEmulator, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    status, obj = await call(em, "POST", url, body)
-    assert status == 201, obj
-    result: dict[str, Any] = obj
-    return result
 
 
 def service(name: str, **spec: Any) -> dict[str, Any]:

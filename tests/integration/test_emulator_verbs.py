@@ -15,6 +15,7 @@ import kmock
 import pytest
 import yaml
 
+from fixtures.emulated import call, create
 from mcp_remediator.testing import apply as ssa
 from mcp_remediator.testing import authz
 from mcp_remediator.testing.emulator import ApiServerEmulator
@@ -93,31 +94,6 @@ async def em() -> AsyncIterator[ApiServerEmulator]:
         emulator.register_builtins()
         emulator.register_crd(GADGET_CRD)
         yield emulator
-
-
-async def call(
-    em: ApiServerEmulator,
-    method: str,
-    url: str,
-    body: Any = None,
-    content_type: str = "application/json",
-    *,
-    headers: dict[str, str] | None = None,
-    raw: bytes | str | None = None,
-    **params: str,
-) -> tuple[int, Any]:
-    data = raw if raw is not None else None if body is None else json.dumps(body)
-    sent = {"Content-Type": content_type, **(headers or {})}
-    async with em.request(method, url, data=data, headers=sent, params=params) as response:
-        text = await response.text()
-        return response.status, json.loads(text) if text else None
-
-
-async def create(em: ApiServerEmulator, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    status, obj = await call(em, "POST", url, body)
-    assert status == 201, obj
-    result: dict[str, Any] = obj
-    return result
 
 
 def core_event(name: str, about: str, **fields: Any) -> dict[str, Any]:
