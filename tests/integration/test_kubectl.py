@@ -549,8 +549,8 @@ async def test_kubectl_apply_server_side(
 ) -> None:
     em, base = emulated
     manifest = tmp_path / "app.yaml"
-    # --validate=false: kubectl's schema validation reads /openapi, which is not served here.
-    apply = ("apply", "--server-side", "--validate=false", "-f", str(manifest))
+    # Default validation: kubectl reads /openapi/v3 and leaves it to the server (Strict).
+    apply = ("apply", "--server-side", "-f", str(manifest))
     manifest.write_text(APPLIED.format(replicas=2, tag=1, level="info"))
     output = await run(base, *apply)
     assert "deployment.apps/api serverside-applied" in output

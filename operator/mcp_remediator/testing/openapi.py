@@ -29,7 +29,7 @@ Simplified or left out: the documents are JSON only, so the protobuf v2 that kub
 Acceptable, and kubectl goes on without it (apply computes strategic merge patches from its
 compiled-in types); the PATCH operations of built-in kinds list JSON and merge patch but not
 strategic merge patch, so that kubectl takes those compiled-in types (whose merge keys are
-exact) instead of the generated schemas; no server-side apply media type; no ``ETag``. The
+exact) instead of the generated schemas; no ``ETag``. The
 operations list the real API's query parameters: what the emulator honours is the write
 path's business (it ignores ``dryRun``, for one).
 """
@@ -511,8 +511,12 @@ def kind_paths(kind: Kind) -> JsonDict:
         ]
     named = [_path_parameter("name", f"name of the {kind.kind}"), *shared]
     writes = [_DRY_RUN, _FIELD_MANAGER, _FIELD_VALIDATION]
-    # No strategic merge patch (see the module docstring), no apply-patch: no server-side apply.
-    patch_media = ["application/json-patch+json", "application/merge-patch+json"]
+    # No strategic merge patch (see the module docstring); server-side apply's apply-patch.
+    patch_media = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ]
     patch_body = {
         "content": {media: {"schema": _ref(f"{_META}.Patch")} for media in patch_media},
         "required": True,
