@@ -253,6 +253,53 @@ async def test_discovery_prefers_versions_as_kube_apiserver_does(em: ApiServerEm
 # --- create ---------------------------------------------------------------------------------
 
 
+KUBECTL_DISCOVERY = (
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,"
+    "application/json"
+)
+
+
+async def discover(em: ApiServerEmulator, path: str, accept: str) -> tuple[str, Any]:
+    async with em.request("GET", path, headers={"Accept": accept}) as response:
+        assert response.status == 200
+        return response.headers["Content-Type"], json.loads(await response.text())
+
+
+async def test_aggregated_discovery_as_kubectl_asks_for_it(em: ApiServerEmulator) -> None:
+    content_type, apis = await discover(em, "/apis", KUBECTL_DISCOVERY)
+    assert content_type == ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    assert (apis["kind"], apis["apiVersion"]) == (
+        "APIGroupDiscoveryList",
+        "apidiscovery.k8s.io/v2",
+    )
+    groups = {item["metadata"]["name"]: item["versions"] for item in apis["items"]}
+    [apps_v1] = groups["apps"]
+    deployments = next(r for r in apps_v1["resources"] if r["resource"] == "deployments")
+    assert deployments["responseKind"] == {"group": "apps", "version": "v1", "kind": "Deployment"}
+    assert deployments["scope"] == "Namespaced" and "deploy" in deployments["shortNames"]
+    subresources = {s["subresource"]: s["responseKind"] for s in deployments["subresources"]}
+    assert subresources["scale"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    assert subresources["status"]["kind"] == "Deployment"
+    widgets = next(r for r in groups[GROUP][0]["resources"] if r["resource"] == "widgets")
+    assert widgets["singularResource"] == "widget"
+
+    _, core = await discover(em, "/api", KUBECTL_DISCOVERY)
+    [item] = core["items"]
+    assert item["metadata"]["name"] == "" and item["versions"][0]["version"] == "v1"
+    namespaces = next(r for r in item["versions"][0]["resources"] if r["resource"] == "namespaces")
+    assert namespaces["scope"] == "Cluster"
+
+    # v2beta1 when only that is asked for; the plain documents when JSON comes first.
+    v2beta1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+    _, older = await discover(em, "/apis", v2beta1)
+    assert older["apiVersion"] == "apidiscovery.k8s.io/v2beta1"
+    content_type, plain = await discover(em, "/apis", "application/json")
+    assert content_type.startswith("application/json") and plain["kind"] == "APIGroupList"
+    _, versions = await discover(em, "/api", "application/json")
+    assert versions["kind"] == "APIVersions"
+
+
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 

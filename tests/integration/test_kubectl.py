@@ -131,6 +131,17 @@ async def test_kubectl_gets(
     assert found & expected, (args, found)
 
 
+async def test_kubectl_discovers_in_two_requests(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    """Aggregated discovery: /api and /apis answer every group's resources at once."""
+    em, base = emulated
+    await run(base, "get", "deployments,mcprem", "-A")
+    paths = [r.url.path for r in list(em) if r.method == kmock.method.GET]
+    discovery = [p for p in paths if re.fullmatch(r"/api(/v1)?|/apis(/[^/]+){0,2}", p)]
+    assert sorted(set(discovery)) == ["/api", "/apis"], paths
+
+
 async def test_kubectl_gets_the_crds_category(
     emulated: tuple[ApiServerEmulator, list[str]],
 ) -> None:

@@ -37,6 +37,9 @@ client depend on:
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
   ``pods/status`` carry neither short names nor categories, and pods, services, the
   workload kinds, Jobs, CronJobs and HorizontalPodAutoscalers are in the ``all`` category;
+  aggregated discovery (``apidiscovery.k8s.io`` v2 or v2beta1 ``APIGroupDiscoveryList``
+  from ``/api`` and ``/apis`` when the ``Accept`` asks for it first, as kubectl does), so a
+  client learns every group's resources in two requests;
 * Table output (``tables.py``): a list, get or watch whose ``Accept`` asks for
   ``as=Table;g=meta.k8s.io`` (``kubectl get``) is answered with a ``meta.k8s.io`` Table, the
   Name column then a CRD version's ``additionalPrinterColumns`` (or Age), or columns like
@@ -864,14 +867,19 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     # --- discovery ---------------------------------------------------------------------------
 
     async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
+        version = _aggregated_version(_header(request, "Accept"))
+        if version is not None:
+            return _aggregated(version, [("", ["v1"])], self._version_entries)
         address = request.url.host or "127.0.0.1"
         if request.url.port is not None:
             address = f"{address}:{request.url.port}"
-        return {
+        body = {
             "kind": "APIVersions",
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
         }
+        # The Content-Type every time: KMock keeps a Response's headers on the reaction.
+        return Response(payload=body, headers={"Content-Type": "application/json"})
 
     def _group_versions(self) -> dict[str, list[str]]:
         """Every named group's versions, the preferred first (KMock picks one from a set)."""
@@ -886,13 +894,16 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         }
 
     async def _serve_apis(self, request: kmock.Request) -> kmock.Payload:
-        return {
+        groups = self._group_versions()
+        version = _aggregated_version(_header(request, "Accept"))
+        if version is not None:
+            return _aggregated(version, list(groups.items()), self._version_entries)
+        body = {
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": [
-                _api_group(group, versions) for group, versions in self._group_versions().items()
-            ],
+            "groups": [_api_group(group, versions) for group, versions in groups.items()],
         }
+        return Response(payload=body, headers={"Content-Type": "application/json"})
 
     async def _serve_group(self, request: kmock.Request) -> kmock.Payload:
         group = request.resource.group if request.resource is not None else None
@@ -908,7 +919,20 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         """
         wanted = request.resource
         assert wanted is not None  # the fallback's path pattern ensures it
-        group, version = wanted.group or "", wanted.version
+        group, version = wanted.group or "", str(wanted.version)
+        entries = self._version_entries(group, version)
+        if entries is None:
+            raise kmock.KubernetesResourceNotFoundError()
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": entries,
+        }
+
+    def _version_entries(self, group: str, version: str) -> list[JsonDict] | None:
+        """A group-version's APIResources (subresources after their parent), or None when
+        the group-version is not served."""
         with self._state_lock:
             served = [
                 (resource, self.resources[resource])
@@ -917,7 +941,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 if resource.plural is not None and resource in self.resources
             ]
         if not served and group != "":
-            raise kmock.KubernetesResourceNotFoundError()
+            return None
         entries: list[JsonDict] = []
         for resource, info in sorted(served, key=lambda item: str(item[0].plural)):
             kind = info.kind or str(resource.plural).capitalize()
@@ -947,12 +971,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     entries[-1].update(
                         group=scale.SCALE_GROUP, version=scale.SCALE_VERSION, kind="Scale"
                     )
-        return {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version,
-            "resources": entries,
-        }
+        return entries
 
     def _openapi_kinds(self) -> dict[str, list[openapi.Kind]]:
         """Every served kind by group-version, for the OpenAPI documents (openapi.py)."""
@@ -2357,6 +2376,82 @@ def _version_priority(version: str) -> tuple[int, int, int, str]:
     major, level, minor = match.groups()
     rank = {None: 0, "beta": 1, "alpha": 2}[level]
     return (rank, -int(major), -int(minor or 0), version)
+
+
+_AGGREGATED = "APIGroupDiscoveryList"
+_DISCOVERY_GROUP = "apidiscovery.k8s.io"
+
+
+def _aggregated_version(accept: str) -> str | None:
+    """The aggregated discovery version (``v2``, ``v2beta1``) an ``Accept`` asks for first,
+    or None when it asks for the plain documents first (kubectl 1.32 asks for v2, then
+    v2beta1, then plain JSON)."""
+    for media_range in accept.split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        if kind not in ("application/json", "*/*", "application/*"):
+            continue
+        values = dict(p.split("=", 1) for p in params if "=" in p)
+        if values.get("g") == _DISCOVERY_GROUP and values.get("as") == _AGGREGATED:
+            if values.get("v") in ("v2", "v2beta1"):
+                return values["v"]
+            continue
+        if "as" not in values:
+            return None
+    return None
+
+
+def _aggregated(
+    version: str,
+    groups: list[tuple[str, list[str]]],
+    entries_of: Callable[[str, str], list[JsonDict] | None],
+) -> Response:
+    """An ``APIGroupDiscoveryList`` (aggregated discovery): every group, its versions (the
+    preferred first) and their resources with their subresources, in one answer."""
+    items: list[JsonDict] = []
+    for group, versions in groups:
+        found: list[JsonDict] = []
+        for gv in versions:
+            resources: list[JsonDict] = []
+            for entry in entries_of(group, gv) or []:
+                name = str(entry["name"])
+                response_kind = {
+                    "group": entry.get("group", group),
+                    "version": entry.get("version", gv),
+                    "kind": entry["kind"],
+                }
+                if "/" in name:
+                    parent, subresource = name.split("/", 1)
+                    for resource in resources:
+                        if resource["resource"] == parent:
+                            resource.setdefault("subresources", []).append(
+                                {
+                                    "subresource": subresource,
+                                    "responseKind": response_kind,
+                                    "verbs": entry["verbs"],
+                                }
+                            )
+                    continue
+                resource = {
+                    "resource": name,
+                    "responseKind": response_kind,
+                    "scope": "Namespaced" if entry["namespaced"] else "Cluster",
+                    "singularResource": entry["singularName"],
+                    "verbs": entry["verbs"],
+                }
+                for key in ("shortNames", "categories"):
+                    if entry.get(key):
+                        resource[key] = entry[key]
+                resources.append(resource)
+            found.append({"version": gv, "resources": resources, "freshness": "Current"})
+        items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": found})
+    body = {
+        "kind": _AGGREGATED,
+        "apiVersion": f"{_DISCOVERY_GROUP}/{version}",
+        "metadata": {},
+        "items": items,
+    }
+    content_type = f"application/json;g={_DISCOVERY_GROUP};v={version};as={_AGGREGATED}"
+    return Response(payload=body, headers={"Content-Type": content_type})
 
 
 def _api_group(group: str, versions: list[str]) -> JsonDict:
