@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mcp_remediator.testing.emulator import ApiServerEmulator, write_kubeconfig
+from mcp_remediator.testing.tls import make_certificate, tls_server
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MCP_GROUP = "mcp.dese.ai"
@@ -601,3 +602,46 @@ async def test_kubectl_deletes_by_label_and_all(
     assert [cm["metadata"]["name"] for cm in em.list_objects("v1", "configmaps", "apps")] == ["c"]
     await run(base, "delete", "cm", "-n", "apps", "--all")
     assert em.list_objects("v1", "configmaps", "apps") == []
+
+
+async def test_kubectl_auth_over_tls_with_rbac(tmp_path: pathlib.Path) -> None:
+    """With authentication on, kubectl sends its token (only over https): ``auth whoami``
+    and ``auth can-i`` (protobuf reviews) answer as RBAC decides, as on a cluster."""
+    binary = kubectl()
+    async with ApiServerEmulator() as em:
+        cert, key = make_certificate(tmp_path, "api")
+        async with tls_server(em, cert, key) as server:
+            em.register_builtins()
+            em.register_crd_dir(ROOT / "crds")
+            em.enable_auth()
+            rbac = "rbac.authorization.k8s.io"
+            em.apply(
+                [
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mcp"}},
+                    {"apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": {"name": "viewer", "namespace": "mcp"}},
+                    {"apiVersion": f"{rbac}/v1", "kind": "RoleBinding",
+                     "metadata": {"name": "viewer", "namespace": "mcp"},
+                     "subjects": [{"kind": "ServiceAccount", "name": "viewer",
+                                   "namespace": "mcp"}],
+                     "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "view"}},
+                ]
+            )  # fmt: skip
+            url = str(server.url).rstrip("/")
+            token = em.service_account_token("mcp", "viewer")
+            config = write_kubeconfig(
+                tmp_path / "viewer", url, "mcp", token=token, certificate_authority=cert
+            )
+            base = [binary, "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "c")]
+            whoami = await run(base, "auth", "whoami")
+            assert "system:serviceaccount:mcp:viewer" in whoami, whoami
+            assert (await run(base, "auth", "can-i", "list", "configmaps")).strip() == "yes"
+            process = await asyncio.create_subprocess_exec(
+                *base, "auth", "can-i", "patch", "deployments", stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
+            assert (process.returncode, out.decode().strip()) == (1, "no")
+            rules = await run(base, "auth", "can-i", "--list", "-n", "mcp")
+            assert "configmaps" in rules, rules
+            forbidden = await run_failing(base, "create", "configmap", "x", "-n", "mcp")
+            assert 'User "system:serviceaccount:mcp:viewer" cannot create' in forbidden

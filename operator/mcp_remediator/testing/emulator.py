@@ -1364,7 +1364,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _review(self, spec: _Spec, request: kmock.Request) -> tuple[int, JsonDict]:
         """Answer an access review or a SelfSubjectReview (created, never stored)."""
-        body = _json_body(request)
+        body = _object_body(request, spec)
         if not isinstance(body, dict):
             raise _bad_request("the body of a create must be a JSON object")
         review_spec = body.get("spec") or {}

@@ -276,6 +276,27 @@ _ROLE_REF: Schema = {
 }
 _META = (1, ("metadata", _OBJECT_META, False))
 
+_ACCESS_REVIEW_SPEC: Schema = {
+    1: (
+        "resourceAttributes",
+        {
+            1: ("namespace", "string", False),
+            2: ("verb", "string", False),
+            3: ("group", "string", False),
+            4: ("version", "string", False),
+            5: ("resource", "string", False),
+            6: ("subresource", "string", False),
+            7: ("name", "string", False),
+        },
+        False,
+    ),
+    2: (
+        "nonResourceAttributes",
+        {1: ("path", "string", False), 2: ("verb", "string", False)},
+        False,
+    ),
+}
+
 SCHEMAS: dict[tuple[str, str], Schema] = {
     ("v1", "Namespace"): {
         _META[0]: _META[1],
@@ -321,6 +342,16 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
         2: ("subjects", _SUBJECT, True),
         3: ("roleRef", _ROLE_REF, False),
     },
+    # kubectl auth can-i [--list], kubectl auth whoami
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
+        _META[0]: _META[1],
+        2: ("spec", _ACCESS_REVIEW_SPEC, False),
+    },
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
+        _META[0]: _META[1],
+        2: ("spec", {1: ("namespace", "string", False)}, False),
+    },
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {_META[0]: _META[1]},
 }
 
 _UNKNOWN: Schema = {
