@@ -133,7 +133,7 @@ import yaml
 from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
-from mcp_remediator.testing import authz
+from mcp_remediator.testing import authz, schema
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -167,6 +167,11 @@ ADMIN_USERNAME = "kubernetes-admin"  # the user of ``admin_token`` (in group sys
 # Who the HTTP request being served acts as (``None`` while auth is off), for the reviews.
 _REQUEST_USER: contextvars.ContextVar[authz.UserInfo | None] = contextvars.ContextVar(
     "emulated_request_user", default=None
+)
+# The write being served over HTTP (``None`` for the sync helpers and reactors): its
+# ``fieldValidation`` and the warnings it earns (``Warning`` headers).
+_WRITE: contextvars.ContextVar[_Write | None] = contextvars.ContextVar(
+    "emulated_write", default=None
 )
 _RBAC = f"{authz.RBAC_GROUP}/v1"
 _AUTHORIZATION = f"{authz.AUTHORIZATION_GROUP}/v1"
@@ -249,6 +254,13 @@ class _Spec:
     def qualified(self) -> str:
         """``plural.group`` as the real server names a resource in its messages."""
         return f"{self.resource.plural}.{self.resource.group}".rstrip(".")
+
+
+@dataclass
+class _Write:
+    verb: Literal["create", "update", "patch"]
+    field_validation: str
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -951,11 +963,20 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self, request: kmock.Request, op: Callable[[kmock.Request], tuple[int, JsonDict]]
     ) -> Response:
         # API errors are answers, not failures of the mock: they stay out of ``em.errors``.
+        write = None
         try:
-            with self._state_lock:
-                code, body = op(request)
+            write = _write_of(request)
+            token = _WRITE.set(write)
+            try:
+                with self._state_lock:
+                    code, body = op(request)
+            finally:
+                _WRITE.reset(token)
         except ApiError as exc:
             code, body = exc.code, exc.status()
+        if write is not None and write.warnings:
+            headers = {"Warning": schema.warning_header(write.warnings)}
+            return Response(status=code, payload=body, headers=headers)
         return Response(status=code, payload=body)
 
     async def _serve_watch(  # type: ignore[override]
@@ -1315,9 +1336,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         meta["generation"] = 1
         _tidy_meta(meta)
         obj = _typed(spec, obj)
+        _unknown_fields(spec, obj)
         if spec.has_status and not keep_status:
             obj.pop("status", None)
         obj = _normalize(obj, spec.schema)
+        _validate(spec, name, obj, None, "main")
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = self._key(spec, namespace, name)
@@ -1354,6 +1377,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self, spec: _Spec, name: str, current: JsonDict, proposed: JsonDict, scope: Scope
     ) -> JsonDict:
         """Turn a client's proposed object into what the server stores (or refuse it)."""
+        if scope != "all":  # a reactor's write is no client's
+            _unknown_fields(spec, _typed(spec, proposed))
         old_meta = current["metadata"]
         new_meta = proposed.get("metadata")
         new_meta = dict(new_meta) if isinstance(new_meta, dict) else {}
@@ -1398,6 +1423,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             final["metadata"] = new_meta
 
         final = _normalize(_typed(spec, final), spec.schema)
+        _validate(spec, name, final, current, scope)
         if _content(spec, final) != _content(spec, current):
             final["metadata"]["generation"] = old_meta.get("generation", 0) + 1
         return final
@@ -2133,57 +2159,76 @@ def _parse_field_selector(selector: str) -> list[tuple[str, str, str]]:
 # --- structural schemas -------------------------------------------------------------------
 
 
-def _normalize(obj: JsonDict, schema: JsonDict | None) -> JsonDict:
+def _normalize(obj: JsonDict, structural: JsonDict | None) -> JsonDict:
     """Prune unknown fields, then apply defaults, as a CRD's structural schema says."""
-    if schema is None:
-        return obj
-    head = {key: obj[key] for key in ("apiVersion", "kind", "metadata") if key in obj}
-    body = {key: value for key, value in obj.items() if key not in head}
-    return {**head, **_default(_prune(body, schema), schema)}
+    return schema.normalize(obj, structural)[0]
 
 
-def _is_object_schema(schema: JsonDict) -> bool:
-    return (
-        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
-    )
+def _write_of(request: kmock.Request) -> _Write | None:
+    """The write an HTTP request makes, with its ``fieldValidation`` (422 when not one of
+    the values the real server knows).
+    """
+    verbs: dict[str, Literal["create", "update", "patch"]] = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+    }
+    verb = verbs.get(request.method.value)
+    if verb is None or request.resource is None:
+        return None
+    value = request.params.get("fieldValidation", "")
+    refused = schema.field_validation_error(f"{verb.capitalize()}Options", value)
+    if refused is not None:
+        raise ApiError(refused["code"], refused["reason"], refused["message"], refused["details"])
+    return _Write(verb, value or "Warn")
 
 
-def _prune(value: Any, schema: JsonDict) -> Any:
-    if isinstance(value, dict) and _is_object_schema(schema):
-        properties: JsonDict = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        keep_unknown = additional is True or schema.get("x-kubernetes-preserve-unknown-fields")
-        embedded = schema.get("x-kubernetes-embedded-resource") is True
-        pruned: JsonDict = {}
-        for key, item in value.items():
-            sub = properties.get(key, additional if isinstance(additional, dict) else None)
-            if sub is None:
-                if keep_unknown or (embedded and key in ("apiVersion", "kind", "metadata")):
-                    pruned[key] = item
-            elif item is not None or sub.get("nullable"):
-                pruned[key] = _prune(item, sub)
-        return pruned
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_prune(item, schema["items"]) for item in value]
-    return value
+def _unknown_fields(spec: _Spec, proposed: JsonDict) -> None:
+    """Answer the unknown fields of a client's object as its ``fieldValidation`` says:
+    ``Strict`` refuses the write, ``Warn`` (the default) warns, ``Ignore`` says nothing.
+    """
+    write = _WRITE.get()
+    if write is None or spec.schema is None or write.field_validation == "Ignore":
+        return
+    unknown = schema.normalize(proposed, spec.schema)[1]
+    if not unknown:
+        return
+    if write.field_validation == "Warn":
+        write.warnings.extend(schema.unknown_messages(unknown))
+        return
+    error = schema.strict_decoding_error(unknown)
+    if write.verb != "patch":
+        version = spec.resource.version
+        raise _bad_request(
+            f'{spec.kind} in version "{version}" cannot be handled as a {spec.kind}: {error}'
+        )
+    invalid = [schema.FieldError(schema.INVALID, "patch", schema.go_json(proposed), error)]
+    body = schema.invalid_status("", "", "", invalid)
+    raise ApiError(422, "Invalid", body["message"], body["details"])
 
 
-def _default(value: Any, schema: JsonDict) -> Any:
-    if isinstance(value, dict):
-        properties: JsonDict = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        result = dict(value)
-        for key, sub in properties.items():
-            if "default" in sub and key not in result:
-                result[key] = copy.deepcopy(sub["default"])
-        for key, item in list(result.items()):
-            sub = properties.get(key, additional if isinstance(additional, dict) else None)
-            if sub is not None:
-                result[key] = _default(item, sub)
-        return result
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_default(item, schema["items"]) for item in value]
-    return value
+def _validate(spec: _Spec, name: str, obj: JsonDict, old: JsonDict | None, scope: Scope) -> None:
+    """422 Invalid when ``obj`` breaks its CRD's structural schema (see ``schema.py``)."""
+    if spec.schema is None:
+        return
+    if scope == "status":
+        status_schema = (spec.schema.get("properties") or {}).get("status")
+        if "status" not in obj or not isinstance(status_schema, dict):
+            return
+        errors = schema.validate(
+            obj["status"],
+            status_schema,
+            (old or {}).get("status"),
+            prefix="status",
+            ratchet=False,
+        )
+    elif old is None:
+        errors = schema.validate(obj, spec.schema)
+    else:
+        errors = schema.validate(obj, spec.schema, old)
+    if errors:
+        body = schema.invalid_status(spec.resource.group or "", spec.kind, name, errors)
+        raise ApiError(422, "Invalid", body["message"], body["details"])
 
 
 # --- patches ------------------------------------------------------------------------------
