@@ -974,10 +974,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 _WRITE.reset(token)
         except ApiError as exc:
             code, body = exc.code, exc.status()
-        if write is not None and write.warnings:
-            headers = {"Warning": schema.warning_header(write.warnings)}
-            return Response(status=code, payload=body, headers=headers)
-        return Response(status=code, payload=body)
+        # KMock merges the headers of an answer into its fallback reaction, where they stay:
+        # ``None`` clears a previous answer's warnings.
+        warnings = schema.warning_header(write.warnings) if write and write.warnings else None
+        return Response(status=code, payload=body, headers={"Warning": warnings})
 
     async def _serve_watch(  # type: ignore[override]
         self, request: kmock.Request
