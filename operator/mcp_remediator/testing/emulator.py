@@ -1094,6 +1094,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 "the namespace of the provided object does not match"
                 " the namespace sent on the request"
             )
+        _unknown_fields(spec, _typed(spec, body))  # decoding comes first: 400 before 409
         created = self._create(spec, request.namespace, body, keep_status=False, react=True)
         return 201, self._present(spec, created)
 
@@ -1336,7 +1337,6 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         meta["generation"] = 1
         _tidy_meta(meta)
         obj = _typed(spec, obj)
-        _unknown_fields(spec, obj)
         if spec.has_status and not keep_status:
             obj.pop("status", None)
         obj = _normalize(obj, spec.schema)
@@ -1993,9 +1993,11 @@ def _stale_message(spec: _Spec, name: str) -> str:
 
 
 def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
-    return ApiError(
-        422, "Invalid", f'{spec.kind} "{name}" is invalid: {message}', _details(spec, name)
-    )
+    group = spec.resource.group or ""
+    qualified = f"{spec.kind}.{group}" if group else spec.kind
+    details = {key: value for key, value in (("name", name), ("group", group)) if value}
+    details["kind"] = spec.kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {message}', details)
 
 
 def _bad_request(message: str) -> ApiError:
