@@ -12,7 +12,18 @@ client depend on:
   ``creationTimestamp`` and ``generation``, honours ``generateName``, answers 409
   AlreadyExists, and drops ``status`` for kinds with a status subresource;
 * CRD structural schemas prune unknown fields (``x-kubernetes-preserve-unknown-fields``,
-  ``additionalProperties``) and apply ``default`` values on every write;
+  ``additionalProperties``), apply ``default`` values, then validate every write of a custom
+  resource (``schema.py``: types, ``enum``, ``required``, bounds, lengths, ``pattern``,
+  sizes, formats, int-or-string, ``allOf``/``anyOf``/``oneOf``/``not``, list-type sets and
+  maps, embedded resources); a refusal is kube-apiserver's 422 Invalid, worded as it words
+  it (``McpRemediation.mcp.dese.ai "x" is invalid: spec.dryRun: Invalid value: ...``, one
+  cause per field); updates ratchet (a bad value the update left alone passes), ``/status``
+  writes are checked against the status schema and do not ratchet. The sync helpers
+  (``seed``, ``apply``...) are refused the same way (``ApiError``). Unknown fields follow
+  the write's ``fieldValidation``: ``Strict`` is 400 BadRequest (``strict decoding error:
+  unknown field "spec.foo"``; a 422 on ``patch`` for a PATCH), ``Warn``, the default, a
+  ``Warning`` header (``299 - "unknown field ..."``), ``Ignore`` nothing; another value
+  is the real 422 on ``CreateOptions``/``UpdateOptions``/``PatchOptions``;
 * PATCH as JSON merge patch, JSON patch (RFC 6902; a failed ``test`` is 422 Invalid) and,
   for built-in kinds, strategic merge patch; PUT replaces; a stale
   ``metadata.resourceVersion`` is 409 Conflict; writes that change nothing keep the
@@ -62,12 +73,16 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 * every decision goes to ``em.audit`` (``authz.AuditEntry``: who, impersonated by whom, what,
   allowed or the answer instead).
 
-Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
-checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
-that do not exist), garbage collection of owned objects or ``propagationPolicy``; no
-server-side apply or ``deletecollection``; a list is one page unless ``limit`` asks for
-pages, whose ``continue`` token resumes after the last name (later pages show objects as
-they are then, not as of the first page). Built-in kinds get no defaults and no pruning,
+Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are not evaluated, and
+of ObjectMeta only names are validated (labels, annotations, finalizers are not); errors
+among sibling fields come in the schema's order (the real server's order varies); several
+warnings share one ``Warning`` header, comma-separated; built-in kinds are not validated
+and warn of no unknown fields. No admission webhooks, namespace lifecycle (objects may
+be created in namespaces that do not exist), garbage collection of owned objects or
+``propagationPolicy``; no server-side apply or ``deletecollection``; a list is one page
+unless ``limit`` asks for pages, whose ``continue`` token resumes after the last name
+(later pages show objects as they are then, not as of the first page). Built-in kinds get
+no defaults and no pruning,
 and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
 merge keys); on custom resources it is refused with 415, as a real server does. All served
