@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,11 +95,97 @@ def diagnosis(output: str) -> str:
     return output + f"\n--- the end of {log}:\n" + "\n".join(tail)
 
 
+def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The output up to and including the line holding ``marker`` (the whole output if the
+    demo ends first). A demo still running without it at ``timeout`` is interrupted."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if marker in line:
+                break
+        seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not seen.wait(timeout):
+        process.send_signal(signal.SIGINT)
+        rest = finish(process, timeout=30)
+        raise AssertionError(f"no {marker!r} after {timeout:g}s:\n{''.join(lines)}{rest}")
+    return "".join(lines)
+
+
+KUBECONFIG = re.compile(r"kubectl --kubeconfig (\S+) -n mcp get mcpremediations")
+
+
+def kubectl(kubeconfig: str, *args: str, timeout: float = 30) -> str:
+    binary = shutil.which("kubectl")
+    assert binary is not None, "kubectl is not installed (the machine image brings it)"
+    done = subprocess.run(
+        [binary, "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+    failures = [line for line in done.stderr.splitlines() if line.lower().startswith("error")]
+    assert not failures, f"kubectl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def kubectl_watch(kubeconfig: str, *args: str, seconds: float) -> str:
+    """What ``kubectl … -w`` printed in ``seconds``, and nothing on its stderr."""
+    binary = shutil.which("kubectl")
+    assert binary is not None, "kubectl is not installed (the machine image brings it)"
+    process = subprocess.Popen(
+        [binary, "--kubeconfig", kubeconfig, *args, "-w"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        out, err = process.communicate()
+    assert not err.strip(), err
+    return out
+
+
+def kubectl_tour(kubeconfig: str) -> None:
+    """The kubectl commands a user of ``demo --keep-running`` is told to try (issue 14's
+    list), on the world the incidents left behind."""
+    pods = kubectl(kubeconfig, "get", "pods", "-A")
+    assert "dese-api-" in pods and "NAMESPACE" in pods, pods
+    table = kubectl(kubeconfig, "-n", "mcp", "get", "mcprem")
+    assert table.split("\n")[0].split()[:4] == ["NAME", "RUNBOOK", "PHASE", "STEP"], table
+    assert "Succeeded" in table, table
+    watched = kubectl_watch(kubeconfig, "-n", "mcp", "get", "mcprem", seconds=3)
+    assert "RUNBOOK" in watched and "Succeeded" in watched, watched
+    explained = kubectl(kubeconfig, "explain", "mcprem.spec")
+    assert "dryRun" in explained and "runbookRef" in explained, explained
+    events = kubectl(kubeconfig, "-n", "mcp", "get", "events")
+    assert "McpRemediation/" in events or "mcpremediation/" in events, events
+    applied = kubectl(kubeconfig, "apply", "-k", "manifests/runbooks")
+    assert "mcprunbook.mcp.dese.ai/redis-down" in applied, applied
+
+
 def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
-    process = demo_process()
+    process = demo_process("--keep-running")
     # Well past the demo's own bounds (two minutes an incident): a stuck incident ends the
     # demo NOT VERIFIED, with its logs kept, and the failure shows them.
-    output = finish(process, timeout=240)
+    head = read_until(process, "the operator's metrics:", timeout=240)
+    found = KUBECONFIG.search(head)
+    assert found is not None, diagnosis(head)
+    try:
+        kubectl_tour(found.group(1))
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = head + finish(process, timeout=30)
 
     assert process.returncode == 0, diagnosis(output)
     text = flat(output)
@@ -109,7 +197,7 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         }.get(incident.key, "VERIFIED")
         assert f"=> {kind} {incident.key}:" in text, f"{incident.key} not verified:\n{output}"
     assert "NOT VERIFIED" not in text
-    assert len(INCIDENTS) == 12
+    assert len(INCIDENTS) == 13
     assert f"{len(INCIDENTS)} of {len(INCIDENTS)} incidents reached their verified end" in text
     # The refusal points to Git, and the evidence to the policy's file there.
     assert (
@@ -177,6 +265,24 @@ def test_the_demo_brings_every_incident_to_its_verified_end() -> None:
         "ConfigMap mcp-staging/dese-api-config is back exactly as before "
         "(MCP_PROMETHEUS_TIMEOUT_MS=3000), and on-call was notified"
     ) in text
+    # The AI ops agent over MCP: list, simulate (nothing written), propose; the proposal is
+    # held for a human, carries its proposer and reason, and runs once approved.
+    proposal = re.search(r"propose_remediation -> (websocket-events-not-published-proposal-\w+): "
+                         r"AwaitingApproval", text)  # fmt: skip
+    assert proposal is not None, output
+    name = proposal.group(1)
+    assert re.search(
+        r"agent list_runbooks -> \d+ runbooks; for its finding: websocket-events-not-published",
+        text,
+    ), output
+    assert "guardrails allowed; nothing was written" in text
+    assert (
+        f'review {name} is held AwaitingApproval, no step run; proposed-by "triage-agent 0.1-demo"'
+    ) in text
+    held, approved = text.index(f"review {name} is held"), text.index(f"patch mcprem {name}")
+    started = text.index(f"run {name}: Running")
+    assert held < approved < started, output
+    assert f"run {name}: Succeeded (Completed)" in text
     # Every daemon it started is gone, the restarted redis-server too.
     restarted = re.search(r"redis-server again \(pid \d+ -> (\d+)\)", text)
     assert restarted is not None

@@ -274,6 +274,47 @@ async def test_discovery_prefers_versions_as_kube_apiserver_does(em: ApiServerEm
 # --- create ---------------------------------------------------------------------------------
 
 
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+async def test_registered_crds_are_stored_established(em: ApiServerEmulator) -> None:
+    status, crd = await call(em, "GET", f"{CRDS}/widgets.{GROUP}")
+    assert status == 200, crd
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions == {"NamesAccepted": "True", "Established": "True"}
+    assert crd["status"]["acceptedNames"]["kind"] == "Widget"
+    assert crd["status"]["storedVersions"] == ["v1"]
+    _, listed = await call(em, "GET", CRDS)
+    # The third-party CRDs the operator touches are there too, as in a cluster.
+    assert {f"widgets.{GROUP}", "applications.argoproj.io"} <= {
+        item["metadata"]["name"] for item in listed["items"]
+    }
+
+
+async def test_a_crd_created_through_the_api_is_served_until_deleted(
+    em: ApiServerEmulator,
+) -> None:
+    gadgets = widget_crd()
+    gadgets["metadata"]["name"] = f"gadgets.{GROUP}"
+    gadgets["spec"]["names"] = {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"}
+    created = await create(em, CRDS, gadgets)
+    assert "status" not in created or not created["status"].get("conditions")
+    _, discovery = await call(em, "GET", f"/apis/{GROUP}/v1")
+    assert "gadgets" in {r["name"] for r in discovery["resources"]}
+    gadget = {**widget("g1"), "kind": "Gadget"}
+    stored = await create(em, f"/apis/{GROUP}/v1/namespaces/ns/gadgets", gadget)
+    assert stored["spec"]["size"] == 3  # the schema's default: the CRD's schema is in force
+    _, crd = await call(em, "GET", f"{CRDS}/gadgets.{GROUP}")
+    assert {c["type"] for c in crd["status"]["conditions"]} == {"NamesAccepted", "Established"}
+
+    status, _ = await call(em, "DELETE", f"{CRDS}/gadgets.{GROUP}")
+    assert status == 200
+    status, body = await call(em, "GET", f"/apis/{GROUP}/v1/namespaces/ns/gadgets/g1")
+    assert status == 404, body
+    _, discovery = await call(em, "GET", f"/apis/{GROUP}/v1")
+    assert "gadgets" not in {r["name"] for r in discovery["resources"]}
+
+
 async def test_create_stamps_server_metadata(em: ApiServerEmulator) -> None:
     first = await create(em, CONFIGMAPS, {"metadata": {"name": "a", "uid": "mine"}, "data": {}})
     second = await create(em, CONFIGMAPS, {"metadata": {"name": "b"}})

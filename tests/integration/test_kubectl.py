@@ -1,5 +1,8 @@
 """The real ``kubectl`` reads the emulated cluster through a kubeconfig, as a user of the demo
-would: discovery (core kinds, short names, CRDs from crds/, their category) and a watch.
+would: discovery (core kinds, short names, CRDs from crds/, their category), a watch, the
+server's Table columns (printer columns of the CRDs, the built-in printers, in a watch too),
+``kubectl explain`` from the OpenAPI v3 documents and ``kubectl apply -k`` with its default
+validation (which finds ``fieldValidation`` in OpenAPI v3 and leaves it to the server).
 
 kubectl is required: a missing binary fails the test (it comes with the machine image; the
 Makefile's deps targets do not install it).
@@ -9,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import kmock
 import pytest
+import yaml
 
 from mcp_remediator.testing.emulator import ApiServerEmulator, write_kubeconfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MCP_GROUP = "mcp.dese.ai"
+RUNBOOKS = f"{MCP_GROUP}/v1alpha1"
 TIMEOUT = 30.0
 
 
@@ -112,6 +118,7 @@ def names(table: str) -> set[str]:
         (("get", "mcprem", "-n", "mcp"), {"existing"}),
         (("get", "mcpremediations.mcp.dese.ai", "-n", "mcp"), {"existing"}),
         (("get", "all", "-n", "apps"), {"web-0", "pod/web-0"}),
+        (("get", "crd"), {"mcpremediations.mcp.dese.ai", "applications.argoproj.io"}),
     ],
 )
 async def test_kubectl_gets(
@@ -189,3 +196,170 @@ async def test_kubectl_watch_sees_an_object_created_after_it_started(
         _, err = await process.communicate()
     stderr = err.decode()
     assert "Warning" not in stderr and "error" not in stderr.lower(), stderr
+
+
+def table(output: str) -> tuple[list[str], list[list[str]]]:
+    """kubectl's table: the header's column names and each row split on 2+ spaces."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines, "kubectl printed no table"
+    split = [re.split(r"\s{2,}", line.strip()) for line in lines]
+    return split[0], split[1:]
+
+
+async def test_kubectl_get_shows_the_crds_printer_columns(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    running = remediation("running")
+    running["spec"] = {"runbookRef": {"name": "redis-down"}}
+    running["status"] = {"phase": "Running", "currentStep": "restart", "reason": "Started"}
+    em.seed(running)
+    header, rows = table(await run(base, "get", "mcprem", "-n", "mcp"))
+    assert header == ["NAME", "RUNBOOK", "PHASE", "STEP", "AGE"], header
+    assert ["running", "redis-down", "Running", "restart"] == rows[-1][:4], rows
+    assert re.fullmatch(r"\d+s", rows[-1][4]), rows  # the server's age, as kubectl shows it
+    # REASON is a priority-1 column: -o wide only.
+    header, rows = table(await run(base, "get", "mcprem", "running", "-n", "mcp", "-o", "wide"))
+    assert header == ["NAME", "RUNBOOK", "PHASE", "STEP", "REASON", "AGE"], header
+    assert rows[0][:5] == ["running", "redis-down", "Running", "restart", "Started"], rows
+
+
+async def test_kubectl_get_shows_built_in_columns(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    header, rows = table(await run(base, "get", "pods", "-n", "apps"))
+    assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], header
+    em.seed(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "apps"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                },
+            },
+            "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2},
+        }
+    )
+    header, rows = table(await run(base, "get", "deploy", "-n", "apps"))
+    assert header == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], header
+    assert rows[0][:4] == ["web", "2/3", "3", "2"], rows
+    header, rows = table(await run(base, "get", "cm", "-n", "mcp"))
+    assert header == ["NAME", "DATA", "AGE"] and rows[0][:2] == ["settings", "1"], rows
+    header, rows = table(await run(base, "get", "ns"))
+    assert header == ["NAME", "STATUS", "AGE"], header
+    # Kinds without a printer: Name and Created At.
+    em.seed(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "reader", "namespace": "mcp"},
+            "rules": [],
+        }
+    )
+    header, rows = table(await run(base, "get", "roles", "-n", "mcp"))
+    assert header == ["NAME", "CREATED AT"] and rows[0][0] == "reader", (header, rows)
+    # -o yaml still gets the objects themselves.
+    assert "kind: ConfigMap" in await run(base, "get", "cm", "settings", "-n", "mcp", "-o", "yaml")
+
+
+async def test_kubectl_explain_reads_the_crds_openapi_schema(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    _, base = emulated
+    output = await run(base, "explain", "mcprem.spec")
+    assert "KIND:       McpRemediation" in output and "runbookRef" in output, output
+    recursive = await run(base, "explain", "mcprem.spec", "--recursive")
+    assert re.search(r"^\s+runbookRef\s+<Object>", recursive, re.MULTILINE), recursive
+    assert re.search(r"^\s+name\s+<string>", recursive, re.MULTILINE), recursive
+    metadata = await run(base, "explain", "mcprunbooks.metadata")
+    assert "<ObjectMeta>" in metadata, metadata
+    pods = await run(base, "explain", "pods.spec.containers")
+    assert "<[]Container>" in pods and "image" in pods, pods
+
+
+async def test_kubectl_apply_k_runbooks_with_server_side_field_validation(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    expected = {
+        doc["metadata"]["name"]
+        for path in (ROOT / "manifests" / "runbooks").glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and doc.get("kind") == "McpRunbook"
+    }
+    assert expected, "manifests/runbooks holds McpRunbooks"
+    output = await run(base, "apply", "-k", str(ROOT / "manifests" / "runbooks"))
+    assert output.count(" created") == len(expected), output
+    stored = {obj["metadata"]["name"] for obj in em.list_objects(RUNBOOKS, "mcprunbooks", "mcp")}
+    assert stored == expected
+    # kubectl found fieldValidation in the OpenAPI v3 document: the server validates.
+    creates = [r for r in list(em) if r.method == kmock.method.POST]
+    assert creates and all(r.params.get("fieldValidation") == "Strict" for r in creates)
+    # Again: client-side apply patches what is there (GET, then a merge patch).
+    output = await run(base, "apply", "-k", str(ROOT / "manifests" / "runbooks"))
+    assert "created" not in output, output
+    header, rows = table(await run(base, "get", "mcprunbooks", "-n", "mcp"))
+    assert header == ["NAME", "VALID", "SUSPENDED", "LAST-TRIGGERED", "AGE"], header
+    assert {row[0] for row in rows} == expected
+
+
+async def test_kubectl_watch_prints_table_rows(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    process = await asyncio.create_subprocess_exec(
+        *base,
+        "get",
+        "pods",
+        "-n",
+        "apps",
+        "-w",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+
+        async def read_until(name: str) -> list[str]:
+            assert process.stdout is not None
+            while True:
+                line = (await process.stdout.readline()).decode()
+                if not line:
+                    raise AssertionError(f"kubectl's watch ended before {name!r}: {lines}")
+                lines.append(line)
+                if line.split()[:1] == [name]:
+                    return line.split()
+
+        await asyncio.wait_for(read_until("web-0"), TIMEOUT)
+        while "pods" not in em.watched_plurals():
+            await asyncio.wait_for(asyncio.sleep(0.05), TIMEOUT)
+        em.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web-1", "namespace": "apps"},
+                "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+                "status": {
+                    "phase": "Running",
+                    "containerStatuses": [
+                        {"name": "web", "ready": True, "restartCount": 2, "state": {"running": {}}}
+                    ],
+                },
+            }
+        )
+        row = await asyncio.wait_for(read_until("web-1"), TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.communicate()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], lines
+    assert row[:4] == ["web-1", "1/1", "Running", "2"], row
+    # One header: later events' Tables carry no column definitions.
+    assert sum(1 for line in lines if line.startswith("NAME")) == 1, lines

@@ -52,7 +52,6 @@ from mcp_remediator.models import (
 )
 from mcp_remediator.records import escalation_name
 from mcp_remediator.testing.daemons import DemoError, free_port
-from mcp_remediator.testing.emulator import write_kubeconfig
 from mcp_remediator.testing.operator_thread import OperatorThread
 
 WINDOW = re.compile(r"\[\d+[smhd]\]")
@@ -190,6 +189,8 @@ class Director:
         self.token = secrets.token_urlsafe(24)
         self.receiver_port = free_port()
         self.owners: dict[str, Block] = {}
+        # Runs whose names are known only once created (an agent's proposals), by prefix.
+        self.claims: dict[str, Block] = {}
         self.operator: OperatorThread | None = None
         self.http = httpx.AsyncClient(timeout=10)
         self._seen: dict[str, Any] = {}
@@ -252,7 +253,9 @@ class Director:
                 lines.append(self.printer.line("run", text.rstrip()))
         if not lines:
             return
-        owner = self.owners.get(name)
+        owner = self.owners.get(name) or next(
+            (block for prefix, block in self.claims.items() if name.startswith(prefix)), None
+        )
         if owner is None:
             self.printer.emit(*lines)
         else:
@@ -392,6 +395,10 @@ class IncidentStage:
         self.world.api.seed(body)
         return await self.follow(name, expect, namespace)
 
+    def claim(self, prefix: str) -> None:
+        """Route the timeline lines of runs named ``prefix…`` here (names not known yet)."""
+        self.director.claims[prefix] = self.block
+
     def _own(self, name: str, expect: Expect | None) -> None:
         """Route the timeline lines of this run, and of the runs it escalates to, here."""
         while expect is not None:
@@ -403,6 +410,7 @@ class IncidentStage:
     async def follow(self, name: str, expect: Expect, namespace: str = NAMESPACE) -> dict[str, Any]:
         """Wait until the remediation ends, approving it when asked; check how it ended
         and follow its escalation."""
+        self._own(display_name(namespace, name), expect)
         api = self.world.api
         approved = False
 
@@ -578,9 +586,7 @@ async def keep_serving(director: Director) -> None:
     token_file = director.directory / "receiver-token"
     token_file.write_text(director.token)
     token_file.chmod(0o600)
-    kubeconfig = write_kubeconfig(
-        director.directory / "kubeconfig", world.api_url, NAMESPACE, token=world.api.admin_token
-    )
+    kubeconfig = world.user_kubeconfig("admin", world.api.admin_token)
     now = _rfc3339(datetime.datetime.now(datetime.UTC))
     example = {
         "version": "4",

@@ -10,7 +10,8 @@ An incident returns a ``Verdict``, or raises ``DemoError`` saying what went wron
 Incidents in one lane run one after another; lanes run side by side. Everything that
 touches Redis or restarts ``dese-api`` shares lane 1, so no incident's fix can come from
 another's run; lane 3 acts on ``mcp-staging`` only (a timeout change that does not help,
-reverted), its verification's full timeout side by side with the others. Run by
+reverted), its verification's full timeout side by side with the others. An AI ops
+agent's proposal over MCP acts on ``aiops``, which nothing else touches. Run by
 ``demo``, which implements ``Stage``.
 """
 
@@ -27,7 +28,9 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from mcp_remediator.demo.agent import CLIENT_NAME, agent_session
 from mcp_remediator.demo.world import (
+    AGENT,
     CONFIG_MAP,
     NAMESPACE,
     NON_ROOT,
@@ -43,7 +46,12 @@ from mcp_remediator.demo.world import (
     World,
     pod_status,
 )
-from mcp_remediator.models import API_VERSION, REMEDIATIONS
+from mcp_remediator.models import (
+    ANNOTATION_PROPOSAL_REASON,
+    ANNOTATION_PROPOSED_BY,
+    API_VERSION,
+    REMEDIATIONS,
+)
 from mcp_remediator.testing.daemons import DemoError
 
 # The alerts' conditions at the demo's pace: 5 s windows instead of 5 minutes.
@@ -107,6 +115,12 @@ class Stage(Protocol):
     async def fire(self, *alerts: Alert) -> list[dict[str, Any]]: ...
 
     async def apply(self, body: dict[str, Any], expect: Expect) -> dict[str, Any]: ...
+
+    async def follow(
+        self, name: str, expect: Expect, namespace: str = NAMESPACE
+    ) -> dict[str, Any]: ...
+
+    def claim(self, prefix: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -649,6 +663,108 @@ async def tenant_isolation(stage: Stage) -> Verdict:
     )
 
 
+async def agent_proposal(stage: Stage) -> Verdict:
+    world = stage.world
+    module = "aiops"
+    world.faults.stalled_modules.add(module)
+    stage.say(
+        "fault",
+        f"{module}'s (Jarvis AIOps) ingestion worker is stuck: it publishes no WebSocket "
+        "events; its alert waits out its 15 minutes, and an AI ops agent triaging the "
+        "dashboards sees it first",
+    )
+    published = f'sum(rate(mcp_websocket_events_published_total{{module="{module}"}}[5s]))'
+    value = await stage.confirm(f"{published} == 0", f"{module}'s event counter stopped growing")
+    labels = {"alertname": "McpWebSocketEventsNotPublished", "namespace": NAMESPACE,
+              "module": module, "severity": "warning"}  # fmt: skip
+
+    def records() -> list[str]:
+        """The runs of the runbook the agent will look at (other lanes run other ones)."""
+        return sorted(
+            r["metadata"]["name"]
+            for r in world.api.list_objects(API_VERSION, REMEDIATIONS, NAMESPACE)
+            if (r["spec"].get("runbookRef") or {}).get("name") == "websocket-events-not-published"
+        )
+
+    before = records()
+    stage.claim("websocket-events-not-published-proposal-")
+    log = world.directory / "mcp-server.log"
+    async with agent_session(world.agent_kubeconfig(), log) as agent:
+        tools = await agent.tools()
+        stage.say(
+            "agent",
+            f"{CLIENT_NAME} starts `mcp-remediator mcp-server` over stdio as ServiceAccount "
+            f"{NAMESPACE}/{AGENT} (read runbooks, create remediations; no patch): tools "
+            f"{', '.join(tools)}",
+        )
+        listed = (await agent.call("list_runbooks", {"namespace": NAMESPACE}))["runbooks"]
+        chosen = [rb for rb in listed if any(
+            t.get("alertname") == labels["alertname"] for t in rb.get("triggers") or []
+        )]  # fmt: skip
+        stage.say(
+            "agent",
+            f"list_runbooks -> {len(listed)} runbooks; for its finding: "
+            f"{', '.join(rb['name'] for rb in chosen) or 'none'}",
+        )
+        simulation = await agent.call("simulate_alert", {"labels": labels})
+        [would] = simulation["remediations"]
+        steps = ", ".join(f"{s['name']}[{s['action']}]" for s in would["steps"])
+        restart = next(s for s in would["steps"] if s["action"] == "rolloutRestart")
+        stage.say(
+            "agent",
+            f"simulate_alert{_labels(labels)} -> runbook {would['runbook']}: {steps}; "
+            f"restart of {restart['params'].get('name')}; guardrails "
+            f"{would['guardrails']['decision']}; {simulation['note']}",
+        )
+        if records() != before:
+            raise DemoError("simulate_alert wrote a remediation")
+        reason = (
+            f"{published} has been {value:g} since the stall; runbook {would['runbook']} "
+            f"restarts {module}'s ingestion and checks the counter grows again"
+        )
+        proposal = await agent.call(
+            "propose_remediation",
+            {"runbook": would["runbook"], "namespace": NAMESPACE, "labels": labels,
+             "reason": reason},
+        )  # fmt: skip
+        name = proposal["name"]
+        stage.say(
+            "agent",
+            f"propose_remediation -> {name}: {proposal['phase']}; a human approves with: "
+            f"{proposal['approveWith']}",
+        )
+    run = world.api.get(API_VERSION, REMEDIATIONS, NAMESPACE, name) or {}
+    annotations = run.get("metadata", {}).get("annotations") or {}
+    by = annotations.get(ANNOTATION_PROPOSED_BY, "")
+    if not by.startswith(CLIENT_NAME) or annotations.get(ANNOTATION_PROPOSAL_REASON) != reason:
+        raise DemoError(f"the proposal does not carry its proposer and reason: {annotations}")
+    # The proposal is held: nothing runs until a person approves, whatever the runbook says.
+    await asyncio.sleep(1.0)
+    run = world.api.get(API_VERSION, REMEDIATIONS, NAMESPACE, name) or {}
+    status = run.get("status") or {}
+    started = [s["name"] for s in status.get("steps") or [] if s.get("phase") != "Pending"]
+    if status.get("phase") != "AwaitingApproval" or started or module in dict(world.restarts):
+        raise DemoError(f"the proposal did not wait for approval: {status}")
+    stage.say(
+        "review",
+        f'{name} is held AwaitingApproval, no step run; proposed-by "{by}", reason: "{reason}"',
+    )
+    run = await stage.follow(name, Expect(would["runbook"], "Succeeded", approve=True))
+    if module not in dict(world.restarts):
+        raise DemoError(f"{module} was not restarted: {world.restarts}")
+    rate = await value_of(world, published)
+    return Verdict(
+        "verified",
+        f"the agent listed, simulated (writing nothing) and proposed; the run waited for a "
+        f"human, who approved it; {module} was restarted and publishes events again at "
+        f"{rate:.1f}/s; the record names its proposer ({by}) and reason",
+    )
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
 INCIDENTS = [
     Incident("kyverno-policy-block", "Kyverno policy block", 1, kyverno_policy_block),
     Incident("redis-high-memory", "RedisHighMemoryUsage", 1, redis_high_memory),
@@ -671,5 +787,11 @@ INCIDENTS = [
         "Prometheus timeout that the timeout does not fix",
         3,
         prometheus_timeout_reverted,
+    ),
+    Incident(
+        "agent-proposal",
+        "An AI ops agent proposes over MCP; a human approves",
+        2,
+        agent_proposal,
     ),
 ]

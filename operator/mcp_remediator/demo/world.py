@@ -64,7 +64,12 @@ from mcp_remediator.testing.daemons import (
     start_redis,
     start_redis_exporter,
 )
-from mcp_remediator.testing.emulator import ApiServerEmulator, complete_rollouts
+from mcp_remediator.testing.emulator import (
+    ApiServerEmulator,
+    complete_rollouts,
+    write_kubeconfig,
+)
+from mcp_remediator.testing.tls import make_certificate, tls_server
 from mcp_remediator.tools import crdgen
 
 NAMESPACE = "mcp"
@@ -80,6 +85,8 @@ TENANT = "team-a"
 TENANT_RUNNER = "mcp-remediator-runner"
 ARGOCD_RBAC = "argocd-rbac-cm"
 TENANT_RUNBOOK = "team-a-redis-down"
+# The AI ops agent's ServiceAccount: what `mcp-remediator mcp-server` acts as for it.
+AGENT = "triage-agent"
 KYVERNO_NAMESPACE = "kyverno"
 MODULES = ("finbot", "mubot", "aiops", "observability")
 EVENT_TYPES = {"finbot": "portfolio", "mubot": "ledger", "aiops": "incidents",
@@ -347,6 +354,29 @@ def tenant() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def agent() -> list[dict[str, Any]]:
+    """The AI ops agent's identity in ``mcp``: it may read the runbooks, read and create
+    McpRemediations, and list Events; nothing else (no patch: it cannot approve)."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": AGENT, "namespace": NAMESPACE}
+    rules = [
+        {"apiGroups": ["mcp.dese.ai"], "resources": ["mcprunbooks"], "verbs": ["get", "list"]},
+        {
+            "apiGroups": ["mcp.dese.ai"],
+            "resources": ["mcpremediations"],
+            "verbs": ["get", "list", "create"],
+        },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    subject = {"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT}},
+    ]  # fmt: skip
+
+
 def staging() -> list[dict[str, Any]]:
     """mcp-staging: its dese-api (one replica) and dese-api-config, and the rights of the
     runner of ``mcp`` there: what prometheus-timeout needs (read and patch that one
@@ -488,7 +518,9 @@ class World:
         self.faults = Faults()
         self.metrics = Metrics()
         self.api = ApiServerEmulator()
-        self.api_url = ""
+        self.api_url = ""  # plain http: the demo's own clients
+        self.api_tls_url = ""  # https, for kubectl (``user_kubeconfig``)
+        self.api_ca = Path()
         self.http_url = ""
         self.redis_daemon: Daemon | None = None
         self.exporter: Daemon | None = None
@@ -516,6 +548,10 @@ class World:
         await self._stack.enter_async_context(self.api)
         server = await self._stack.enter_async_context(kmock.Server(self.api))
         self.api_url = str(server.url).rstrip("/")
+        # kubectl sends a token only over TLS: users' kubeconfigs name this listener.
+        self.api_ca, key = make_certificate(self.directory, "api")
+        secure = await self._stack.enter_async_context(tls_server(self.api, self.api_ca, key))
+        self.api_tls_url = str(secure.url).rstrip("/")
         await self._start_http()
         self.redis_daemon = await start_redis(self.supervisor, str(REDIS_MAXMEMORY))
         self.redis_pids.append(self.redis_daemon.pid)
@@ -568,6 +604,22 @@ class World:
             retry_backoff_seconds=0.3,
         )
 
+    def agent_kubeconfig(self) -> Path:
+        """A kubeconfig for the AI ops agent's ServiceAccount (``agent()``), as its MCP
+        client would hand to ``mcp-remediator mcp-server``."""
+        return self.user_kubeconfig(AGENT, self.api.service_account_token(NAMESPACE, AGENT))
+
+    def user_kubeconfig(self, name: str, token: str) -> Path:
+        """A kubeconfig with ``token`` for the API's https listener (kubectl sends no token
+        over plain http), trusting its certificate."""
+        return write_kubeconfig(
+            self.directory / f"{name}.kubeconfig",
+            self.api_tls_url,
+            NAMESPACE,
+            token=token,
+            certificate_authority=self.api_ca,
+        )
+
     def operator_token(self) -> str:
         """The bearer token of the operator's ServiceAccount (manifests/rbac)."""
         return self.api.service_account_token(*OPERATOR_ACCOUNT)
@@ -616,6 +668,7 @@ class World:
         api.seed(app_project())
         api.apply(tenant())
         api.apply(staging())
+        api.apply(agent())
         api.add_reactor("apps/v1", "deployments", complete_rollouts)
         api.add_reactor("apps/v1", "deployments", self._on_deployment)
         api.add_reactor("argoproj.io/v1alpha1", "applications", self._argocd_controller)

@@ -39,10 +39,27 @@ client depend on:
   ``sendInitialEvents`` (its closing bookmark only with ``allowWatchBookmarks``); ``watch``
   is read as Go's ``strconv.ParseBool`` (``1``, ``t``, ``True``... stream), and the stream is
   ``application/json``, one event a line, as kube-apiserver answers a JSON watch;
+* CustomResourceDefinitions are objects too: ``register_crd`` stores the CRD with the
+  status the apiextensions controllers write (names accepted, established, stored
+  versions), so ``kubectl get crd`` lists it; a CRD created or changed through the API is
+  served at once (a reactor stands in for the controllers), and a deleted one stops being
+  served, its objects gone (without DELETED events);
 * discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
   ``pods/status`` carry neither short names nor categories, and pods, services and the
   workload kinds are in the ``all`` category;
+* Table output (``tables.py``): a list, get or watch whose ``Accept`` asks for
+  ``as=Table;g=meta.k8s.io`` (``kubectl get``) is answered with a ``meta.k8s.io`` Table, the
+  Name column then a CRD version's ``additionalPrinterColumns`` (or Age), or columns like
+  kube-apiserver's printers for the built-in kinds (Name and Created At for the others),
+  rows carrying ``includeObject``'s PartialObjectMetadata, object or nothing; in a watch only
+  the first Table has the column definitions. ``as=PartialObjectMetadata[List]`` too;
+* OpenAPI (``openapi.py``): ``/openapi/v2`` (JSON; 406 to kubectl's protobuf-only Accept),
+  the ``/openapi/v3`` index with hashed ``serverRelativeURL``s and a document per
+  group-version, with the CRDs' structural schemas, built-in schemas generated from the
+  ``kubernetes`` client's models, and the paths with their operations and ``fieldValidation``
+  parameter (so ``kubectl explain`` works and ``kubectl apply`` leaves field validation to
+  the server);
 * errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
   and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
   a bad selector), which KMock's own error rendering answers and records.
@@ -85,7 +102,10 @@ unless ``limit`` asks for pages, whose ``continue`` token resumes after the last
 no defaults and no pruning,
 and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
-merge keys); on custom resources it is refused with 415, as a real server does. All served
+merge keys); on custom resources it is refused with 415, as a real server does. The OpenAPI
+documents' built-in schemas are generated (coarse formats, no ``x-kubernetes-patch-*`` merge
+keys), their PATCH operations leave strategic merge patch out (kubectl then patches with its
+compiled-in merge keys), and an Accept naming nothing servable gets JSON, not 406. All served
 versions of a CRD share one storage with ``conversion: None`` (only ``apiVersion`` differs). Objects
 deleted while their last finalizer is removed show the emptied finalizers in the DELETED
 event. Of authentication and authorization: no client certificates, JWT service account
@@ -148,7 +168,7 @@ import yaml
 from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
-from mcp_remediator.testing import authz, schema
+from mcp_remediator.testing import authz, openapi, schema, tables
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -330,6 +350,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
     _logs: dict[kmock.resource, _EventLog] = attrs.field(factory=dict, init=False)
     _reactors: dict[kmock.resource, list[Reactor]] = attrs.field(factory=dict, init=False)
+    # Each served CRD version's additionalPrinterColumns, for Table output (tables.py).
+    _printer_columns: dict[kmock.resource, list[JsonDict]] = attrs.field(factory=dict, init=False)
 
     # Authentication and authorization (see enable_auth).
     admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32), init=False)
@@ -345,12 +367,54 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         # KMock derives no action for PUT; the other fallbacks are its own, overridden below.
         self.fallback[kmock.method.PUT] << self._serve_replace
+        self.fallback["get", re.compile(r"/openapi/.*")] << self._serve_openapi
         self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
 
     # --- registration ---------------------------------------------------------------------
 
     def register_crd(self, crd: Mapping[str, Any]) -> None:
-        """Serve the resource a CRD manifest (apiextensions.k8s.io/v1) declares."""
+        """Serve the resource a CRD manifest (apiextensions.k8s.io/v1) declares, and keep the
+        CRD itself (established, as ``kubectl get crd`` lists it) once CRDs are served."""
+        with self._state_lock:
+            self._serve_crd(crd)
+            crds = kmock.resource(*_CRDS)
+            if crds not in self.resources:
+                return
+            spec = self._spec_of_names(*_CRDS)
+            name = str(crd["metadata"]["name"])
+            body = {**copy.deepcopy(dict(crd)), "status": _crd_status(crd)}
+            if self._current(spec, None, name) is None:
+                self._create(spec, None, body, keep_status=True, react=False)
+            else:
+                self._update(spec, None, name, lambda _: body, "all")
+
+    def _crd_controller(self, crd: JsonDict) -> JsonDict | None:
+        """A reactor on CRDs written through the API: serve what it declares and mark it
+        established, as the apiextensions controllers do."""
+        self._serve_crd(crd)
+        status = _crd_status(crd)
+        current = crd.get("status") or {}
+        if all(current.get(key) == value for key, value in status.items() if key != "conditions"):
+            types = {c.get("type"): c.get("status") for c in current.get("conditions") or []}
+            if types.get("Established") == "True" and types.get("NamesAccepted") == "True":
+                return None
+        return {"status": status}
+
+    def _unserve_crd(self, crd: Mapping[str, Any]) -> None:
+        """A deleted CRD: its resources are no longer served and its objects are gone."""
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        for resource in [r for r in self.resources if (r.group, r.plural) == (group, plural)]:
+            storage = self._storage.pop(resource, None)
+            self.resources.pop(resource, None)
+            self._schemas.pop(resource, None)
+            self._custom.discard(resource)
+            if storage is not None:
+                for key in [k for k in self._objects if k[0] == storage]:
+                    if not self._objects[key].deleted:
+                        self._objects[key].delete()
+
+    def _serve_crd(self, crd: Mapping[str, Any]) -> None:
         spec = crd["spec"]
         names = spec["names"]
         group, plural, kind = spec["group"], names["plural"], names["kind"]
@@ -376,6 +440,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     self._schemas.pop(resource, None)
                 self._storage[resource] = storage
                 self._custom.add(resource)
+                self._printer_columns[resource] = version.get("additionalPrinterColumns") or []
 
     def register_crd_file(self, path: str | pathlib.Path) -> list[str]:
         """Register every CRD among the YAML documents of a file (other kinds, such as a
@@ -410,6 +475,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     verbs=VERBS,
                 )
         self._register_auth_kinds()
+        self.add_reactor(*_CRDS, self._crd_controller)
         for api_version, plural, kind, namespaced, status, shortnames in _THIRD_PARTY_CRDS:
             self.register_crd(_crd(api_version, plural, kind, namespaced, status, shortnames))
 
@@ -813,6 +879,52 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             "resources": entries,
         }
 
+    def _openapi_kinds(self) -> dict[str, list[openapi.Kind]]:
+        """Every served kind by group-version, for the OpenAPI documents (openapi.py)."""
+        kinds: dict[str, list[openapi.Kind]] = {}
+        with self._state_lock:
+            for resource in self._get_resources():
+                try:
+                    spec = self._spec_of(resource)
+                except ApiError:  # not a served resource (a reaction's pattern, say)
+                    continue
+                kind = openapi.Kind(
+                    group=resource.group or "",
+                    version=str(resource.version),
+                    plural=str(resource.plural),
+                    kind=spec.kind,
+                    namespaced=spec.namespaced,
+                    has_status=spec.has_status,
+                    custom=spec.custom,
+                    verbs=frozenset(self.resources[resource].verbs),
+                    schema=spec.schema,
+                )
+                kinds.setdefault(kind.group_version, []).append(kind)
+        return kinds
+
+    async def _serve_openapi(self, request: kmock.Request) -> kmock.Payload:
+        """``/openapi/v2``, the ``/openapi/v3`` index and its group-version documents."""
+        status, body = self._openapi(request)
+        # Status and Content-Type every time: KMock keeps them on the reaction (see _as_table).
+        return Response(status=status, payload=body, headers={"Content-Type": "application/json"})
+
+    def _openapi(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        path = request.url.path.rstrip("/")
+        kinds = self._openapi_kinds()
+        if path == "/openapi/v2":
+            if not openapi.accepts_json(_header(request, "Accept")):
+                message = "only the following media types are accepted: application/json"
+                return 406, ApiError(406, "NotAcceptable", message).status()
+            return 200, openapi.v2_document(kind for served in kinds.values() for kind in served)
+        documents = {openapi.document_path(gv): served for gv, served in kinds.items()}
+        if path == "/openapi/v3":
+            encoded = {key: openapi.encode(openapi.v3_document(v)) for key, v in documents.items()}
+            return 200, openapi.v3_index(encoded)
+        served = documents.get(path.removeprefix("/openapi/v3/"))
+        if not path.startswith("/openapi/v3/") or served is None:
+            return 404, _not_found_resource().status()
+        return 200, openapi.v3_document(served)
+
     # --- KMock integration ------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -957,10 +1069,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return fixed
 
     async def _serve_list(self, request: kmock.Request) -> kmock.Payload:
-        return self._respond(request, self._list)
+        return self._as_table(request, self._respond(request, self._list))
 
     async def _serve_fetch(self, request: kmock.Request) -> kmock.Payload:
-        return self._respond(request, self._fetch)
+        return self._as_table(request, self._respond(request, self._fetch))
 
     async def _serve_create(self, request: kmock.Request) -> kmock.Payload:
         return self._respond(request, self._create_request)
@@ -999,7 +1111,38 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     ) -> Response:
         # kube-apiserver answers a JSON watch as ``application/json``, one event a line;
         # KMock's stream would go out as ``application/octet-stream``, which kubectl refuses.
-        return Response(headers={"Content-Type": "application/json"}, payload=self._watch(request))
+        events = self._watch(request)
+        target = tables.conversion(_header(request, "Accept"))
+        if target is not None:  # kubectl get -w: each event's object as a Table
+            with self._state_lock, contextlib.suppress(ApiError):  # _watch answers the error
+                printer = self._printer(self._spec_of(request.resource))
+                include = request.params.get("includeObject", "Metadata")
+                events = tables.convert_events(events, target, printer, include)
+        return Response(headers={"Content-Type": "application/json"}, payload=events)
+
+    def _printer(self, spec: _Spec) -> tables.Printer:
+        if spec.custom:
+            return tables.crd_printer(self._printer_columns.get(spec.resource))
+        return tables.builtin_printer(spec.resource.group or "", str(spec.resource.plural))
+
+    def _as_table(self, request: kmock.Request, response: Response) -> Response:
+        """A successful read as the Table (or PartialObjectMetadata) its Accept asks for.
+
+        Every answer names its Content-Type: KMock keeps the headers (and status) of a
+        returned ``Response`` on the reaction, so a Table's would stick to the next answer.
+        """
+        target = tables.conversion(_header(request, "Accept"))
+        if target is None or response.status != 200 or not isinstance(response.payload, dict):
+            return Response(
+                status=response.status,
+                payload=response.payload,
+                headers={"Content-Type": "application/json"},
+            )
+        with self._state_lock:
+            printer = self._printer(self._spec_of(request.resource))
+        include = request.params.get("includeObject", "Metadata")
+        body = tables.convert(target, printer, response.payload, include_object=include)
+        return Response(status=200, payload=body, headers={"Content-Type": target.media_type})
 
     async def _watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         loop = asyncio.get_running_loop()
@@ -1486,6 +1629,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             del log.events[:excess]
         for waiter in log.waiters:
             waiter.wake()
+        if (spec.storage.group, spec.storage.plural) == _CRDS_GROUP_PLURAL and kind == "DELETED":
+            self._unserve_crd(obj)
         if spec.storage.group == authz.RBAC_GROUP:
             self._policy = None
             if spec.storage.plural == "clusterroles" and not self._aggregating:
@@ -1720,15 +1865,20 @@ def write_kubeconfig(
     namespace: str = "default",
     *,
     token: str | None = None,
+    certificate_authority: str | pathlib.Path | None = None,
 ) -> pathlib.Path:
-    """Write a kubeconfig for a plain-http server and a user without credentials (or with a
-    bearer token, such as ``em.admin_token`` or ``em.service_account_token(ns, name)``).
+    """Write a kubeconfig for the server and a user without credentials (or with a bearer
+    token, such as ``em.admin_token`` or ``em.service_account_token(ns, name)``; kubectl
+    sends it only over https, with the server's ``certificate_authority``).
     """
     user: JsonDict = {} if token is None else {"token": token}
+    cluster: JsonDict = {"server": server_url}
+    if certificate_authority is not None:
+        cluster["certificate-authority"] = str(certificate_authority)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "emulator", "cluster": {"server": server_url}}],
+        "clusters": [{"name": "emulator", "cluster": cluster}],
         "users": [{"name": "emulator", "user": user}],
         "contexts": [
             {
@@ -1742,6 +1892,28 @@ def write_kubeconfig(
     target = pathlib.Path(path)
     target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return target
+
+
+_CRDS = ("apiextensions.k8s.io/v1", "customresourcedefinitions")
+_CRDS_GROUP_PLURAL = ("apiextensions.k8s.io", "customresourcedefinitions")
+
+
+def _crd_status(crd: Mapping[str, Any]) -> JsonDict:
+    """What the apiextensions controllers write on a CRD they accept: its names accepted,
+    established, its storage version recorded."""
+    spec = crd.get("spec") or {}
+    now = _now()
+    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+    return {
+        "acceptedNames": copy.deepcopy(spec.get("names") or {}),
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ],
+        "storedVersions": stored,
+    }  # fmt: skip
 
 
 # (apiVersion, plural, kind, namespaced, status subresource, short names)
