@@ -14,3 +14,6 @@ pytest_plugins = [
     "fixtures.gitops",
     "fixtures.hypothesis_profiles",
 ]
+# Test data, not tests: the Kubernetes Python client's e2e suite there runs in a subprocess
+# (integration/test_python_client_e2e.py).
+collect_ignore = ["data"]

@@ -1,8 +1,10 @@
-"""The real ``kubectl`` reads the emulated cluster through a kubeconfig, as a user of the demo
+"""The real ``kubectl`` drives the emulated cluster through a kubeconfig, as a user of the demo
 would: discovery (core kinds, short names, CRDs from crds/, their category), a watch, the
 server's Table columns (printer columns of the CRDs, the built-in printers, in a watch too),
-``kubectl explain`` from the OpenAPI v3 documents and ``kubectl apply -k`` with its default
-validation (which finds ``fieldValidation`` in OpenAPI v3 and leaves it to the server).
+``kubectl explain`` from the OpenAPI v3 documents, ``kubectl apply -k`` with its default
+validation (which finds ``fieldValidation`` in OpenAPI v3 and leaves it to the server),
+Events (``get``, ``events``, ``describe``), the protobuf bodies of ``kubectl create <kind>``,
+``scale``, ``apply --server-side`` (conflicts, ``--force-conflicts``) and deletion by label.
 
 kubectl is required: a missing binary fails the test (it comes with the machine image; the
 Makefile's deps targets do not install it).
@@ -363,3 +365,228 @@ async def test_kubectl_watch_prints_table_rows(
     assert row[:4] == ["web-1", "1/1", "Running", "2"], row
     # One header: later events' Tables carry no column definitions.
     assert sum(1 for line in lines if line.startswith("NAME")) == 1, lines
+
+
+async def run_failing(base: list[str], *args: str) -> str:
+    """Run kubectl expecting it to fail; its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        *base, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    assert process.returncode != 0, f"kubectl {' '.join(args)} succeeded"
+    return err.decode()
+
+
+def seed_events(em: ApiServerEmulator) -> None:
+    """An Event about the ``existing`` McpRemediation in each shape: core ``v1`` (as the
+    operator's ``kube.events.post_event`` writes it) and ``events.k8s.io/v1``.
+    """
+    target = em.get(f"{MCP_GROUP}/v1alpha1", "mcpremediations", "mcp", "existing")
+    assert target is not None
+    reference = {
+        "apiVersion": f"{MCP_GROUP}/v1alpha1",
+        "kind": "McpRemediation",
+        "name": "existing",
+        "namespace": "mcp",
+        "uid": target["metadata"]["uid"],
+    }
+    em.seed(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "existing.core", "namespace": "mcp"},
+            "involvedObject": reference,
+            "reason": "Planned",
+            "message": "the plan is ready",
+            "type": "Normal",
+            "firstTimestamp": "2025-01-01T00:00:00Z",
+            "lastTimestamp": "2025-01-01T00:00:00Z",
+            "count": 1,
+            "source": {"component": "mcp-remediator"},
+            "reportingComponent": "mcp-remediator",
+        }
+    )
+    em.seed(
+        {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": "existing.new", "namespace": "mcp"},
+            "regarding": reference,
+            "reason": "Refused",
+            "note": "a step was refused",
+            "type": "Warning",
+            "eventTime": "2025-01-01T00:00:01.000000Z",
+            "reportingController": "mcp.dese.ai/remediator",
+            "reportingInstance": "remediator-0",
+            "action": "Refuse",
+        }
+    )
+    em.seed(  # about another object: describe must not show it
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "other", "namespace": "mcp"},
+            "involvedObject": {**reference, "name": "other", "uid": "another-uid"},
+            "reason": "Elsewhere",
+            "message": "not about existing",
+            "type": "Normal",
+        }
+    )
+
+
+async def test_kubectl_gets_events_of_both_shapes(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    seed_events(em)
+    listed = await run(base, "get", "events", "-n", "mcp", "-o", "name")
+    assert {"event/existing.core", "event/existing.new"} <= set(listed.split()), listed
+    # kubectl's own columns for Events (no NAME), from the server's Table.
+    header = (await run(base, "get", "events", "-n", "mcp")).splitlines()[0].split()
+    assert header == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], header
+    output = await run(
+        base, "get", "events.events.k8s.io", "-n", "mcp", "-o", "jsonpath={.items[*].note}"
+    )
+    assert "the plan is ready" in output and "a step was refused" in output
+    selected = await run(
+        base,
+        "get",
+        "events",
+        "-n",
+        "mcp",
+        "--field-selector",
+        "involvedObject.name=other",
+        "-o",
+        "name",
+    )
+    assert selected.split() == ["event/other"]
+    listed = await run(base, "events", "-n", "mcp", "--for", "mcpremediation/existing")
+    assert "the plan is ready" in listed and "a step was refused" in listed
+    assert "not about existing" not in listed
+
+
+async def test_kubectl_describe_shows_the_events_of_an_object(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    seed_events(em)
+    output = await run(base, "describe", "mcprem", "existing", "-n", "mcp")
+    events = output.split("Events:", 1)[1]
+    assert "Planned" in events and "the plan is ready" in events
+    assert "Refused" in events and "a step was refused" in events
+    assert "Elsewhere" not in events
+
+
+async def test_kubectl_create_sends_protobuf_that_the_emulator_reads(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    await run(base, "create", "namespace", "extra")
+    await run(base, "create", "configmap", "made", "-n", "mcp", "--from-literal=a=b")
+    await run(base, "create", "secret", "generic", "key", "-n", "mcp", "--from-literal=k=v")
+    await run(base, "create", "deployment", "web", "-n", "apps", "--image=nginx", "--port=80")
+    await run(base, "create", "serviceaccount", "robot", "-n", "mcp")
+    await run(base, "create", "role", "reader", "-n", "mcp", "--verb=get", "--resource=pods")
+    await run(base, "create", "rolebinding", "reader", "-n", "mcp", "--role=reader", "--user=u")
+    await run(base, "create", "service", "clusterip", "web", "-n", "apps", "--tcp=80:8080")
+    service = em.get("v1", "services", "apps", "web")
+    assert service is not None and service["spec"]["ports"][0]["targetPort"] == 8080
+    assert em.get("v1", "namespaces", None, "extra") is not None
+    made = em.get("v1", "configmaps", "mcp", "made")
+    assert made is not None and made["data"] == {"a": "b"}
+    assert made["metadata"]["managedFields"][0]["manager"] == "kubectl-create"
+    secret = em.get("v1", "secrets", "mcp", "key")
+    assert secret is not None and secret["data"] == {"k": "dg=="}
+    web = em.get("apps/v1", "deployments", "apps", "web")
+    assert web is not None
+    container = web["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container["ports"]) == ("nginx", [{"containerPort": 80}])
+    assert web["spec"]["selector"] == {"matchLabels": {"app": "web"}}
+    binding = em.get("rbac.authorization.k8s.io/v1", "rolebindings", "mcp", "reader")
+    assert binding is not None and binding["roleRef"]["name"] == "reader"
+    assert binding["subjects"][0]["name"] == "u"
+
+
+async def test_kubectl_scale(emulated: tuple[ApiServerEmulator, list[str]]) -> None:
+    em, base = emulated
+    await run(base, "create", "deployment", "web", "-n", "apps", "--image=nginx")
+    output = await run(base, "scale", "deployment", "web", "-n", "apps", "--replicas=3")
+    assert "scaled" in output
+    web = em.get("apps/v1", "deployments", "apps", "web")
+    assert web is not None and web["spec"]["replicas"] == 3
+
+
+APPLIED = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+  namespace: apps
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: api}}
+  template:
+    metadata:
+      labels: {{app: api}}
+    spec:
+      containers:
+      - name: api
+        image: api:{tag}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: api-settings
+  namespace: apps
+data:
+  level: {level}
+"""
+
+
+async def test_kubectl_apply_server_side(
+    emulated: tuple[ApiServerEmulator, list[str]], tmp_path: pathlib.Path
+) -> None:
+    em, base = emulated
+    manifest = tmp_path / "app.yaml"
+    # --validate=false: kubectl's schema validation reads /openapi, which is not served here.
+    apply = ("apply", "--server-side", "--validate=false", "-f", str(manifest))
+    manifest.write_text(APPLIED.format(replicas=2, tag=1, level="info"))
+    output = await run(base, *apply)
+    assert "deployment.apps/api serverside-applied" in output
+    assert "configmap/api-settings serverside-applied" in output
+    api = em.get("apps/v1", "deployments", "apps", "api")
+    assert api is not None and api["spec"]["replicas"] == 2
+    [entry] = api["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Apply")
+
+    await run(base, "scale", "deployment", "api", "-n", "apps", "--replicas=5")
+    manifest.write_text(APPLIED.format(replicas=2, tag=2, level="debug"))
+    error = await run_failing(base, *apply)
+    assert "Apply failed with 1 conflict" in error and ".spec.replicas" in error, error
+
+    await run(base, *apply, "--force-conflicts")
+    api = em.get("apps/v1", "deployments", "apps", "api")
+    assert api is not None and api["spec"]["replicas"] == 2
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"] == "api:2"
+    settings = em.get("v1", "configmaps", "apps", "api-settings")
+    assert settings is not None and settings["data"] == {"level": "debug"}
+
+
+async def test_kubectl_deletes_by_label_and_all(
+    emulated: tuple[ApiServerEmulator, list[str]],
+) -> None:
+    em, base = emulated
+    for name, labels in (("a", {"a": "b"}), ("b", {"a": "b"}), ("c", {"a": "c"})):
+        em.seed(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "apps", "labels": labels},
+            }
+        )
+    output = await run(base, "delete", "cm", "-n", "apps", "-l", "a=b")
+    assert 'configmap "a" deleted' in output and 'configmap "b" deleted' in output
+    assert [cm["metadata"]["name"] for cm in em.list_objects("v1", "configmaps", "apps")] == ["c"]
+    await run(base, "delete", "cm", "-n", "apps", "--all")
+    assert em.list_objects("v1", "configmaps", "apps") == []

@@ -46,8 +46,8 @@ client depend on:
   served, its objects gone (without DELETED events);
 * discovery as kube-apiserver serves it (``kubectl`` resolves kinds, short names and
   categories from it): the core group's ``groupVersion`` is ``v1``, subresources such as
-  ``pods/status`` carry neither short names nor categories, and pods, services and the
-  workload kinds are in the ``all`` category;
+  ``pods/status`` carry neither short names nor categories, and pods, services, the
+  workload kinds, Jobs, CronJobs and HorizontalPodAutoscalers are in the ``all`` category;
 * Table output (``tables.py``): a list, get or watch whose ``Accept`` asks for
   ``as=Table;g=meta.k8s.io`` (``kubectl get``) is answered with a ``meta.k8s.io`` Table, the
   Name column then a CRD version's ``additionalPrinterColumns`` (or Age), or columns like
@@ -60,9 +60,29 @@ client depend on:
   ``kubernetes`` client's models, and the paths with their operations and ``fieldValidation``
   parameter (so ``kubectl explain`` works and ``kubectl apply`` leaves field validation to
   the server);
-* errors are ``kind: Status`` bodies with the real ``reason``s; they are ordinary answers
-  and stay out of ``em.errors``, except for a watch that cannot start (an unknown resource,
-  a bad selector), which KMock's own error rendering answers and records.
+* ``deletecollection`` (DELETE on a namespace's collection, with label and field
+  selectors): each listed object is deleted as by its own DELETE (finalizers honoured), and
+  the answer is the ``…List`` of the objects as listed, as the real registry answers;
+* field selectors on the labels each kind's ``GetAttrs`` gives (``fields.py``: Pods'
+  ``status.phase``..., a CRD version's ``selectableFields``), any other label 400
+  ``field label not supported``;
+* core ``v1`` and ``events.k8s.io/v1`` Events are one store, each shape converted from the
+  other and selectable by its own field labels (``involvedObject.*``/``regarding.*``,
+  ``reason``, ``type``, ``source``, ``reportingComponent``/``reportingController``; others
+  are 400 ``field label not supported``), as ``events.py`` describes;
+* ``/scale`` (``autoscaling/v1`` Scale: get, update, patch) for Deployments, StatefulSets,
+  ReplicaSets and CRD versions declaring ``subresources.scale`` (``scale.py``);
+* server-side apply (``application/apply-patch+yaml``, ``fieldManager`` required,
+  ``force``) and ``metadata.managedFields`` recorded by every write of a request, with
+  conflicts answered as the real server words them (``apply.py``);
+* request bodies in JSON or YAML, and the protobuf that ``kubectl create <kind>`` sends for
+  the kinds ``protobuf.py`` reads; any other media type is 415 UnsupportedMediaType, and a
+  patch type the resource does not take (strategic merge on a CRD) too;
+* errors are ``kind: Status`` bodies with the real ``reason``s and ``details`` (none on a
+  400 BadRequest or a 415, ``{}`` on a 405 or an unknown resource, the core group left out);
+  they are ordinary answers and stay out of ``em.errors``, except for a watch that cannot
+  start (an unknown resource, a bad selector), which KMock's own error rendering answers and
+  records.
 
 Authentication and authorization are off until ``enable_auth()``; from then on every HTTP
 request, to any path (discovery, watches, KMock's own fallbacks, the namespaces alias), is
@@ -90,17 +110,29 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 * every decision goes to ``em.audit`` (``authz.AuditEntry``: who, impersonated by whom, what,
   allowed or the answer instead).
 
-Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are not evaluated, and
-of ObjectMeta only names are validated (labels, annotations, finalizers are not); errors
-among sibling fields come in the schema's order (the real server's order varies); several
-warnings share one ``Warning`` header, comma-separated; built-in kinds are not validated
-and warn of no unknown fields. No admission webhooks, namespace lifecycle (objects may
-be created in namespaces that do not exist), garbage collection of owned objects or
-``propagationPolicy``; no server-side apply or ``deletecollection``; a list is one page
-unless ``limit`` asks for pages, whose ``continue`` token resumes after the last name
-(later pages show objects as they are then, not as of the first page). Built-in kinds get
-no defaults and no pruning,
-and every kind gets ``metadata.generation``. Strategic merge patch merges lists whose items
+Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are not evaluated, and of
+ObjectMeta only names are validated (labels, annotations, finalizers are not); errors among
+sibling fields come in the schema's order (the real server's order varies); several warnings
+share one ``Warning`` header, comma-separated; built-in kinds are not validated and warn of
+no unknown fields; server-side apply prunes unknown fields without a word (the real one
+refuses them: ``field not declared in schema``). No admission webhooks, namespace lifecycle
+(objects may be created in namespaces that do not exist), garbage collection of owned
+objects or ``propagationPolicy``; field selectors beyond ``metadata.*`` only where fields.py
+lists them; server-side apply and ``managedFields`` work from the JSON without the types'
+schemas (list merge keys of the common built-in lists, CRD ``x-kubernetes-list-type``; the
+rest of apply.py's docstring), ignore a client-sent ``managedFields``, and record no manager
+for the sync helpers' and reactors' writes (the ClusterRole aggregation's writes during a
+request are recorded as that request's manager's); protobuf bodies only for
+``protobuf.py``'s kinds and
+fields, and answers are always JSON; a list is one page unless ``limit`` asks for
+pages, whose ``continue`` token resumes after the last name (later pages show objects as
+they are then, not as of the first page). Built-in kinds get no pruning, and defaults only
+on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
+allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
+``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
+kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
+Nodes, Jobs, CronJobs, Ingresses, APIServices, ...) are stored and served, each in one
+version, with no controller behind them. Strategic merge patch merges lists whose items
 all carry a ``name`` by that name and replaces every other list (the real one uses per-field
 merge keys); on custom resources it is refused with 415, as a real server does. The OpenAPI
 documents' built-in schemas are generated (coarse formats, no ``x-kubernetes-patch-*`` merge
@@ -111,7 +143,8 @@ deleted while their last finalizer is removed show the emptied finalizers in the
 event. Of authentication and authorization: no client certificates, JWT service account
 tokens, TokenRequest/TokenReview, webhook or Node authorizers; RBAC objects are not
 validated and writing them needs no ``escalate``/``bind`` (no escalation prevention); the
-bootstrap ``system:aggregate-to-*`` roles only name the kinds this emulator serves; RBAC
+bootstrap ``system:aggregate-to-*`` roles only name kinds this emulator serves, and none of
+``core_kinds.MORE_BUILTINS`` (so ``admin``/``edit``/``view`` grant no Jobs, Ingresses...); RBAC
 changes do not cut open watches; a watch of one object by its URL is authorized as a
 ``watch`` of that name (the real server would serve it as a ``get``). RBAC objects put into
 ``em.objects`` directly are not seen until an RBAC object is written through the emulator.
@@ -168,7 +201,18 @@ import yaml
 from kmock._internal.apps import _RequestContextManager
 from kmock._internal.rendering import Response
 
-from mcp_remediator.testing import authz, openapi, schema, tables
+from mcp_remediator.testing import apply as ssa
+from mcp_remediator.testing import (
+    authz,
+    core_kinds,
+    events,
+    fields,
+    openapi,
+    protobuf,
+    scale,
+    schema,
+    tables,
+)
 
 JsonDict = dict[str, Any]
 Reactor = Callable[[JsonDict], JsonDict | None]
@@ -178,8 +222,13 @@ Scope = Literal["main", "status", "all"]
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+JSON = "application/json"
+YAML = "application/yaml"
 
-VERBS = frozenset({"create", "delete", "get", "list", "patch", "update", "watch"})
+VERBS = frozenset(
+    {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
@@ -207,6 +256,20 @@ _REQUEST_USER: contextvars.ContextVar[authz.UserInfo | None] = contextvars.Conte
 # ``fieldValidation`` and the warnings it earns (``Warning`` headers).
 _WRITE: contextvars.ContextVar[_Write | None] = contextvars.ContextVar(
     "emulated_write", default=None
+)
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """Who a write request records in ``managedFields`` (see apply.py)."""
+
+    manager: str
+    operation: str  # "Update" or "Apply"
+    subresource: str
+
+
+_REQUEST_WRITER: contextvars.ContextVar[_Writer | None] = contextvars.ContextVar(
+    "emulated_request_writer", default=None
 )
 _RBAC = f"{authz.RBAC_GROUP}/v1"
 _AUTHORIZATION = f"{authz.AUTHORIZATION_GROUP}/v1"
@@ -242,7 +305,7 @@ _LABEL_REQUIREMENT = re.compile(
 _FIELD_REQUIREMENT = re.compile(
     r"\s*(?P<field>[A-Za-z.]+)\s*(?P<op>==|=|!=)\s*(?P<value>[^,]*?)\s*"
 )
-_SELECTABLE_FIELDS = ("metadata.name", "metadata.namespace")
+_SELECTABLE_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 
 
 class ApiError(Exception):
@@ -253,20 +316,24 @@ class ApiError(Exception):
         self.code = code
         self.reason = reason
         self.message = message
-        self.details = details or {}
+        self.details = details  # ``None``: no ``details`` at all, as NewBadRequest answers
 
     def status(self) -> JsonDict:
         """The error as a Kubernetes ``Status`` object."""
-        return {
-            "apiVersion": "v1",
+        # In the order Go's encoder writes metav1.Status's fields (clients that compare error
+        # texts, as the Python client's e2e tests do, see the same bytes).
+        status: JsonDict = {
             "kind": "Status",
+            "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "details": self.details,
-            "code": self.code,
         }
+        if self.details is not None:
+            status["details"] = self.details
+        status["code"] = self.code
+        return status
 
 
 @dataclass(frozen=True)
@@ -280,6 +347,8 @@ class _Spec:
     has_status: bool
     custom: bool
     schema: JsonDict | None
+    scale: scale.ScalePaths | None = None
+    selectable: tuple[str, ...] = ()  # a CRD version's selectableFields
 
     @property
     def api_version(self) -> str:
@@ -352,6 +421,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _reactors: dict[kmock.resource, list[Reactor]] = attrs.field(factory=dict, init=False)
     # Each served CRD version's additionalPrinterColumns, for Table output (tables.py).
     _printer_columns: dict[kmock.resource, list[JsonDict]] = attrs.field(factory=dict, init=False)
+    _scales: dict[kmock.resource, scale.ScalePaths] = attrs.field(factory=dict, init=False)
+    _selectable: dict[kmock.resource, tuple[str, ...]] = attrs.field(factory=dict, init=False)
 
     # Authentication and authorization (see enable_auth).
     admin_token: str = attrs.field(factory=lambda: secrets.token_urlsafe(32), init=False)
@@ -368,6 +439,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         # KMock derives no action for PUT; the other fallbacks are its own, overridden below.
         self.fallback[kmock.method.PUT] << self._serve_replace
         self.fallback["get", re.compile(r"/openapi/.*")] << self._serve_openapi
+        # ... nor for DELETE on a collection (deletecollection).
+        self.fallback[kmock.method.DELETE] << self._serve_delete
+        # POST to an object's URL and PATCH of a collection: no route, 405 as the real one.
+        self.fallback[kmock.method.POST] << self._serve_unrouted
+        self.fallback[kmock.method.PATCH] << self._serve_unrouted
         self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
 
     # --- registration ---------------------------------------------------------------------
@@ -408,6 +484,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             storage = self._storage.pop(resource, None)
             self.resources.pop(resource, None)
             self._schemas.pop(resource, None)
+            self._scales.pop(resource, None)
+            self._selectable.pop(resource, None)
+            self._printer_columns.pop(resource, None)
             self._custom.discard(resource)
             if storage is not None:
                 for key in [k for k in self._objects if k[0] == storage]:
@@ -430,9 +509,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     namespaced=spec.get("scope", "Namespaced") == "Namespaced",
                     shortnames=names.get("shortNames", []),
                     categories=names.get("categories", []),
-                    subresources={"status"} & set(version.get("subresources") or {}),
+                    subresources={"status", "scale"} & set(version.get("subresources") or {}),
                     verbs=VERBS,
                 )
+                self._selectable[resource] = fields.crd_selectable(version)
+                declared_scale = (version.get("subresources") or {}).get("scale")
+                if isinstance(declared_scale, dict):
+                    self._scales[resource] = scale.ScalePaths.of_crd(declared_scale)
+                else:
+                    self._scales.pop(resource, None)
                 schema = (version.get("schema") or {}).get("openAPIV3Schema")
                 if schema:
                     self._schemas[resource] = schema
@@ -464,16 +549,31 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         and the third-party CRDs the operator touches.
         """
         with self._state_lock:
-            for api_version, plural, kind, namespaced, status, shortnames in _BUILTINS:
-                self.resources[kmock.resource(api_version, plural)] = kmock.ResourceInfo(
+            for api_version, plural, kind, namespaced, status, shortnames in (
+                *_BUILTINS,
+                *core_kinds.MORE_BUILTINS,
+            ):
+                resource = kmock.resource(api_version, plural)
+                scaled = (resource.group, plural) in scale.BUILTIN_SCALED
+                self.resources[resource] = kmock.ResourceInfo(
                     kind=kind,
                     singular=kind.lower(),
                     namespaced=namespaced,
                     shortnames=shortnames,
-                    categories=["all"] if plural in _CATEGORY_ALL else [],
-                    subresources={"status"} if status else set(),
+                    categories=["all"]
+                    if plural in _CATEGORY_ALL | core_kinds.IN_CATEGORY_ALL
+                    else [],
+                    subresources=({"status"} if status else set())
+                    | ({"scale"} if scaled else set()),
                     verbs=VERBS,
                 )
+                if scaled:
+                    self._scales[resource] = scale.ScalePaths()
+        with self._state_lock:
+            # One store for both Event shapes, as kube-apiserver keeps them (see events.py).
+            self._storage[kmock.resource(events.EVENTS_V1, "events")] = kmock.resource(
+                events.CORE, "events"
+            )
         self._register_auth_kinds()
         self.add_reactor(*_CRDS, self._crd_controller)
         for api_version, plural, kind, namespaced, status, shortnames in _THIRD_PARTY_CRDS:
@@ -872,6 +972,10 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                         "verbs": ["get", "patch", "update"],
                     }
                 )
+                if subresource == "scale":  # served in another group, as the real one is
+                    entries[-1].update(
+                        group=scale.SCALE_GROUP, version=scale.SCALE_VERSION, kind="Scale"
+                    )
         return {
             "kind": "APIResourceList",
             "apiVersion": "v1",
@@ -932,6 +1036,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             aliased = _NAMESPACES_ALIAS + raw_request.path.removeprefix("/api/v1/namespaces")
             url = raw_request.rel_url.with_path(f"/api/v1/{aliased}")
             raw_request = raw_request.clone(rel_url=url.with_query(raw_request.rel_url.query))
+        if raw_request.content_type == protobuf.CONTENT_TYPE:
+            raw_request = await _from_protobuf(raw_request)
         return await super().__call__(raw_request)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
@@ -1086,25 +1192,42 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _serve_delete(self, request: kmock.Request) -> kmock.Payload:
         return self._respond(request, self._delete_request)
 
+    async def _serve_unrouted(self, request: kmock.Request) -> kmock.Payload:
+        def refuse(request: kmock.Request) -> tuple[int, JsonDict]:
+            if request.resource is None:
+                raise _not_found_resource()
+            self._spec_of(request.resource)  # an unknown resource is 404
+            raise _method_not_allowed()
+
+        return self._respond(request, refuse)
+
     def _respond(
         self, request: kmock.Request, op: Callable[[kmock.Request], tuple[int, JsonDict]]
     ) -> Response:
         # API errors are answers, not failures of the mock: they stay out of ``em.errors``.
-        write = None
+        write: _Write | None = None
+        token = _REQUEST_WRITER.set(_writer_of(request))
         try:
             write = _write_of(request)
-            token = _WRITE.set(write)
+            write_token = _WRITE.set(write)
             try:
                 with self._state_lock:
                     code, body = op(request)
             finally:
-                _WRITE.reset(token)
+                _WRITE.reset(write_token)
         except ApiError as exc:
-            code, body = exc.code, exc.status()
+            # Compact, one line and a newline, as kube-apiserver's JSON serializer writes it.
+            text = json.dumps(exc.status(), separators=(",", ":")) + "\n"
+            return Response(
+                status=exc.code,
+                headers={"Content-Type": "application/json", "Warning": _warning(write)},
+                payload=text.encode(),
+            )
+        finally:
+            _REQUEST_WRITER.reset(token)
         # KMock merges the headers of an answer into its fallback reaction, where they stay:
         # ``None`` clears a previous answer's warnings.
-        warnings = schema.warning_header(write.warnings) if write and write.warnings else None
-        return Response(status=code, payload=body, headers={"Warning": warnings})
+        return Response(status=code, payload=body, headers={"Warning": _warning(write)})
 
     async def _serve_watch(  # type: ignore[override]
         self, request: kmock.Request
@@ -1151,7 +1274,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             # The snapshot (or the resume point) and the subscription: under one lock.
             with self._state_lock:
                 spec = self._resolve(request, named=False)
-                matcher = self._matcher(request)
+                matcher = self._matcher(request, spec)
                 timeout = _float_param(request, "timeoutSeconds")
                 since = request.params.get("resourceVersion", "")
                 log = self._logs.setdefault(spec.storage, _EventLog())
@@ -1204,7 +1327,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def _list(self, request: kmock.Request) -> tuple[int, JsonDict]:
         spec = self._resolve(request, named=False)
-        matcher = self._matcher(request)
+        matcher = self._matcher(request, spec)
         objects = list(self._objects_of(spec, request.namespace, matcher))
         metadata: JsonDict = {"resourceVersion": str(self._rv)}
         limit = _int_param(request, "limit") if request.params.get("limit") else 0
@@ -1230,6 +1353,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = self._current(spec, request.namespace, str(request.name))
         if obj is None:
             raise _not_found(spec, str(request.name))
+        if request.subresource == "scale" and spec.scale is not None:
+            return 200, scale.scale_of(obj, spec.scale)
         return 200, self._present(spec, obj)
 
     def _create_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
@@ -1243,7 +1368,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 "the server does not allow this method on the requested resource",
                 {"group": spec.resource.group, "kind": spec.resource.plural},
             )
-        body = _json_body(request)
+        body = _object_body(request, spec)
         if not isinstance(body, dict):
             raise _bad_request("the body of a create must be a JSON object")
         body_ns = (body.get("metadata") or {}).get("namespace")
@@ -1360,62 +1485,210 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     def _patch_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
         spec = self._resolve(request, named=True)
         content_type = _content_type(request)
+        accepted = [JSON_PATCH, MERGE_PATCH]
+        if not spec.custom or request.subresource == "scale":
+            accepted.append(STRATEGIC_MERGE_PATCH)
+        accepted.append(APPLY_PATCH)
+        if content_type not in accepted:
+            raise _unsupported_media_type(accepted)
+        if content_type == APPLY_PATCH:
+            return self._apply_request(spec, request)
+        if "force" in request.params:
+            raise _invalid_options(
+                "PatchOptions", "force", "Forbidden: may not be specified for non-apply patch"
+            )
         patch = _json_body(request)
         compute: Callable[[JsonDict], Any]
         if content_type == JSON_PATCH:
             if not isinstance(patch, list):
                 raise _bad_request("a JSON patch must be a list of operations")
             compute = functools.partial(_json_patch, ops=patch)
-        elif content_type == MERGE_PATCH or (
-            content_type == STRATEGIC_MERGE_PATCH and not spec.custom
-        ):
+        else:
             if not isinstance(patch, dict):
                 raise _bad_request("a merge patch must be a JSON object")
             strategic = content_type == STRATEGIC_MERGE_PATCH
             compute = functools.partial(_merge_patch, patch=patch, strategic=strategic)
-        else:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format: {content_type}"
-                f" - accepted media types include: {JSON_PATCH}, {MERGE_PATCH}"
-                + ("" if spec.custom else f", {STRATEGIC_MERGE_PATCH}"),
-            )
+        return self._write_named(spec, request, compute)
+
+    def _write_named(
+        self, spec: _Spec, request: kmock.Request, compute: Callable[[JsonDict], Any]
+    ) -> tuple[int, JsonDict]:
+        """Update the object a request names (or its ``/status``, or its ``/scale``)."""
+        name = str(request.name)
+        if request.subresource == "scale" and spec.scale is not None:
+            paths = spec.scale
+
+            def scaled(current: JsonDict) -> JsonDict:
+                written = compute(scale.scale_of(current, paths))
+                if not isinstance(written, dict):
+                    raise _bad_request("the body of a Scale must be a JSON object")
+                problem = scale.invalid_replicas(written)
+                if problem is not None:
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        f'Scale.autoscaling "{name}" is invalid: {problem}',
+                        {"name": name, "group": "autoscaling", "kind": "Scale"},
+                    )
+                return scale.with_replicas(current, written, paths)
+
+            updated = self._update(spec, request.namespace, name, scaled, "main")
+            return 200, scale.scale_of(updated, paths)
         scope: Scope = "status" if request.subresource == "status" else "main"
-        updated = self._update(spec, request.namespace, str(request.name), compute, scope)
+        updated = self._update(spec, request.namespace, name, compute, scope)
         return 200, self._present(spec, updated)
 
-    def _replace_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
-        if request.resource is not None and request.name is None:
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
+    def _apply_request(self, spec: _Spec, request: kmock.Request) -> tuple[int, JsonDict]:
+        """Server-side apply: create the object, or merge the applied fields (apply.py)."""
+        manager = request.params.get("fieldManager", "")
+        if not manager:
+            raise _invalid_options(
+                "PatchOptions", "fieldManager", "Required value: is required for apply patch"
             )
-        spec = self._resolve(request, named=True)
-        body = _json_body(request)
+        if request.subresource not in (None, "status"):
+            raise _unsupported_media_type([JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH])
+        body = _yaml_body(request)
         if not isinstance(body, dict):
-            raise _bad_request("the body of an update must be a JSON object")
-        scope: Scope = "status" if request.subresource == "status" else "main"
-        replaced: JsonDict = body
+            raise _bad_request("the body of an apply patch must be an object")
+        name = str(request.name)
+        for key, expected in (("apiVersion", spec.api_version), ("kind", spec.kind)):
+            if body.get(key) != expected:
+                raise _bad_request(
+                    f"the {key} of the applied object ({body.get(key)}) does not match"
+                    f" the {key} of the URL ({expected})"
+                )
+        meta = body.get("metadata")
+        body_name = meta.get("name") if isinstance(meta, dict) else None
+        if body_name not in (None, "", name):
+            raise _bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+        subresource = request.subresource or ""
+        reset: tuple[str, ...] = ()
+        if spec.has_status and not subresource:
+            reset = ("status",)
+        elif subresource:  # an apply to /status applies the status alone
+            reset = tuple(key for key in body if key not in ("apiVersion", "kind", "status"))
+        keys = self._list_keys(spec)
+
+        def applied(current: JsonDict | None) -> JsonDict:
+            try:
+                return ssa.apply(
+                    current,
+                    body,
+                    manager=manager,
+                    api_version=spec.api_version,
+                    force=_bool_param(request, "force"),
+                    list_keys=keys,
+                    now=_now(),
+                    reset=reset,
+                    subresource=subresource,
+                )
+            except ssa.ApplyConflict as exc:
+                raise ApiError(409, "Conflict", exc.message, {"causes": exc.causes}) from None
+
+        if self._current(spec, request.namespace, name) is None:
+            if subresource:
+                raise _not_found(spec, name)
+            created_body = applied(None)
+            created_body.setdefault("metadata", {})["name"] = name
+            created = self._create(
+                spec, request.namespace, created_body, keep_status=False, react=True
+            )
+            return 201, self._present(spec, created)
+        scope: Scope = "status" if subresource == "status" else "main"
         updated = self._update(
-            spec, request.namespace, str(request.name), lambda _: replaced, scope
+            spec, request.namespace, name, lambda current: applied(current), scope
         )
         return 200, self._present(spec, updated)
 
+    def _list_keys(self, spec: _Spec) -> ssa.ListKeys:
+        if spec.custom:
+            return ssa.schema_list_keys(spec.schema)
+        return ssa.builtin_list_keys(spec.kind)
+
+    def _manage_fields(
+        self,
+        spec: _Spec,
+        current: JsonDict | None,
+        final: JsonDict,
+        scope: Scope,
+        proposed: JsonDict,
+    ) -> None:
+        """Record the request's field manager in ``final`` (apply.py); writes of no request
+        (the sync helpers, reactors) leave ``managedFields`` as they were.
+        """
+        writer = _REQUEST_WRITER.get()
+        meta = final["metadata"]
+        if writer is None or scope == "all":
+            previous = (current or {}).get("metadata", {}).get("managedFields")
+            if previous:
+                meta["managedFields"] = copy.deepcopy(previous)
+            else:
+                meta.pop("managedFields", None)
+            return
+        if writer.operation == ssa.APPLY:  # the apply computed them
+            meta["managedFields"] = (proposed.get("metadata") or {}).get("managedFields") or []
+            return
+        old, new = current, final
+        if spec.resource != spec.storage and _is_event(spec):  # fields of the request's shape
+            old = None if current is None else events.convert(current, spec.api_version)
+            new = events.convert(final, spec.api_version)
+        managed = ssa.record_update(
+            old,
+            new,
+            manager=writer.manager,
+            api_version=spec.api_version,
+            subresource=writer.subresource,
+            list_keys=self._list_keys(spec),
+            now=_now(),
+        )
+        if managed:
+            meta["managedFields"] = managed
+        else:
+            meta.pop("managedFields", None)
+
+    def _replace_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        if request.resource is not None and request.name is None:
+            raise _method_not_allowed()
+        spec = self._resolve(request, named=True)
+        body = _object_body(request, spec)
+        if not isinstance(body, dict):
+            raise _bad_request("the body of an update must be a JSON object")
+        replaced: JsonDict = body
+        return self._write_named(spec, request, lambda _: replaced)
+
     def _delete_request(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        if request.resource is not None and request.name is None:
+            return self._delete_collection(request)
         spec = self._resolve(request, named=True)
         if request.subresource is not None:
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )
+            raise _method_not_allowed()
         name = str(request.name)
-        current = self._current(spec, request.namespace, name)
+        return 200, self._delete_one(spec, request.namespace, name, _json_body(request))
+
+    def _delete_collection(self, request: kmock.Request) -> tuple[int, JsonDict]:
+        """``deletecollection``: delete what a list with the same selectors shows, each as a
+        DELETE of its own (finalizers honoured); the answer is that list, as listed.
+        """
+        spec = self._resolve(request, named=False)
+        if (spec.namespaced and request.namespace is None) or (
+            spec.resource.group,
+            spec.resource.plural,
+        ) in _REVIEWS:
+            raise _method_not_allowed()
+        options = _json_body(request)
+        code, listed = self._list(request)
+        for item in listed["items"]:
+            name = item["metadata"]["name"]
+            if self._current(spec, request.namespace, name) is not None:
+                self._delete_one(spec, request.namespace, name, options)
+        return code, copy.deepcopy(listed)
+
+    def _delete_one(self, spec: _Spec, namespace: str | None, name: str, options: Any) -> JsonDict:
+        current = self._current(spec, namespace, name)
         if current is None:
             raise _not_found(spec, name)
-        options = _json_body(request)
         preconditions = (options.get("preconditions") if isinstance(options, dict) else None) or {}
         meta = current["metadata"]
         if preconditions.get("uid") not in (None, meta["uid"]):
@@ -1429,19 +1702,19 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             raise _conflict(spec, name, _stale_message(spec, name))
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
-                return 200, self._present(spec, current)
+                return self._present(spec, current)
             marked = copy.deepcopy(current)
             marked["metadata"]["deletionTimestamp"] = _now()
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             marked["metadata"]["generation"] = meta.get("generation", 0) + 1
-            marked = self._commit(spec, request.namespace, name, current, marked, 0)
-            return 200, self._present(spec, marked)
+            marked = self._commit(spec, namespace, name, current, marked, 0)
+            return self._present(spec, marked)
         self._rv += 1
         gone = copy.deepcopy(current)
         gone["metadata"]["resourceVersion"] = str(self._rv)
-        self._objects[self._key(spec, request.namespace, name)].delete()
+        self._objects[self._key(spec, namespace, name)].delete()
         self._log(spec, "DELETED", gone, current)
-        return 200, self._present(spec, gone)
+        return self._present(spec, gone)
 
     # --- the state machine (called under the state lock) ------------------------------------
 
@@ -1455,6 +1728,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         react: bool,
     ) -> JsonDict:
         obj = copy.deepcopy(dict(body))
+        if spec.resource != spec.storage and _is_event(spec):
+            obj = events.to_core(obj)
         meta = obj.get("metadata")
         meta = obj["metadata"] = dict(meta) if isinstance(meta, dict) else {}
         name = meta.get("name") or ""
@@ -1497,8 +1772,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = _typed(spec, obj)
         if spec.has_status and not keep_status:
             obj.pop("status", None)
+        if not keep_status and not spec.custom:  # an HTTP create of a built-in kind
+            obj = core_kinds.create_defaults(_api_version(spec.storage), spec.kind, obj)
         obj = _normalize(obj, spec.schema)
         _validate(spec, name, obj, None, "main")
+        self._manage_fields(spec, None, obj, "main", obj)
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = self._key(spec, namespace, name)
@@ -1523,7 +1801,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         current = self._current(spec, namespace, name)
         if current is None:
             raise _not_found(spec, name)
-        proposed = compute(copy.deepcopy(current))
+        if spec.resource != spec.storage and _is_event(spec):
+            # Written in the events.k8s.io shape, stored in the core one.
+            proposed = compute(events.to_events_v1(current))
+            proposed = events.to_core(proposed) if isinstance(proposed, dict) else proposed
+        else:
+            proposed = compute(copy.deepcopy(current))
         if not isinstance(proposed, dict):
             raise _invalid(spec, name, "the patched object is not a JSON object")
         final = self._reconcile(spec, name, current, proposed, scope)
@@ -1582,6 +1865,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
         final = _normalize(_typed(spec, final), spec.schema)
         _validate(spec, name, final, current, scope)
+        self._manage_fields(spec, current, final, scope, proposed)
         if _content(spec, final) != _content(spec, current):
             final["metadata"]["generation"] = old_meta.get("generation", 0) + 1
         return final
@@ -1682,6 +1966,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             has_status="status" in info.subresources,
             custom=resource in self._custom,
             schema=self._schemas.get(resource),
+            scale=self._scales.get(resource) if "scale" in info.subresources else None,
+            selectable=self._selectable.get(resource, ()),
         )
 
     def _spec_of_names(self, api_version: str, plural: str) -> _Spec:
@@ -1707,9 +1993,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if named:
             if spec.namespaced and request.namespace is None:
                 raise _not_found_resource()
-            if request.subresource not in (None, "status") or (
+            if request.subresource not in (None, "status", "scale") or (
                 request.subresource == "status" and not spec.has_status
             ):
+                raise _not_found_resource()
+            if request.subresource == "scale" and spec.scale is None:
                 raise _not_found_resource()
         return spec
 
@@ -1746,11 +2034,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         """The stored object as served in the requested version."""
         if spec.resource == spec.storage:
             return obj
+        if _is_event(spec):
+            return events.convert(obj, spec.api_version)
         return {**obj, "apiVersion": spec.api_version}
 
-    def _matcher(self, request: kmock.Request) -> Matcher:
+    def _matcher(self, request: kmock.Request, spec: _Spec | None = None) -> Matcher:
         labels = _parse_label_selector(request.params.get("labelSelector", ""))
-        fields = _parse_field_selector(request.params.get("fieldSelector", ""))
+        allowed = _field_labels(spec)
+        fields = _parse_field_selector(request.params.get("fieldSelector", ""), allowed)
         if request.name is not None:  # a watch of a single object
             fields.append(("metadata.name", "=", request.name))
         namespace = request.namespace
@@ -1762,10 +2053,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             obj_labels = meta.get("labels") or {}
             if not all(requirement(obj_labels) for requirement in labels):
                 return False
-            for path, op, value in fields:
-                actual = meta.get(path.split(".", 1)[1]) or ""
-                if (actual == value) != (op != "!="):
-                    return False
+            if fields:
+                selectable = _selectable_fields(spec, obj)
+                for path, op, value in fields:
+                    if (selectable.get(path, "") == value) != (op != "!="):
+                        return False
             return True
 
         return matches
@@ -2155,13 +2447,13 @@ def _tidy_meta(meta: JsonDict) -> None:
 
 
 def _details(spec: _Spec, name: str) -> JsonDict:
-    return {"name": name, "group": spec.resource.group, "kind": spec.resource.plural}
+    """``StatusDetails`` of an object (Go's omitempty drops the core group and no name)."""
+    details: JsonDict = {"name": name, "group": spec.resource.group, "kind": spec.resource.plural}
+    return {key: value for key, value in details.items() if value}
 
 
 def _not_found_resource() -> ApiError:
-    return ApiError(
-        404, "NotFound", "the server could not find the requested resource", {"causes": []}
-    )
+    return ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
 
 def _not_found(spec: _Spec, name: str) -> ApiError:
@@ -2188,12 +2480,39 @@ def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
 
 
 def _bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message, {"causes": []})
+    return ApiError(400, "BadRequest", message)
+
+
+def _unsupported_media_type(accepted: Iterable[str]) -> ApiError:
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
+    )
+
+
+def _invalid_options(kind: str, field_name: str, detail: str) -> ApiError:
+    """422 for bad request options (``PatchOptions.meta.k8s.io "" is invalid: ...``)."""
+    reason = "FieldValueRequired" if detail.startswith("Required") else "FieldValueForbidden"
+    return ApiError(
+        422,
+        "Invalid",
+        f'{kind}.meta.k8s.io "" is invalid: {field_name}: {detail}',
+        {
+            "group": "meta.k8s.io",
+            "kind": kind,
+            "causes": [{"reason": reason, "message": detail, "field": field_name}],
+        },
+    )
 
 
 def _method_not_allowed() -> ApiError:
     return ApiError(
-        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        {},
     )
 
 
@@ -2219,6 +2538,55 @@ def _header(request: kmock.Request, name: str) -> str:
 
 def _content_type(request: kmock.Request) -> str:
     return _header(request, "Content-Type").split(";")[0].strip().lower()
+
+
+async def _from_protobuf(raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.BaseRequest:
+    """A protobuf request as the JSON one it stands for (KMock reads bodies as text); one
+    the emulator cannot read keeps its content type and loses its body, and is 415.
+    """
+    headers = {k: v for k, v in raw_request.headers.items() if k.lower() != "content-type"}
+    as_json = raw_request.clone(headers={**headers, "Content-Type": JSON})
+    as_is = raw_request.clone()  # aiohttp clones a request only before its body is read
+    decoded = protobuf.decode(await raw_request.read())
+    # aiohttp keeps a body once read: the clone's is set to the decoded JSON (or nothing).
+    if decoded is None:
+        as_is._read_bytes = b""
+        return as_is
+    as_json._read_bytes = json.dumps(decoded).encode()
+    return as_json
+
+
+def _writer_of(request: kmock.Request) -> _Writer | None:
+    """The field manager a write request records (``None`` for reads)."""
+    if request.method.value not in ("POST", "PUT", "PATCH"):
+        return None
+    if _content_type(request) == APPLY_PATCH:
+        manager, operation = request.params.get("fieldManager", ""), ssa.APPLY
+    else:
+        manager = ssa.manager_of(request.params.get("fieldManager"), _header(request, "User-Agent"))
+        operation = ssa.UPDATE
+    return _Writer(manager, operation, request.subresource or "")
+
+
+def _object_body(request: kmock.Request, spec: _Spec) -> Any:
+    """The object of a create or update: JSON or YAML; anything else (protobuf) is 415, so
+    that clients fall back to JSON.
+    """
+    content_type = _content_type(request) or JSON
+    if content_type == YAML:
+        return _yaml_body(request)
+    if content_type != JSON:
+        raise _unsupported_media_type([JSON, YAML])
+    return _json_body(request)
+
+
+def _yaml_body(request: kmock.Request) -> Any:
+    if not request.body.strip():
+        return None
+    try:
+        return yaml.safe_load(request.body)
+    except yaml.YAMLError as exc:
+        raise _bad_request(f"the request body is not valid YAML: {exc}") from None
 
 
 def _json_body(request: kmock.Request) -> Any:
@@ -2332,13 +2700,33 @@ def _parse_label_selector(selector: str) -> list[_LabelRequirement]:
     return requirements
 
 
-def _parse_field_selector(selector: str) -> list[tuple[str, str, str]]:
+def _is_event(spec: _Spec) -> bool:
+    return events.is_event(spec.api_version, str(spec.resource.plural))
+
+
+def _field_labels(spec: _Spec | None) -> frozenset[str]:
+    """The field labels a resource can be selected by (the real ``GetAttrs``, fields.py)."""
+    if spec is None:
+        return _SELECTABLE_FIELDS
+    return fields.labels(spec.api_version, str(spec.resource.plural), spec.selectable)
+
+
+def _selectable_fields(spec: _Spec | None, obj: JsonDict) -> dict[str, str]:
+    if spec is None:
+        return fields.values("v1", "", obj)
+    shown = events.convert(obj, spec.api_version) if _is_event(spec) else obj
+    return fields.values(spec.api_version, str(spec.resource.plural), shown, spec.selectable)
+
+
+def _parse_field_selector(
+    selector: str, allowed: frozenset[str] = frozenset()
+) -> list[tuple[str, str, str]]:
     requirements: list[tuple[str, str, str]] = []
     for part in _split_selector(selector):
         match = _FIELD_REQUIREMENT.fullmatch(part)
         if match is None:
             raise _bad_request(f"invalid field selector: {part!r}")
-        if match["field"] not in _SELECTABLE_FIELDS:
+        if match["field"] not in (allowed or _SELECTABLE_FIELDS):
             raise _bad_request(f"field label not supported: {match['field']}")
         op = "!=" if match["op"] == "!=" else "="
         requirements.append((match["field"], op, match["value"]))
@@ -2369,7 +2757,14 @@ def _write_of(request: kmock.Request) -> _Write | None:
     refused = schema.field_validation_error(f"{verb.capitalize()}Options", value)
     if refused is not None:
         raise ApiError(refused["code"], refused["reason"], refused["message"], refused["details"])
+    if _content_type(request) == APPLY_PATCH:
+        return _Write(verb, "Ignore")  # see the module docstring: no unknown-field errors
     return _Write(verb, value or "Warn")
+
+
+def _warning(write: _Write | None) -> str | None:
+    """The ``Warning`` header of a write's answer (``None``: none)."""
+    return schema.warning_header(write.warnings) if write and write.warnings else None
 
 
 def _unknown_fields(spec: _Spec, proposed: JsonDict) -> None:

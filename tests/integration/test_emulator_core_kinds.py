@@ -1,0 +1,156 @@
+"""The emulator's further built-in kinds and the defaults kube-apiserver gives on create
+(``mcp_remediator.testing.core_kinds``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kmock
+import pytest
+
+from mcp_remediator.testing.core_kinds import NODE_PORTS, SERVICE_CIDR, qos_class
+from mcp_remediator.testing.emulator import ApiServerEmulator
+
+
+@pytest.fixture
+async def em() -> AsyncIterator[ApiServerEmulator]:
+    async with ApiServerEmulator() as emulator, kmock.Server(emulator):
+        emulator.register_builtins()
+        yield emulator
+
+
+async def call(em: ApiServerEmulator, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body)
+    headers = {"Content-Type": "application/json"}
+    async with em.request(method, url, data=data, headers=headers) as response:
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
+
+
+async def create(em: ApiServerEmulator, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, obj = await call(em, "POST", url, body)
+    assert status == 201, obj
+    result: dict[str, Any] = obj
+    return result
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
+async def test_more_builtin_kinds_are_served(em: ApiServerEmulator) -> None:
+    status, batch = await call(em, "GET", "/apis/batch/v1")
+    assert status == 200
+    assert {r["name"]: r["kind"] for r in batch["resources"]} == {
+        "cronjobs": "CronJob",
+        "cronjobs/status": "CronJob",
+        "jobs": "Job",
+        "jobs/status": "Job",
+    }
+    status, core = await call(em, "GET", "/api/v1")
+    by_name = {r["name"]: r for r in core["resources"]}
+    assert by_name["replicationcontrollers"]["shortNames"] == ["rc"]
+    assert by_name["replicationcontrollers"]["categories"] == ["all"]
+    assert by_name["nodes"]["namespaced"] is False
+    status, groups = await call(em, "GET", "/apis")
+    names = {group["name"] for group in groups["groups"]}
+    assert {"batch", "apiregistration.k8s.io", "networking.k8s.io", "policy"} <= names
+
+
+async def test_a_job_is_created_read_and_deleted(em: ApiServerEmulator) -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        "status": {"succeeded": 1},
+    }
+    created = await create(em, "/apis/batch/v1/namespaces/default/jobs", job)
+    assert "status" not in created  # a status subresource: the create's status is dropped
+    status, read = await call(em, "GET", "/apis/batch/v1/namespaces/default/jobs/once")
+    assert status == 200 and read["spec"] == job["spec"]
+    status, _ = await call(em, "DELETE", "/apis/batch/v1/namespaces/default/jobs/once")
+    assert status == 200
+    assert em.get("batch/v1", "jobs", "default", "once") is None
+
+
+async def test_a_service_gets_kube_apiserver_defaults(em: ApiServerEmulator) -> None:
+    ports = [{"name": "web", "port": 80}, {"name": "tls", "port": 443, "targetPort": "https"}]
+    created = await create(em, "/api/v1/namespaces/default/services", service("web", ports=ports))
+    spec = created["spec"]
+    assert ipaddress.ip_address(spec["clusterIP"]) in SERVICE_CIDR
+    assert spec["clusterIPs"] == [spec["clusterIP"]]
+    assert spec["type"] == "ClusterIP"
+    assert spec["sessionAffinity"] == "None"
+    assert spec["ipFamilies"] == ["IPv4"] and spec["ipFamilyPolicy"] == "SingleStack"
+    assert spec["internalTrafficPolicy"] == "Cluster"
+    assert spec["ports"] == [
+        {"name": "web", "port": 80, "protocol": "TCP", "targetPort": 80},
+        {"name": "tls", "port": 443, "targetPort": "https", "protocol": "TCP"},
+    ]
+    assert created["status"] == {"loadBalancer": {}}
+    assert em.get("v1", "services", "default", "web") == created
+
+
+async def test_a_service_keeps_what_the_client_sent(em: ApiServerEmulator) -> None:
+    headless = service("db", clusterIP="None", ports=[{"port": 5432, "protocol": "UDP"}])
+    spec = (await create(em, "/api/v1/namespaces/default/services", headless))["spec"]
+    assert spec["clusterIP"] == "None" and spec["clusterIPs"] == ["None"]
+    assert "ipFamilies" not in spec
+    assert spec["ports"] == [{"port": 5432, "protocol": "UDP", "targetPort": 5432}]
+    node_port = service("edge", type="NodePort", ports=[{"port": 80}])
+    spec = (await create(em, "/api/v1/namespaces/default/services", node_port))["spec"]
+    assert NODE_PORTS[0] <= spec["ports"][0]["nodePort"] <= NODE_PORTS[1]
+    assert spec["externalTrafficPolicy"] == "Cluster"
+    external = service("out", type="ExternalName", externalName="example.org")
+    spec = (await create(em, "/api/v1/namespaces/default/services", external))["spec"]
+    assert spec == {"type": "ExternalName", "externalName": "example.org"}
+
+
+async def test_a_namespace_is_active_and_labelled_with_its_name(em: ApiServerEmulator) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"generateName": "team-"}}
+    created = await create(em, "/api/v1/namespaces", body)
+    name = created["metadata"]["name"]
+    assert created["metadata"]["labels"] == {"kubernetes.io/metadata.name": name}
+    assert created["spec"] == {"finalizers": ["kubernetes"]}
+    assert created["status"] == {"phase": "Active"}
+
+
+async def test_a_pod_is_pending_with_its_qos_class(em: ApiServerEmulator) -> None:
+    container = {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [container]},
+        "status": {"phase": "Running"},  # dropped: status is written through /status
+    }
+    created = await create(em, "/api/v1/namespaces/default/pods", body)
+    assert created["status"] == {"phase": "Pending", "qosClass": "Burstable"}
+
+
+def test_seeded_objects_get_no_defaults() -> None:
+    em = ApiServerEmulator()
+    em.register_builtins()
+    seeded = em.seed(service("plain", ports=[{"port": 80}]))
+    assert seeded["spec"] == {"ports": [{"port": 80}]}
+    assert "status" not in seeded
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ([{}], "BestEffort"),
+        ([{"requests": {"cpu": "1"}}], "Burstable"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}}], "Guaranteed"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1"}}], "Guaranteed"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}}], "Burstable"),
+        ([{"limits": {"cpu": "1", "memory": "1Gi"}}, {}], "Burstable"),
+    ],
+)
+def test_qos_class(resources: list[dict[str, Any]], expected: str) -> None:
+    containers = [{"name": f"c{i}", "resources": r} for i, r in enumerate(resources)]
+    assert qos_class({"containers": containers}) == expected
