@@ -219,12 +219,6 @@ def normalize(obj: JsonDict, schema: JsonDict | None) -> tuple[JsonDict, list[st
     return {**head, **default(pruned, schema)}, unknown
 
 
-def _is_object_schema(schema: Mapping[str, Any]) -> bool:
-    return (
-        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
-    )
-
-
 def _child_schema(schema: Mapping[str, Any], key: str) -> JsonDict | None:
     properties: JsonDict = schema.get("properties") or {}
     if key in properties:
