@@ -158,7 +158,7 @@ async def test_kubectl_gets_the_crds_category(
             "apiVersion": f"{MCP_GROUP}/v1alpha1",
             "kind": "McpRunbook",
             "metadata": {"name": "book", "namespace": "mcp"},
-            "spec": {},
+            "spec": {"steps": [{"name": "ping", "action": "redisPing"}]},
         }
     )
     output = await run(base, "get", "mcp", "-A")

@@ -12,7 +12,18 @@ client depend on:
   ``creationTimestamp`` and ``generation``, honours ``generateName``, answers 409
   AlreadyExists, and drops ``status`` for kinds with a status subresource;
 * CRD structural schemas prune unknown fields (``x-kubernetes-preserve-unknown-fields``,
-  ``additionalProperties``) and apply ``default`` values on every write;
+  ``additionalProperties``), apply ``default`` values, then validate every write of a custom
+  resource (``schema.py``: types, ``enum``, ``required``, bounds, lengths, ``pattern``,
+  sizes, formats, int-or-string, ``allOf``/``anyOf``/``oneOf``/``not``, list-type sets and
+  maps, embedded resources); a refusal is kube-apiserver's 422 Invalid, worded as it words
+  it (``McpRemediation.mcp.dese.ai "x" is invalid: spec.dryRun: Invalid value: ...``, one
+  cause per field); updates ratchet (a bad value the update left alone passes), ``/status``
+  writes are checked against the status schema and do not ratchet. The sync helpers
+  (``seed``, ``apply``...) are refused the same way (``ApiError``). Unknown fields follow
+  the write's ``fieldValidation``: ``Strict`` is 400 BadRequest (``strict decoding error:
+  unknown field "spec.foo"``; a 422 on ``patch`` for a PATCH), ``Warn``, the default, a
+  ``Warning`` header (``299 - "unknown field ..."``), ``Ignore`` nothing; another value
+  is the real 422 on ``CreateOptions``/``UpdateOptions``/``PatchOptions``;
 * PATCH as JSON merge patch, JSON patch (RFC 6902; a failed ``test`` is 422 Invalid) and,
   for built-in kinds, strategic merge patch; PUT replaces; a stale
   ``metadata.resourceVersion`` is 409 Conflict; writes that change nothing keep the
@@ -102,15 +113,20 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 * every decision goes to ``em.audit`` (``authz.AuditEntry``: who, impersonated by whom, what,
   allowed or the answer instead).
 
-Simplified or left out: no validation beyond names (types, ``enum``, ``required`` are not
-checked); no admission webhooks, namespace lifecycle (objects may be created in namespaces
-that do not exist), garbage collection of owned objects or ``propagationPolicy``; field
-selectors beyond ``metadata.*`` only where fields.py lists them; server-side
-apply and ``managedFields`` work from the JSON without the types' schemas (list merge keys
-of the common built-in lists, CRD ``x-kubernetes-list-type``; the rest of apply.py's
-docstring), ignore a client-sent ``managedFields``, and record no manager for the sync
-helpers' and reactors' writes (the ClusterRole aggregation's writes during a request are
-recorded as that request's manager's); protobuf bodies only for ``protobuf.py``'s kinds and
+Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are not evaluated, and of
+ObjectMeta only names are validated (labels, annotations, finalizers are not); errors among
+sibling fields come in the schema's order (the real server's order varies); several warnings
+share one ``Warning`` header, comma-separated; built-in kinds are not validated and warn of
+no unknown fields; server-side apply prunes unknown fields without a word (the real one
+refuses them: ``field not declared in schema``). No admission webhooks, namespace lifecycle
+(objects may be created in namespaces that do not exist), garbage collection of owned
+objects or ``propagationPolicy``; field selectors beyond ``metadata.*`` only where fields.py
+lists them; server-side apply and ``managedFields`` work from the JSON without the types'
+schemas (list merge keys of the common built-in lists, CRD ``x-kubernetes-list-type``; the
+rest of apply.py's docstring), ignore a client-sent ``managedFields``, and record no manager
+for the sync helpers' and reactors' writes (the ClusterRole aggregation's writes during a
+request are recorded as that request's manager's); protobuf bodies only for
+``protobuf.py``'s kinds and
 fields, and answers are always JSON; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
 they are then, not as of the first page). Built-in kinds get no pruning, and defaults only
@@ -197,6 +213,7 @@ from mcp_remediator.testing import (
     openapi,
     protobuf,
     scale,
+    schema,
     tables,
 )
 
@@ -237,6 +254,11 @@ ADMIN_USERNAME = "kubernetes-admin"  # the user of ``admin_token`` (in group sys
 # Who the HTTP request being served acts as (``None`` while auth is off), for the reviews.
 _REQUEST_USER: contextvars.ContextVar[authz.UserInfo | None] = contextvars.ContextVar(
     "emulated_request_user", default=None
+)
+# The write being served over HTTP (``None`` for the sync helpers and reactors): its
+# ``fieldValidation`` and the warnings it earns (``Warning`` headers).
+_WRITE: contextvars.ContextVar[_Write | None] = contextvars.ContextVar(
+    "emulated_write", default=None
 )
 
 
@@ -339,6 +361,13 @@ class _Spec:
     def qualified(self) -> str:
         """``plural.group`` as the real server names a resource in its messages."""
         return f"{self.resource.plural}.{self.resource.group}".rstrip(".")
+
+
+@dataclass
+class _Write:
+    verb: Literal["create", "update", "patch"]
+    field_validation: str
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -1195,21 +1224,29 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self, request: kmock.Request, op: Callable[[kmock.Request], tuple[int, JsonDict]]
     ) -> Response:
         # API errors are answers, not failures of the mock: they stay out of ``em.errors``.
+        write: _Write | None = None
         token = _REQUEST_WRITER.set(_writer_of(request))
         try:
-            with self._state_lock:
-                code, body = op(request)
+            write = _write_of(request)
+            write_token = _WRITE.set(write)
+            try:
+                with self._state_lock:
+                    code, body = op(request)
+            finally:
+                _WRITE.reset(write_token)
         except ApiError as exc:
             # Compact, one line and a newline, as kube-apiserver's JSON serializer writes it.
             text = json.dumps(exc.status(), separators=(",", ":")) + "\n"
             return Response(
                 status=exc.code,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", "Warning": _warning(write)},
                 payload=text.encode(),
             )
         finally:
             _REQUEST_WRITER.reset(token)
-        return Response(status=code, payload=body)
+        # KMock merges the headers of an answer into its fallback reaction, where they stay:
+        # ``None`` clears a previous answer's warnings.
+        return Response(status=code, payload=body, headers={"Warning": _warning(write)})
 
     async def _serve_watch(  # type: ignore[override]
         self, request: kmock.Request
@@ -1359,6 +1396,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 "the namespace of the provided object does not match"
                 " the namespace sent on the request"
             )
+        _unknown_fields(spec, _typed(spec, body))  # decoding comes first: 400 before 409
         created = self._create(spec, request.namespace, body, keep_status=False, react=True)
         return 201, self._present(spec, created)
 
@@ -1756,6 +1794,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         if not keep_status and not spec.custom:  # an HTTP create of a built-in kind
             obj = core_kinds.create_defaults(_api_version(spec.storage), spec.kind, obj)
         obj = _normalize(obj, spec.schema)
+        _validate(spec, name, obj, None, "main")
         self._manage_fields(spec, None, obj, "main", obj)
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -1798,6 +1837,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self, spec: _Spec, name: str, current: JsonDict, proposed: JsonDict, scope: Scope
     ) -> JsonDict:
         """Turn a client's proposed object into what the server stores (or refuse it)."""
+        if scope != "all":  # a reactor's write is no client's
+            _unknown_fields(spec, _typed(spec, proposed))
         old_meta = current["metadata"]
         new_meta = proposed.get("metadata")
         new_meta = dict(new_meta) if isinstance(new_meta, dict) else {}
@@ -1842,6 +1883,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             final["metadata"] = new_meta
 
         final = _normalize(_typed(spec, final), spec.schema)
+        _validate(spec, name, final, current, scope)
         self._manage_fields(spec, current, final, scope, proposed)
         if _content(spec, final) != _content(spec, current):
             final["metadata"]["generation"] = old_meta.get("generation", 0) + 1
@@ -2525,9 +2567,11 @@ def _stale_message(spec: _Spec, name: str) -> str:
 
 
 def _invalid(spec: _Spec, name: str, message: str) -> ApiError:
-    return ApiError(
-        422, "Invalid", f'{spec.kind} "{name}" is invalid: {message}', _details(spec, name)
-    )
+    group = spec.resource.group or ""
+    qualified = f"{spec.kind}.{group}" if group else spec.kind
+    details = {key: value for key, value in (("name", name), ("group", group)) if value}
+    details["kind"] = spec.kind
+    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {message}', details)
 
 
 def _bad_request(message: str) -> ApiError:
@@ -2787,57 +2831,83 @@ def _parse_field_selector(
 # --- structural schemas -------------------------------------------------------------------
 
 
-def _normalize(obj: JsonDict, schema: JsonDict | None) -> JsonDict:
+def _normalize(obj: JsonDict, structural: JsonDict | None) -> JsonDict:
     """Prune unknown fields, then apply defaults, as a CRD's structural schema says."""
-    if schema is None:
-        return obj
-    head = {key: obj[key] for key in ("apiVersion", "kind", "metadata") if key in obj}
-    body = {key: value for key, value in obj.items() if key not in head}
-    return {**head, **_default(_prune(body, schema), schema)}
+    return schema.normalize(obj, structural)[0]
 
 
-def _is_object_schema(schema: JsonDict) -> bool:
-    return (
-        schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema
-    )
+def _write_of(request: kmock.Request) -> _Write | None:
+    """The write an HTTP request makes, with its ``fieldValidation`` (422 when not one of
+    the values the real server knows).
+    """
+    verbs: dict[str, Literal["create", "update", "patch"]] = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+    }
+    verb = verbs.get(request.method.value)
+    if verb is None or request.resource is None:
+        return None
+    value = request.params.get("fieldValidation", "")
+    refused = schema.field_validation_error(f"{verb.capitalize()}Options", value)
+    if refused is not None:
+        raise ApiError(refused["code"], refused["reason"], refused["message"], refused["details"])
+    if _content_type(request) == APPLY_PATCH:
+        return _Write(verb, "Ignore")  # see the module docstring: no unknown-field errors
+    return _Write(verb, value or "Warn")
 
 
-def _prune(value: Any, schema: JsonDict) -> Any:
-    if isinstance(value, dict) and _is_object_schema(schema):
-        properties: JsonDict = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        keep_unknown = additional is True or schema.get("x-kubernetes-preserve-unknown-fields")
-        embedded = schema.get("x-kubernetes-embedded-resource") is True
-        pruned: JsonDict = {}
-        for key, item in value.items():
-            sub = properties.get(key, additional if isinstance(additional, dict) else None)
-            if sub is None:
-                if keep_unknown or (embedded and key in ("apiVersion", "kind", "metadata")):
-                    pruned[key] = item
-            elif item is not None or sub.get("nullable"):
-                pruned[key] = _prune(item, sub)
-        return pruned
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_prune(item, schema["items"]) for item in value]
-    return value
+def _warning(write: _Write | None) -> str | None:
+    """The ``Warning`` header of a write's answer (``None``: none)."""
+    return schema.warning_header(write.warnings) if write and write.warnings else None
 
 
-def _default(value: Any, schema: JsonDict) -> Any:
-    if isinstance(value, dict):
-        properties: JsonDict = schema.get("properties") or {}
-        additional = schema.get("additionalProperties")
-        result = dict(value)
-        for key, sub in properties.items():
-            if "default" in sub and key not in result:
-                result[key] = copy.deepcopy(sub["default"])
-        for key, item in list(result.items()):
-            sub = properties.get(key, additional if isinstance(additional, dict) else None)
-            if sub is not None:
-                result[key] = _default(item, sub)
-        return result
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_default(item, schema["items"]) for item in value]
-    return value
+def _unknown_fields(spec: _Spec, proposed: JsonDict) -> None:
+    """Answer the unknown fields of a client's object as its ``fieldValidation`` says:
+    ``Strict`` refuses the write, ``Warn`` (the default) warns, ``Ignore`` says nothing.
+    """
+    write = _WRITE.get()
+    if write is None or spec.schema is None or write.field_validation == "Ignore":
+        return
+    unknown = schema.normalize(proposed, spec.schema)[1]
+    if not unknown:
+        return
+    if write.field_validation == "Warn":
+        write.warnings.extend(schema.unknown_messages(unknown))
+        return
+    error = schema.strict_decoding_error(unknown)
+    if write.verb != "patch":
+        version = spec.resource.version
+        raise _bad_request(
+            f'{spec.kind} in version "{version}" cannot be handled as a {spec.kind}: {error}'
+        )
+    invalid = [schema.FieldError(schema.INVALID, "patch", schema.go_json(proposed), error)]
+    body = schema.invalid_status("", "", "", invalid)
+    raise ApiError(422, "Invalid", body["message"], body["details"])
+
+
+def _validate(spec: _Spec, name: str, obj: JsonDict, old: JsonDict | None, scope: Scope) -> None:
+    """422 Invalid when ``obj`` breaks its CRD's structural schema (see ``schema.py``)."""
+    if spec.schema is None:
+        return
+    if scope == "status":
+        status_schema = (spec.schema.get("properties") or {}).get("status")
+        if "status" not in obj or not isinstance(status_schema, dict):
+            return
+        errors = schema.validate(
+            obj["status"],
+            status_schema,
+            (old or {}).get("status"),
+            prefix="status",
+            ratchet=False,
+        )
+    elif old is None:
+        errors = schema.validate(obj, spec.schema)
+    else:
+        errors = schema.validate(obj, spec.schema, old)
+    if errors:
+        body = schema.invalid_status(spec.resource.group or "", spec.kind, name, errors)
+        raise ApiError(422, "Invalid", body["message"], body["details"])
 
 
 # --- patches ------------------------------------------------------------------------------
