@@ -1228,3 +1228,39 @@ async def test_a_kopf_operator_handles_each_object_exactly_once(
         await asyncio.to_thread(thread.join, 30)
     assert not thread.is_alive()
     assert not errors
+
+
+async def test_dry_run_all_answers_the_write_and_stores_nothing(em: ApiServerEmulator) -> None:
+    stored = await create(em, WIDGETS, widget("kept", color="red"))
+    rv = stored["metadata"]["resourceVersion"]
+    watch = await open_watch(em, WIDGETS, resourceVersion=rv)
+    try:
+        status, created = await call(em, "POST", WIDGETS, widget("ghost"), dryRun="All")
+        assert status == 201 and created["spec"]["size"] == 3  # defaulted, validated
+        assert "resourceVersion" not in created["metadata"] and created["metadata"]["uid"]
+        status, patched = await call(
+            em, "PATCH", f"{WIDGETS}/kept", {"spec": {"color": "blue"}}, MERGE_PATCH,
+            dryRun="All",
+        )  # fmt: skip
+        assert status == 200 and patched["spec"]["color"] == "blue"
+        assert patched["metadata"]["resourceVersion"] == rv
+        status, _ = await call(em, "DELETE", f"{WIDGETS}/kept", dryRun="All")
+        assert status == 200
+        # An invalid write is refused as it would be without dryRun.
+        status, refused = await call(
+            em, "PATCH", f"{WIDGETS}/kept", {"spec": {"size": "big"}}, MERGE_PATCH,
+            dryRun="All",
+        )  # fmt: skip
+        assert status == 422, refused
+        status, bad = await call(em, "POST", WIDGETS, widget("x"), dryRun="yes")
+        assert status == 422 and bad["details"]["causes"][0]["field"] == "dryRun", bad
+        # Nothing changed, and no watcher heard of any of it.
+        assert em.get(f"{GROUP}/v1", "widgets", "ns", "ghost") is None
+        kept = em.get(f"{GROUP}/v1", "widgets", "ns", "kept")
+        assert kept is not None and kept["spec"]["color"] == "red"
+        assert kept["metadata"]["resourceVersion"] == rv
+        await create(em, WIDGETS, widget("later"))
+        watched = Watch(watch)
+        assert summary(await watched.next()) == ("ADDED", "later")
+    finally:
+        watch.close()

@@ -645,3 +645,28 @@ async def test_kubectl_auth_over_tls_with_rbac(tmp_path: pathlib.Path) -> None:
             assert "configmaps" in rules, rules
             forbidden = await run_failing(base, "create", "configmap", "x", "-n", "mcp")
             assert 'User "system:serviceaccount:mcp:viewer" cannot create' in forbidden
+
+
+async def test_kubectl_server_dry_run_changes_nothing(
+    emulated: tuple[ApiServerEmulator, list[str]], tmp_path: pathlib.Path
+) -> None:
+    em, base = emulated
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: planned, namespace: mcp}\ndata: {a: b}\n"
+    )
+    output = await run(base, "apply", "--dry-run=server", "-f", str(manifest))
+    assert "configmap/planned created (server dry run)" in output, output
+    assert em.get("v1", "configmaps", "mcp", "planned") is None
+    output = await run(base, "delete", "cm", "settings", "-n", "mcp", "--dry-run=server")
+    assert "(server dry run)" in output, output
+    assert em.get("v1", "configmaps", "mcp", "settings") is not None
+    output = await run(
+        base, "patch", "mcprem", "existing", "-n", "mcp", "--type", "merge",
+        "-p", '{"spec":{"approved":true}}', "--dry-run=server",
+    )  # fmt: skip
+    assert "existing patched" in output, output
+    [sent] = [r for r in list(em) if r.method == kmock.method.PATCH]
+    assert sent.params.get("dryRun") == "All"
+    existing = em.get("mcp.dese.ai/v1alpha1", "mcpremediations", "mcp", "existing")
+    assert existing is not None and existing["spec"]["approved"] is False

@@ -75,6 +75,10 @@ client depend on:
   are 400 ``field label not supported``), as ``events.py`` describes;
 * ``/scale`` (``autoscaling/v1`` Scale: get, update, patch) for Deployments, StatefulSets,
   ReplicaSets and CRD versions declaring ``subresources.scale`` (``scale.py``);
+* server-side dry run (``dryRun=All`` on a write, or in a deletion's DeleteOptions body, as
+  ``kubectl --dry-run=server`` sends it): the write is defaulted, validated and answered as
+  it would be, and nothing is stored, logged or reacted to (a create's answer has no
+  resourceVersion); any other value is 422 on ``dryRun``;
 * server-side apply (``application/apply-patch+yaml``, ``fieldManager`` required,
   ``force``) and ``metadata.managedFields`` recorded by every write of a request, with
   conflicts answered as the real server words them (``apply.py``);
@@ -260,6 +264,10 @@ _REQUEST_USER: contextvars.ContextVar[authz.UserInfo | None] = contextvars.Conte
 _WRITE: contextvars.ContextVar[_Write | None] = contextvars.ContextVar(
     "emulated_write", default=None
 )
+
+
+# ``dryRun=All`` on the write being served: everything up to storing it, nothing stored.
+_DRY_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("emulated_dry_run", default=False)
 
 
 @dataclass(frozen=True)
@@ -1226,10 +1234,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         # API errors are answers, not failures of the mock: they stay out of ``em.errors``.
         write: _Write | None = None
         token = _REQUEST_WRITER.set(_writer_of(request))
+        dry_token = _DRY_RUN.set(False)
         try:
             write = _write_of(request)
             write_token = _WRITE.set(write)
             try:
+                _DRY_RUN.set(_dry_run_of(request))
                 with self._state_lock:
                     code, body = op(request)
             finally:
@@ -1244,6 +1254,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             )
         finally:
             _REQUEST_WRITER.reset(token)
+            _DRY_RUN.reset(dry_token)
         # KMock merges the headers of an answer into its fallback reaction, where they stay:
         # ``None`` clears a previous answer's warnings.
         return Response(status=code, payload=body, headers={"Warning": _warning(write)})
@@ -1728,6 +1739,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             marked["metadata"]["generation"] = meta.get("generation", 0) + 1
             marked = self._commit(spec, namespace, name, current, marked, 0)
             return self._present(spec, marked)
+        if _DRY_RUN.get():
+            return self._present(spec, copy.deepcopy(current))
         self._rv += 1
         gone = copy.deepcopy(current)
         gone["metadata"]["resourceVersion"] = str(self._rv)
@@ -1796,6 +1809,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         obj = _normalize(obj, spec.schema)
         _validate(spec, name, obj, None, "main")
         self._manage_fields(spec, None, obj, "main", obj)
+        if _DRY_RUN.get():
+            return obj  # as the real dry run answers: no resourceVersion, nothing stored
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         key = self._key(spec, namespace, name)
@@ -1898,6 +1913,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         final: JsonDict,
         rounds: int,
     ) -> JsonDict:
+        if _DRY_RUN.get():
+            # The object as it would be, under the resourceVersion it has; nothing stored,
+            # no event, no reactor.
+            final["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            return final
         self._rv += 1
         final["metadata"]["resourceVersion"] = str(self._rv)
         stored = self._objects[self._key(spec, namespace, name)]
@@ -2589,7 +2609,9 @@ def _unsupported_media_type(accepted: Iterable[str]) -> ApiError:
 
 def _invalid_options(kind: str, field_name: str, detail: str) -> ApiError:
     """422 for bad request options (``PatchOptions.meta.k8s.io "" is invalid: ...``)."""
-    reason = "FieldValueRequired" if detail.startswith("Required") else "FieldValueForbidden"
+    reason = {"Required": "FieldValueRequired", "Unsupported": "FieldValueNotSupported"}.get(
+        detail.split(" ", 1)[0], "FieldValueForbidden"
+    )
     return ApiError(
         422,
         "Invalid",
@@ -2855,6 +2877,32 @@ def _write_of(request: kmock.Request) -> _Write | None:
     if _content_type(request) == APPLY_PATCH:
         return _Write(verb, "Ignore")  # see the module docstring: no unknown-field errors
     return _Write(verb, value or "Warn")
+
+
+def _dry_run_of(request: kmock.Request) -> bool:
+    """Whether a write asks for ``dryRun=All`` (any other value is the real 422)."""
+    if request.method.value not in ("POST", "PUT", "PATCH", "DELETE"):
+        return False
+    values = request.params.getall("dryRun", []) if hasattr(request.params, "getall") else []
+    if not values and "dryRun" in request.params:
+        values = [request.params["dryRun"]]
+    if not values and request.method.value == "DELETE":
+        # kubectl sends a deletion's options as a DeleteOptions body.
+        with contextlib.suppress(ApiError):
+            options = _json_body(request)
+            if isinstance(options, dict) and isinstance(options.get("dryRun"), list):
+                values = [str(value) for value in options["dryRun"]]
+    if not values:
+        return False
+    bad = [value for value in values if value != "All"]
+    if bad:
+        options = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
+        kind = options.get(request.method.value, "DeleteOptions")
+        listed = "[]string{" + ", ".join(json.dumps(v) for v in bad) + "}"
+        raise _invalid_options(
+            kind, "dryRun", f'Unsupported value: {listed}: supported values: "All"'
+        )
+    return True
 
 
 def _warning(write: _Write | None) -> str | None:
