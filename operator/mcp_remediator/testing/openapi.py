@@ -29,9 +29,8 @@ Simplified or left out: the documents are JSON only, so the protobuf v2 that kub
 Acceptable, and kubectl goes on without it (apply computes strategic merge patches from its
 compiled-in types); the PATCH operations of built-in kinds list JSON and merge patch but not
 strategic merge patch, so that kubectl takes those compiled-in types (whose merge keys are
-exact) instead of the generated schemas; no ``ETag``. The
-operations list the real API's query parameters: what the emulator honours is the write
-path's business (it ignores ``dryRun``, for one).
+exact) instead of the generated schemas; no ``ETag``. The operations list the real API's
+query parameters: what the emulator honours is the write path's business.
 """
 
 from __future__ import annotations
