@@ -18,6 +18,7 @@ import kmock
 import pytest
 import yaml
 
+from mcp_remediator.testing import cel
 from mcp_remediator.testing.emulator import (
     MERGE_PATCH,
     ApiError,
@@ -101,6 +102,37 @@ async def test_dry_run_yes_is_422_naming_spec_dry_run(em: ApiServerEmulator) -> 
     }
     assert stored(em, "x") is None
     assert em.errors == []
+
+
+ONE_OF = '<nil>: Invalid value: "object": give exactly one of spec.runbookRef or spec.steps'
+
+
+@pytest.mark.skipif(not cel.AVAILABLE, reason="cel-python is not installed")
+async def test_the_crds_cel_rules_are_enforced(em: ApiServerEmulator) -> None:
+    """x-kubernetes-validations: a remediation with neither runbookRef nor steps is 422; a
+    planned run may still be approved (its rules guard every read with has())."""
+    empty = {**remediation("empty"), "spec": {}}
+    status, body, _ = await call(em, "POST", REMEDIATIONS, empty)
+    assert status == 422, body
+    assert body["message"] == f'McpRemediation.{GROUP} "empty" is invalid: {ONE_OF}'
+    assert stored(em, "empty") is None
+
+    await call(em, "POST", REMEDIATIONS, remediation("planned"))
+    plan = {"status": {"phase": "AwaitingApproval", "plan": {"steps": []}}}
+    status, body, _ = await call(
+        em, "PATCH", f"{REMEDIATIONS}/planned/status", plan, "application/merge-patch+json"
+    )
+    assert status == 200, body
+    approve = {"spec": {"approved": True}}
+    status, body, _ = await call(
+        em, "PATCH", f"{REMEDIATIONS}/planned", approve, "application/merge-patch+json"
+    )
+    assert status == 200, body
+    other = {"spec": {"runbookRef": {"name": "other"}}}
+    status, body, _ = await call(
+        em, "PATCH", f"{REMEDIATIONS}/planned", other, "application/merge-patch+json"
+    )
+    assert status == 422 and "fixed once the run is planned" in body["message"], body
 
 
 async def test_several_errors_are_one_aggregate(em: ApiServerEmulator) -> None:

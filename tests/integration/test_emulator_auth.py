@@ -139,7 +139,8 @@ def remediation(name: str, namespace: str = "team-a") -> dict[str, Any]:
         "apiVersion": MCP,
         "kind": "McpRemediation",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"steps": []},
+        # The CRD's CEL rule: exactly one of runbookRef or (non-empty) steps.
+        "spec": {"runbookRef": {"name": "restart"}},
     }
 
 

@@ -47,7 +47,8 @@ def remediation(name: str) -> dict[str, Any]:
         "apiVersion": f"{MCP_GROUP}/v1alpha1",
         "kind": "McpRemediation",
         "metadata": {"name": name, "namespace": "mcp"},
-        "spec": {},
+        # The CRD's CEL rule: exactly one of runbookRef or (non-empty) steps.
+        "spec": {"runbookRef": {"name": "restart"}},
     }
 
 

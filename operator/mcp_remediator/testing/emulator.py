@@ -117,7 +117,8 @@ request gets its 401/403 and never reaches a reaction (it is still recorded in
 * every decision goes to ``em.audit`` (``authz.AuditEntry``: who, impersonated by whom, what,
   allowed or the answer instead).
 
-Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are not evaluated, and of
+Simplified or left out: ``x-kubernetes-validations`` (CEL rules) are evaluated by ``cel.py``
+with standard CEL only (no Kubernetes CEL libraries, no cost budget), and of
 ObjectMeta only names are validated (labels, annotations, finalizers are not); errors among
 sibling fields come in the schema's order (the real server's order varies); several warnings
 share one ``Warning`` header, comma-separated; built-in kinds are not validated and warn of
@@ -211,6 +212,7 @@ from kmock._internal.rendering import Response
 from mcp_remediator.testing import apply as ssa
 from mcp_remediator.testing import (
     authz,
+    cel,
     core_kinds,
     events,
     fields,
@@ -2953,6 +2955,9 @@ def _validate(spec: _Spec, name: str, obj: JsonDict, old: JsonDict | None, scope
         errors = schema.validate(obj, spec.schema)
     else:
         errors = schema.validate(obj, spec.schema, old)
+    # The CEL rules judge the whole object, on a /status write too (ratcheted: the rules of
+    # what the write left unchanged are not run).
+    errors += cel.errors(obj, spec.schema) if old is None else cel.errors(obj, spec.schema, old)
     if errors:
         body = schema.invalid_status(spec.resource.group or "", spec.kind, name, errors)
         raise ApiError(422, "Invalid", body["message"], body["details"])

@@ -27,10 +27,11 @@ Pure functions the emulator (``emulator.py``) calls on every write of a custom r
   "string"``) and ``invalid_status`` answers them as kube-apiserver's 422 ``Status``
   (``McpRemediation.mcp.dese.ai "x" is invalid: [a, b]``, causes with their reasons).
 
-Left out: ``x-kubernetes-validations`` (CEL rules are not evaluated), ``uniqueItems`` and
-``patternProperties`` (a structural schema may not use them), the ObjectMeta checks of an
-embedded resource's ``metadata``, and Go's random map order (errors come in the schema's
-property order; the real server's order among sibling fields varies from call to call).
+Left out here: ``x-kubernetes-validations`` (CEL rules: ``cel.py`` evaluates them),
+``uniqueItems`` and ``patternProperties`` (a structural schema may not use them), the
+ObjectMeta checks of an embedded resource's ``metadata``, and Go's random map order (errors
+come in the schema's property order; the real server's order among sibling fields varies
+from call to call).
 Of ``anyOf``/``oneOf`` failures, the errors of the first failing branch are shown, where
 kube-openapi picks the branch that matched the most.
 """
@@ -58,6 +59,7 @@ DUPLICATE: Final = "FieldValueDuplicate"
 TOO_LONG: Final = "FieldValueTooLong"
 TOO_MANY: Final = "FieldValueTooMany"
 TYPE_INVALID: Final = "FieldValueTypeInvalid"
+FORBIDDEN: Final = "FieldValueForbidden"
 
 _LABELS: Final = {
     REQUIRED: "Required value",
@@ -67,8 +69,9 @@ _LABELS: Final = {
     TOO_LONG: "Too long",
     TOO_MANY: "Too many",
     TYPE_INVALID: "Invalid value",
+    FORBIDDEN: "Forbidden",
 }
-_NO_VALUE: Final = (REQUIRED, TOO_LONG)  # field.Error shows no value for these
+_NO_VALUE: Final = (REQUIRED, TOO_LONG, FORBIDDEN)  # field.Error shows no value for these
 
 FIELD_VALIDATION: Final = ("Ignore", "Warn", "Strict")
 IN: Final = "body"

@@ -187,11 +187,19 @@ def remediation_crd() -> dict[str, Any]:
                 "size(self.spec.steps) > 0)",
                 "message": "give exactly one of spec.runbookRef or spec.steps",
             },
+            # A field that is not set cannot be read in CEL ("no such key" fails the write):
+            # every read is guarded with has(). Cheap by design (no list equality, whose
+            # estimated cost over unbounded steps could exceed the CRD's CEL budget): the
+            # run follows status.plan anyway, so this only keeps spec telling the truth.
             {
                 "rule": "!has(oldSelf.status) || !has(oldSelf.status.plan) || "
-                "(self.spec.steps == oldSelf.spec.steps && "
-                "self.spec.runbookRef == oldSelf.spec.runbookRef)",
-                "message": "steps are immutable once the run started",
+                "(has(self.spec.runbookRef) == has(oldSelf.spec.runbookRef) && "
+                "has(self.spec.steps) == has(oldSelf.spec.steps) && "
+                "(!has(self.spec.runbookRef) || "
+                "self.spec.runbookRef.name == oldSelf.spec.runbookRef.name) && "
+                "(!has(self.spec.steps) || size(self.spec.steps) == size(oldSelf.spec.steps)))",
+                "message": "spec.runbookRef and spec.steps are fixed once the run is planned "
+                "(status.plan)",
             },
         ],
         "One execution of a runbook (or of inline steps), with every step's result.",
