@@ -703,6 +703,42 @@ async def test_apply_merges_keyed_lists_item_by_item(em: ApiServerEmulator) -> N
     assert [c["name"] for c in after["spec"]["template"]["spec"]["containers"]] == ["side"]
 
 
+async def test_apply_refuses_a_keyed_item_without_its_key(em: ApiServerEmulator) -> None:
+    """An item that omits its key fields could stand for any item: the real server refuses
+    it, where a merge would overwrite the first container."""
+    containers: list[dict[str, Any]] = [{"name": "web", "image": "nginx"}]
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": containers}}}}  # fmt: skip
+    status, _ = await apply(em, f"{DEPLOYMENTS}/web", body, "one")
+    assert status == 201
+    containers.append({"image": "sidecar"})
+    status, error = await apply(em, f"{DEPLOYMENTS}/web", body, "one")
+    assert status == 400, error
+    assert (
+        'element 1: associative list with keys has an element that omits key field "name"'
+        in (error["message"])
+    )
+    stored = em.get("apps/v1", "deployments", "ns", "web")
+    assert stored is not None
+    assert stored["spec"]["template"]["spec"]["containers"] == [{"name": "web", "image": "nginx"}]
+
+
+async def test_apply_of_an_empty_map_conflicts_with_nobody(em: ApiServerEmulator) -> None:
+    await create(em, CONFIGMAPS, {"metadata": {"name": "cfg", "labels": {"a": "b"}}})
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {}}}
+    status, applied = await apply(em, f"{CONFIGMAPS}/cfg", body, "m1")
+    assert status == 200, applied
+    assert applied["metadata"]["labels"] == {"a": "b"}
+
+
+async def test_apply_refuses_a_body_namespace_other_than_the_urls(em: ApiServerEmulator) -> None:
+    body = applied_cm(a="1")
+    body["metadata"]["namespace"] = "other"
+    status, error = await apply(em, f"{CONFIGMAPS}/cfg", body, "m1")
+    assert status == 400 and "namespace" in error["message"], error
+    assert em.get("v1", "configmaps", "ns", "cfg") is None
+
+
 async def test_apply_to_a_custom_resource_follows_its_list_types(em: ApiServerEmulator) -> None:
     def gadget(**spec: Any) -> dict[str, Any]:
         return {

@@ -69,6 +69,11 @@ _STRIPPED_META = frozenset(
 _STRUCT_FIELDS = frozenset({"metadata", "spec", "status", "template"})
 
 
+class ApplyInvalid(ValueError):
+    """An applied object the server cannot merge (an item of a keyed list without its key
+    fields): 422, as the real server refuses it."""
+
+
 class ApplyConflict(Exception):
     """Fields another manager owns with other values: a 409 with these causes."""
 
@@ -177,9 +182,12 @@ def schema_list_keys(schema: JsonDict | None) -> ListKeys:
     return keys
 
 
+_NO_KEY = "k:{}"
+
+
 def _item_key(item: Any, keys: tuple[str, ...]) -> str:
     if not isinstance(item, dict):
-        return "k:" + json.dumps({}, separators=(",", ":"))
+        return _NO_KEY
     present = {key: item[key] for key in sorted(keys) if key in item}
     return "k:" + json.dumps(present, separators=(",", ":"), sort_keys=True)
 
@@ -246,9 +254,28 @@ def index(value: Any, list_keys: ListKeys) -> tuple[dict[Path, Any], set[Path]]:
     return nodes, leaves
 
 
-def field_set(value: Any, list_keys: ListKeys) -> set[Path]:
-    """The leaf paths of a value, and the items of keyed lists and sets."""
-    return index(value, list_keys)[1]
+def _check_keys(value: Any, list_keys: ListKeys) -> None:
+    """Refuse an applied item of a keyed list that has none of its key fields, as the real
+    server refuses it (it could stand for no item, or for any)."""
+
+    def walk(node: Any, names: tuple[str, ...], where: str) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, (*names, key), f"{where}.{key}")
+        elif isinstance(node, list):
+            kind = list_keys(names)
+            if kind is None or kind == "set":
+                return
+            for position, item in enumerate(node):
+                if _item_key(item, kind) == _NO_KEY:
+                    raise ApplyInvalid(
+                        f"{where}: element {position}: associative list with keys has an "
+                        f'element that omits key field "{kind[0]}" (and doesn\'t have '
+                        "default value)"
+                    )
+                walk(item, names, f"{where}[{position}]")
+
+    walk(value, (), "")
 
 
 def to_fields_v1(paths: Iterable[Path]) -> JsonDict:
@@ -297,10 +324,10 @@ def _find_item(items: list[Any], element: str) -> int | None:
     for index, item in enumerate(items):
         if kind == "v" and item == wanted:
             return index
-        if kind == "k" and isinstance(item, dict):
+        if kind == "k" and wanted and isinstance(item, dict):
             if all(item.get(key) == value for key, value in wanted.items()):
                 return index
-    return None
+    return None  # an item without its key fields stands for no other
 
 
 def value_at(obj: Any, path: Path) -> Any:
@@ -487,6 +514,7 @@ def apply(
     for entry in entries:  # ownership of what no longer exists is void
         if entry.api_version == api_version:
             entry.fields = {p for p in entry.fields if p in live_values}
+    _check_keys(stripped(applied, reset), list_keys)
     applied_values, applied_set = index(stripped(applied, reset), list_keys)
 
     key = (manager, APPLY, subresource)
@@ -496,7 +524,10 @@ def apply(
             continue
         for path in sorted(applied_set & entry.fields):
             value = applied_values[path]
-            if _is_leaf_value(value) and value != live_values.get(path, _MISSING):
+            live_value = live_values.get(path, _MISSING)
+            if value == {} and isinstance(live_value, dict):
+                continue  # merging an empty map changes nothing
+            if _is_leaf_value(value) and value != live_value:
                 conflicts.append((entry, path))
     if conflicts and not force:
         raise _conflict_error(conflicts)
@@ -514,13 +545,15 @@ def apply(
             others |= _with_parents(entry.fields)
     if mine is not None:
         removed: list[Path] = []
+        gone: set[Path] = set()
         for path in sorted(mine.fields - applied_set, key=len):
-            if path in others or any(o[: len(path)] == path for o in others):
+            if path in others:  # others holds every owned path's parents too
                 continue
-            if any(path[: len(done)] == done for done in removed):
+            if any(path[:depth] in gone for depth in range(1, len(path))):
                 continue  # inside what is gone already
             _remove_at(merged, path)
             removed.append(path)
+            gone.add(path)
         for path in sorted(removed, key=len, reverse=True):
             _drop_emptied(merged, path[:-1], others | applied_set)
         entries.remove(mine)
@@ -555,12 +588,18 @@ def _merge(live: Any, applied: Any, names: tuple[str, ...], list_keys: ListKeys)
             return [*live, *(item for item in applied if item not in live)]
         if kind:
             result_items = [copy.deepcopy(item) for item in live]
+            # One look-up table a list, not a scan an item: big lists stay linear.
+            positions: dict[str, int] = {}
+            for at, item in enumerate(result_items):
+                positions.setdefault(_item_key(item, kind), at)
             for item in applied:
-                index = _find_item(result_items, _item_key(item, kind))
-                if index is None:
+                key = _item_key(item, kind)
+                found = positions.get(key) if key != _NO_KEY else None
+                if found is None:
+                    positions.setdefault(key, len(result_items))
                     result_items.append(copy.deepcopy(item))
                 else:
-                    result_items[index] = _merge(result_items[index], item, names, list_keys)
+                    result_items[found] = _merge(result_items[found], item, names, list_keys)
             return result_items
     return copy.deepcopy(applied)
 

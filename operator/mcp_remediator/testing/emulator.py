@@ -1595,6 +1595,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             raise _bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
+        body_namespace = meta.get("namespace") if isinstance(meta, dict) else None
+        if spec.namespaced and body_namespace not in (None, "", request.namespace):
+            raise _bad_request(
+                "the namespace of the provided object does not match the namespace sent on"
+                " the request"
+            )
         subresource = request.subresource or ""
         reset: tuple[str, ...] = ()
         if spec.has_status and not subresource:
@@ -1618,6 +1624,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 )
             except ssa.ApplyConflict as exc:
                 raise ApiError(409, "Conflict", exc.message, {"causes": exc.causes}) from None
+            except ssa.ApplyInvalid as exc:
+                gvk = f"{spec.api_version}, Kind={spec.kind}"
+                raise _bad_request(f"failed to create typed patch object ({gvk}): {exc}") from None
 
         if self._current(spec, request.namespace, name) is None:
             if subresource:
