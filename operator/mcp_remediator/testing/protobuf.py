@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from typing import Any, Union
+from typing import Any
 
 JsonDict = dict[str, Any]
 
@@ -26,7 +26,6 @@ CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
 # A message schema: field number -> (JSON name, type, repeated). A type is a scalar name,
 # a nested schema, or ("map", value type).
-FieldType = Union[str, "Schema", tuple[str, Any]]
 Schema = dict[int, tuple[str, Any, bool]]
 
 
@@ -110,10 +109,16 @@ def _is_zero(value: Any) -> bool:
 def decode_message(data: bytes, schema: Schema, *, keep_zero: bool = False) -> JsonDict:
     """A protobuf message as the JSON object of its Kubernetes type."""
     result: JsonDict = {}
-    for number, _wire, raw in _fields(data):
+    for number, wire, raw in _fields(data):
         if number not in schema:
             continue
         name, kind, repeated = schema[number]
+        # Strings, bytes and messages are length-delimited, ints and bools varints: any other
+        # wire type is a malformed body (and a varint where bytes belong must not become
+        # ``bytes(n)``, n zero bytes).
+        expected = 0 if kind in ("int", "bool") else 2
+        if wire != expected:
+            raise ProtobufError(f"field {number} ({name}) has wire type {wire}")
         value: Any
         if isinstance(kind, tuple) and kind[0] == "map":
             entry = decode_message(
@@ -376,6 +381,6 @@ def decode(body: bytes) -> JsonDict | None:
         if schema is None:
             return None
         obj = decode_message(raw, schema)
-    except (ProtobufError, UnicodeDecodeError):
-        return None
+    except (ProtobufError, UnicodeDecodeError, ValueError, OverflowError, OSError):
+        return None  # unreadable (out-of-range times among them): the emulator answers 415
     return {"apiVersion": api_version, "kind": kind, **obj}
