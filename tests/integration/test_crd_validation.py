@@ -213,6 +213,27 @@ async def test_updates_ratchet_values_a_tightened_schema_refuses(em: ApiServerEm
     assert status == 422
 
 
+async def test_status_writes_ratchet_against_the_stored_status(em: ApiServerEmulator) -> None:
+    """statusStrategy validates with ratcheting too: a stored status value a tightened
+    schema refuses does not block a status write that leaves it alone."""
+    crd = yaml.safe_load((ROOT / "crds" / "mcp.dese.ai_mcpremediations.yaml").read_text())
+    loose = copy.deepcopy(crd)
+    root = loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    del root["properties"]["status"]["properties"]["phase"]["enum"]
+    em.register_crd(loose)
+    await call(em, "POST", REMEDIATIONS, remediation())
+    legacy = {"status": {"phase": "Legacy"}}
+    status, body, _ = await call(em, "PATCH", f"{REMEDIATIONS}/x/status", legacy, MERGE_PATCH)
+    assert status == 200, body
+    em.register_crd(crd)
+    note = {"status": {"message": "still here"}}
+    status, body, _ = await call(em, "PATCH", f"{REMEDIATIONS}/x/status", note, MERGE_PATCH)
+    assert status == 200, body
+    other = {"status": {"phase": "Older"}}
+    status, body, _ = await call(em, "PATCH", f"{REMEDIATIONS}/x/status", other, MERGE_PATCH)
+    assert status == 422, body
+
+
 def test_the_sync_helpers_refuse_invalid_objects_too(em: ApiServerEmulator) -> None:
     with pytest.raises(ApiError) as refused:
         em.seed(remediation(dryRun="yes"))

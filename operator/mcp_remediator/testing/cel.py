@@ -11,11 +11,13 @@ As in Kubernetes:
   old value; on a create it is skipped;
 * reading a field that is not set is an error (``no such key``: rules must guard with
   ``has()``), and an error fails the write like a false rule;
-* with ratcheting (``CRDValidationRatcheting``, on by default since 1.30), a node whose
-  value the update left unchanged keeps its rules to itself;
+* with ratcheting (``CRDValidationRatcheting``, on by default since 1.30), a rule without
+  ``oldSelf`` that is false on a value the update left unchanged is let through (transition
+  rules and evaluation errors still count);
 * a failed rule is ``<path>: Invalid value: "<schema type>": <message>`` (its ``message``,
   or ``failed rule: <rule>``), at the node's path or ``<nil>`` at the root, its ``reason``
-  and ``fieldPath`` honoured.
+  and ``fieldPath`` honoured; an evaluation error is ``<error> evaluating rule: <message or
+  rule>`` at the node; an integer beyond int64 is a double, as the server decodes JSON.
 
 Simplified: the Kubernetes CEL libraries beyond standard CEL (``isURL``, ``quantity``,
 ``format``...) are not there (a rule calling one fails with the library's error), no cost
@@ -44,7 +46,9 @@ except ImportError:  # pragma: no cover - the test and demo extras bring it
 AVAILABLE = celpy is not None
 JsonDict = dict[str, Any]
 _MISSING: Any = object()
-_REASONS = {reason: reason for reason in (INVALID, FORBIDDEN, REQUIRED, DUPLICATE)}
+_REASONS = {
+    reason: reason for reason in (INVALID, FORBIDDEN, REQUIRED, DUPLICATE)
+}  # others: Invalid
 _OLD_SELF = re.compile(r"\boldSelf\b")
 
 
@@ -60,12 +64,15 @@ def errors(
         rules = sub.get("x-kubernetes-validations")
         if not rules:
             continue
-        if old_value is not _MISSING and old_value == value:
-            continue  # ratcheting: an unchanged value keeps its rules to itself
+        unchanged = old_value is not _MISSING and old_value == value
         for rule in rules:
-            failure = _evaluate(str(rule.get("rule") or ""), value, old_value)
-            if failure is not None:
-                found.append(_error(rule, sub, path, failure, value, old_value))
+            expression = str(rule.get("rule") or "")
+            failure = _evaluate(expression, value, old_value)
+            if failure is None:
+                continue
+            if unchanged and failure == "" and not _OLD_SELF.search(expression):
+                continue  # ratcheting: a value the update left as it was may keep failing
+            found.append(_error(rule, sub, path, failure, value, old_value))
     return found
 
 
@@ -114,13 +121,26 @@ def _program(expression: str) -> Any:
 
 def _run(expression: str, value: Any, old: Any) -> Any:
     """The expression's value, or the exception that stopped it."""
-    activation = {"self": json_to_cel(value)}
-    if old is not _MISSING:
-        activation["oldSelf"] = json_to_cel(old)
     try:
+        activation = {"self": json_to_cel(_as_decoded(value))}
+        if old is not _MISSING:
+            activation["oldSelf"] = json_to_cel(_as_decoded(old))
         return _program(expression).evaluate(activation)
-    except Exception as exc:  # a compile error, or CELEvalError raised
+    except Exception as exc:  # a compile error, CELEvalError, a value CEL cannot hold
         return exc
+
+
+def _as_decoded(value: Any) -> Any:
+    """JSON as the API server decodes it: an integer beyond int64 is a float64."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _as_decoded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_decoded(item) for item in value]
+    return value
 
 
 def _evaluate(expression: str, value: Any, old: Any) -> str | None:
@@ -145,6 +165,10 @@ def _error_text(exc: BaseException) -> str:
 def _error(
     rule: JsonDict, schema: JsonDict, path: str, failure: str, value: Any, old: Any
 ) -> FieldError:
+    shown = str(schema.get("type") or "object")
+    if failure:  # an evaluation error: at the node, naming the message or else the rule
+        said = str(rule.get("message") or rule.get("rule", ""))
+        return FieldError(INVALID, path or "<nil>", shown, f"{failure} evaluating rule: {said}")
     where = path
     if rule.get("fieldPath"):
         where = f"{path}{rule['fieldPath']}" if path else str(rule["fieldPath"]).lstrip(".")
@@ -154,8 +178,5 @@ def _error(
         said = _run(expression, value, old if _OLD_SELF.search(expression) else _MISSING)
         if isinstance(said, str) and said.strip():
             message = str(said)
-    if failure:
-        message = f"{failure} evaluating rule: {message}"
     kind = _REASONS.get(str(rule.get("reason") or "FieldValueInvalid"), INVALID)
-    shown = str(schema.get("type") or "object")
     return FieldError(kind, where or "<nil>", shown, message)

@@ -18,7 +18,7 @@ client depend on:
   maps, embedded resources); a refusal is kube-apiserver's 422 Invalid, worded as it words
   it (``McpRemediation.mcp.dese.ai "x" is invalid: spec.dryRun: Invalid value: ...``, one
   cause per field); updates ratchet (a bad value the update left alone passes), ``/status``
-  writes are checked against the status schema and do not ratchet. The sync helpers
+  writes are checked against the status schema, ratcheted by the stored status. The sync helpers
   (``seed``, ``apply``...) are refused the same way (``ApiError``). Unknown fields follow
   the write's ``fieldValidation``: ``Strict`` is 400 BadRequest (``strict decoding error:
   unknown field "spec.foo"``; a 422 on ``patch`` for a PATCH), ``Warn``, the default, a
@@ -2949,23 +2949,19 @@ def _validate(spec: _Spec, name: str, obj: JsonDict, old: JsonDict | None, scope
     """422 Invalid when ``obj`` breaks its CRD's structural schema (see ``schema.py``)."""
     if spec.schema is None:
         return
+    errors: list[schema.FieldError] = []
     if scope == "status":
         status_schema = (spec.schema.get("properties") or {}).get("status")
-        if "status" not in obj or not isinstance(status_schema, dict):
-            return
-        errors = schema.validate(
-            obj["status"],
-            status_schema,
-            (old or {}).get("status"),
-            prefix="status",
-            ratchet=False,
-        )
+        if "status" in obj and isinstance(status_schema, dict):
+            # Ratcheted by the stored status, as statusStrategy does.
+            errors = schema.validate(
+                obj["status"], status_schema, (old or {}).get("status"), prefix="status"
+            )
     elif old is None:
         errors = schema.validate(obj, spec.schema)
     else:
         errors = schema.validate(obj, spec.schema, old)
-    # The CEL rules judge the whole object, on a /status write too (ratcheted: the rules of
-    # what the write left unchanged are not run).
+    # The CEL rules judge the whole object, on a /status write too (cel.py: ratcheted).
     errors += cel.errors(obj, spec.schema) if old is None else cel.errors(obj, spec.schema, old)
     if errors:
         body = schema.invalid_status(spec.resource.group or "", spec.kind, name, errors)

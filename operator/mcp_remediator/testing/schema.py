@@ -21,7 +21,8 @@ Pure functions the emulator (``emulator.py``) calls on every write of a custom r
   ``x-kubernetes-list-type: set`` items and ``map`` keys (``x-kubernetes-list-map-keys``).
   Updates ratchet (the ``CRDValidationRatcheting`` gate, on by default in 1.32): an error in
   a value the update left as it was (an object's field, a map-list item by its keys; the
-  whole object) is dropped; ``/status`` writes do not ratchet, as in the real server.
+  whole object) is dropped; ``/status`` writes ratchet against the stored status, as
+  ``statusStrategy`` does.
 * the errors are ``FieldError``s worded as ``field.Error`` renders them
   (``spec.dryRun: Invalid value: "string": spec.dryRun in body must be of type boolean:
   "string"``) and ``invalid_status`` answers them as kube-apiserver's 422 ``Status``
@@ -455,7 +456,7 @@ class _Validator:
         pattern = schema.get("pattern")
         if pattern:
             try:
-                matched = re.search(_python_pattern(pattern), value) is not None
+                matched = _search(pattern, value)
             except re.error as exc:
                 return [
                     self.invalid(
@@ -634,7 +635,10 @@ def _json_equal(a: Any, b: Any) -> bool:
 def _is_multiple(value: float, factor: float) -> bool:
     if isinstance(value, int) and isinstance(factor, int):
         return value % factor == 0
-    quotient = value / factor if factor >= 1 else (1 / factor) * value
+    try:
+        quotient = value / factor if factor >= 1 else (1 / factor) * value
+    except OverflowError:  # an integer beyond float64: the server decoded it as +Inf
+        return False
     return math.isfinite(quotient) and float(quotient).is_integer()
 
 
@@ -659,8 +663,34 @@ def _correlated_item(schema: JsonDict, item: Any, old: Any) -> Any:
 
 
 def _python_pattern(pattern: str) -> str:
-    # RE2 and Python agree on the syntax CRD patterns use; ``\z`` is RE2's end of text.
-    return pattern.replace("\\z", "\\Z")
+    """An RE2 pattern (Go's regexp) as Python reads it the same way: RE2's ``$`` (without
+    the ``m`` flag) and ``\\z`` are the end of the text, where Python's ``$`` also matches
+    before a final newline; with ``re.ASCII`` (see ``_search``), ``\\d``, ``\\w``, ``\\s``
+    are ASCII as in RE2."""
+    out: list[str] = []
+    in_class = escaped = False
+    for char in pattern:
+        if escaped:
+            out.append("Z" if char == "z" else char)
+            escaped = False
+        elif char == "\\":
+            out.append(char)
+            escaped = True
+        elif in_class:
+            out.append(char)
+            in_class = char != "]"
+        elif char == "[":
+            out.append(char)
+            in_class = True
+        elif char == "$":
+            out.append("\\Z")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _search(pattern: str, value: str) -> bool:
+    return re.search(_python_pattern(pattern), value, re.ASCII) is not None
 
 
 # --- embedded resources and list types --------------------------------------------------------
