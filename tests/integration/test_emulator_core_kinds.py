@@ -139,3 +139,27 @@ def test_seeded_objects_get_no_defaults() -> None:
 def test_qos_class(resources: list[dict[str, Any]], expected: str) -> None:
     containers = [{"name": f"c{i}", "resources": r} for i, r in enumerate(resources)]
     assert qos_class({"containers": containers}) == expected
+
+
+async def test_a_secrets_string_data_is_written_into_data_and_never_returned(
+    em: ApiServerEmulator,
+) -> None:
+    secrets = "/api/v1/namespaces/default/secrets"
+    created = await create(
+        em,
+        secrets,
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "jwt"},
+         "data": {"OLD": "b2xk"}, "stringData": {"JWT_SECRET": "s3cr3t"}},
+    )  # fmt: skip
+    assert "stringData" not in created
+    assert created["data"] == {"OLD": "b2xk", "JWT_SECRET": "czNjcjN0"}
+    async with em.request(
+        "PATCH",
+        f"{secrets}/jwt",
+        data='{"stringData": {"OLD": "new"}}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    ) as response:
+        assert response.status == 200
+    stored = em.get("v1", "secrets", "default", "jwt")
+    assert stored is not None and "stringData" not in stored
+    assert stored["data"] == {"OLD": "bmV3", "JWT_SECRET": "czNjcjN0"}

@@ -17,6 +17,7 @@ class. Anything a client sent is kept.
 
 from __future__ import annotations
 
+import base64
 import copy
 import ipaddress
 import random
@@ -76,6 +77,21 @@ def create_defaults(api_version: str, kind: str, obj: JsonDict) -> JsonDict:
     if kind == "Pod":
         return _pod(obj)
     return obj
+
+
+def fold_string_data(api_version: str, kind: str, obj: JsonDict) -> JsonDict:
+    """A Secret as the API server stores it: ``stringData`` is write-only, its entries are
+    written into ``data`` (base64), overriding ``data``'s, and never returned."""
+    if (api_version, kind) != ("v1", "Secret") or "stringData" not in obj:
+        return obj
+    result = dict(obj)
+    plain = result.pop("stringData") or {}
+    if isinstance(plain, dict) and plain:
+        data = dict(result.get("data") or {})
+        for key, value in plain.items():
+            data[key] = base64.b64encode(str(value).encode()).decode("ascii")
+        result["data"] = data
+    return result
 
 
 def _service(obj: JsonDict) -> JsonDict:

@@ -134,8 +134,9 @@ request are recorded as that request's manager's); protobuf bodies only for
 ``protobuf.py``'s kinds and
 fields, and answers are always JSON; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
-they are then, not as of the first page). Built-in kinds get no pruning, and defaults only
-on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
+they are then, not as of the first page). Built-in kinds get no pruning (a Secret's write-only ``stringData``
+is written into ``data``, as the real server does), and defaults only on an HTTP create of
+a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
 allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
 ``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
 kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
@@ -1817,6 +1818,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             obj.pop("status", None)
         if not keep_status and not spec.custom:  # an HTTP create of a built-in kind
             obj = core_kinds.create_defaults(_api_version(spec.storage), spec.kind, obj)
+        obj = core_kinds.fold_string_data(_api_version(spec.storage), spec.kind, obj)
         obj = _normalize(obj, spec.schema)
         _validate(spec, name, obj, None, "main")
         self._manage_fields(spec, None, obj, "main", obj)
@@ -1908,6 +1910,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             _tidy_meta(new_meta)
             final["metadata"] = new_meta
 
+        final = core_kinds.fold_string_data(_api_version(spec.storage), spec.kind, final)
         final = _normalize(_typed(spec, final), spec.schema)
         _validate(spec, name, final, current, scope)
         self._manage_fields(spec, current, final, scope, proposed)
