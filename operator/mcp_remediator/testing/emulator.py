@@ -134,9 +134,9 @@ request are recorded as that request's manager's); protobuf bodies only for
 ``protobuf.py``'s kinds and
 fields, and answers are always JSON; a list is one page unless ``limit`` asks for
 pages, whose ``continue`` token resumes after the last name (later pages show objects as
-they are then, not as of the first page). Built-in kinds get no pruning (a Secret's write-only ``stringData``
-is written into ``data``, as the real server does), and defaults only on an HTTP create of
-a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
+they are then, not as of the first page). Built-in kinds get no pruning (a Secret's
+write-only ``stringData`` is written into ``data``, as the real server does), and defaults
+only on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
 allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
 ``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
 kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
