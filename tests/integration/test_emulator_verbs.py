@@ -409,7 +409,7 @@ async def test_deployment_scale_reads_and_writes_replicas(em: ApiServerEmulator)
             "creationTimestamp": made["metadata"]["creationTimestamp"],
         },
         "spec": {"replicas": 2},
-        "status": {"replicas": 0, "selector": "app=web,tier=web,env in (a,b)"},
+        "status": {"replicas": 0, "selector": "app=web,env in (a,b),tier=web"},
     }
     status, patched = await call(
         em, "PATCH", f"{DEPLOYMENTS}/web/scale", {"spec": {"replicas": 5}}, MERGE

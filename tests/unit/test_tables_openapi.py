@@ -162,7 +162,7 @@ def test_crd_cells_are_typed_by_their_column() -> None:
     spec = {"b": None, "a": [1, "two", True]}
     assert text.row({"metadata": {"name": "x"}, "spec": spec}, NOW) == [
         "x",
-        "map[a:[1 two true] b:<nil>]",
+        '{"a":[1,"two",true],"b":null}',
     ]
 
 

@@ -103,7 +103,10 @@ def core_fields(event: JsonDict) -> dict[str, str]:
         "metadata.namespace": _text(meta.get("namespace")),
         "reason": _text(event.get("reason")),
         "reportingComponent": _text(event.get("reportingComponent")),
-        "source": _text((event.get("source") or {}).get("component")),
+        # source.component, else reportingController, as EventToSelectableFields takes it
+        "source": _text(
+            (event.get("source") or {}).get("component") or event.get("reportingController")
+        ),
         "type": _text(event.get("type")),
     }
     for key in _REFERENCE_FIELDS:

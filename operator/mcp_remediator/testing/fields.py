@@ -2,7 +2,8 @@
 ``GetAttrs`` of each kind gives them.
 
 Every kind has ``metadata.name`` and ``metadata.namespace``; Events have their own (see
-events.py); Pods, Secrets, Namespaces and ReplicaSets the few their registries add; a custom
+events.py); Pods, Secrets, Namespaces, ReplicaSets, ReplicationControllers, Nodes and Jobs
+the few their registries add; a custom
 resource the ``selectableFields`` of its CRD version (``jsonPath`` of a string, integer or
 boolean field, shown as Go formats it). Any other label is the real 400 ``field label not
 supported: <label>``.
@@ -49,9 +50,14 @@ _BUILTIN: dict[tuple[str, str], tuple[str, ...]] = {
     ("v1", "secrets"): ("type",),
     ("v1", "namespaces"): ("status.phase",),
     ("apps/v1", "replicasets"): ("status.replicas",),
+    ("v1", "replicationcontrollers"): ("status.replicas",),
+    ("v1", "nodes"): ("spec.unschedulable",),
+    ("batch/v1", "jobs"): ("status.successful",),
 }
-# Fields Go would print as "false"/"0" when absent (non-pointer types).
-_ZERO = {"spec.hostNetwork": False, "status.replicas": 0}
+# Fields of built-in kinds Go prints as "false"/"0" when absent (non-pointer types); a
+# custom resource's absent field is "".
+_ZERO = {"spec.hostNetwork": False, "status.replicas": 0, "spec.unschedulable": False,
+         "status.successful": 0}  # fmt: skip
 
 
 def labels(api_version: str, plural: str, custom: Iterable[str] = ()) -> frozenset[str]:
@@ -74,9 +80,11 @@ def values(
         "metadata.name": _text(meta.get("name")),
         "metadata.namespace": _text(meta.get("namespace")),
     }
-    for path in (*_BUILTIN.get((api_version, plural), ()), *custom):
+    for path in _BUILTIN.get((api_version, plural), ()):
         value = _at(obj, path)
         found[path] = _text(_ZERO.get(path) if value is None else value)
+    for path in custom:
+        found[path] = _text(_at(obj, path))
     return found
 
 

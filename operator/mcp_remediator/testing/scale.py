@@ -68,24 +68,21 @@ def _set(obj: JsonDict, path: str, value: Any) -> None:
 
 
 def selector_text(selector: Any) -> str:
-    """A LabelSelector as ``metav1.FormatLabelSelector`` writes it (``a=b,c in (d,e)``)."""
+    """A LabelSelector as ``metav1.FormatLabelSelector`` writes it (``a in (d,e),c=b``): every
+    requirement sorted by key, as ``LabelSelectorAsSelector`` sorts them."""
     if not isinstance(selector, dict):
         return ""
-    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    parts = [
+        (str(key), f"{key}={value}") for key, value in (selector.get("matchLabels") or {}).items()
+    ]
     for expression in selector.get("matchExpressions") or []:
-        key, op = expression.get("key", ""), expression.get("operator", "")
-        values = ",".join(sorted(expression.get("values") or []))
-        match op:
-            case "In":
-                parts.append(f"{key} in ({values})")
-            case "NotIn":
-                parts.append(f"{key} notin ({values})")
-            case "Exists":
-                parts.append(key)
-            case "DoesNotExist":
-                parts.append(f"!{key}")
-    text = ",".join(parts)
-    return text or ("" if selector is None else "")
+        key, op = str(expression.get("key", "")), expression.get("operator", "")
+        values = ",".join(sorted(str(v) for v in expression.get("values") or []))
+        text = {"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                "Exists": key, "DoesNotExist": f"!{key}"}.get(str(op))  # fmt: skip
+        if text is not None:
+            parts.append((key, text))
+    return ",".join(text for _, text in sorted(parts, key=lambda part: part[0]))
 
 
 def scale_of(obj: JsonDict, paths: ScalePaths) -> JsonDict:

@@ -36,6 +36,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_remediator.testing import scale
+
 JsonDict = dict[str, Any]
 Cell = Any
 META_GROUP = "meta.k8s.io"
@@ -233,17 +235,17 @@ def find(obj: Any, path: str) -> list[Any]:
 
 
 def _printed(value: Any) -> str:
-    """A value as the server's JSONPath printer writes it (Go's ``fmt.Print``: maps as
-    ``map[k:v]`` with sorted keys, lists as ``[a b]``, null as ``<nil>``).
+    """A value as client-go's ``JSONPath.PrintResults`` writes it for a string column: maps
+    and lists as Go's ``json.Marshal`` (sorted keys, compact, ``<>&`` escaped), other values
+    as text (null as ``<nil>``).
     """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{k}:{_printed(value[k])}" for k in sorted(value)) + "]"
-    if isinstance(value, list):
-        return "[" + " ".join(_printed(item) for item in value) + "]"
+    if isinstance(value, Mapping | list):
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     if value is None:
         return "<nil>"
     return str(value)
@@ -313,15 +315,12 @@ def _age_of(obj: JsonDict, now: datetime.datetime) -> str:
 
 
 def _selector(selector: Any) -> str:
+    """A LabelSelector as FormatLabelSelector prints it, or a Service's plain map."""
     if not isinstance(selector, Mapping):
         return "<none>"
-    labels = selector.get("matchLabels", selector)
-    parts = [f"{k}={v}" for k, v in sorted(labels.items()) if isinstance(v, str)]
-    for expression in selector.get("matchExpressions") or []:
-        values = ",".join(expression.get("values") or [])
-        parts.append(
-            f"{expression.get('key')} {str(expression.get('operator')).lower()} ({values})"
-        )
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        return scale.selector_text(dict(selector)) or "<none>"
+    parts = [f"{k}={v}" for k, v in sorted(selector.items()) if isinstance(v, str)]
     return ",".join(parts) or "<none>"
 
 
