@@ -296,6 +296,11 @@ async def test_kubectl_explain_reads_the_crds_openapi_schema(
     assert "<ObjectMeta>" in metadata, metadata
     pods = await run(base, "explain", "pods.spec.containers")
     assert "<[]Container>" in pods and "image" in pods, pods
+    # The client names these models CoreV1Event and EventsV1Event; the API does not.
+    involved = await run(base, "explain", "events.involvedObject")
+    assert "<ObjectReference>" in involved and "uid" in involved, involved
+    regarding = await run(base, "explain", "events.regarding", "--api-version=events.k8s.io/v1")
+    assert "<ObjectReference>" in regarding, regarding
 
 
 async def test_kubectl_apply_k_runbooks_with_server_side_field_validation(

@@ -139,7 +139,11 @@ _META_MODELS = {
     "DeleteOptions",
     "Preconditions",
 }
-_VERSION_PREFIX = re.compile(r"V\d+(?:alpha\d+|beta\d+)?")
+_VERSION_PREFIX = re.compile(r"(?:[A-Z][a-z]+)?V\d+(?:alpha\d+|beta\d+)?")
+# The client names a few models after their group to tell same-named kinds apart
+# (CoreV1Event, EventsV1Event, RbacV1Subject); the API's definitions do not.
+_MODEL_OF: dict[tuple[str, str], str] = {("", "Event"): "CoreV1Event",
+                                         ("events.k8s.io", "Event"): "EventsV1Event"}  # fmt: skip
 
 
 def _models() -> Any:
@@ -155,7 +159,7 @@ def _model_name(cls: type, package: str) -> str:
     is named in ``package`` (the package of the kind that reached it first).
     """
     match = _VERSION_PREFIX.match(cls.__name__)
-    version = match.group(0).lower() if match else "v1"
+    version = re.sub(r"^[A-Z][a-z]+", "", match.group(0)).lower() if match else "v1"
     bare = cls.__name__[match.end() :] if match else cls.__name__
     if bare in _META_MODELS:
         return f"{_META}.{bare}"
@@ -261,7 +265,8 @@ def _builtin_schemas() -> tuple[dict[tuple[str, str, str], str], dict[str, JsonD
         if hasattr(models, meta):
             generated.add(getattr(models, meta), _META)
     for group, version, kind in _BUILTIN_MODELS:
-        cls: Any = getattr(models, f"{version.capitalize()}{kind}", None)
+        name = _MODEL_OF.get((group, kind), f"{version.capitalize()}{kind}")
+        cls: Any = getattr(models, name, None)
         if _is_model(cls):
             kinds[group, version, kind] = generated.add(cls, _package(group))
     return kinds, generated.schemas
