@@ -2700,8 +2700,8 @@ def _writer_of(request: kmock.Request) -> _Writer | None:
 
 
 def _object_body(request: kmock.Request, spec: _Spec) -> Any:
-    """The object of a create or update: JSON or YAML; anything else (protobuf) is 415, so
-    that clients fall back to JSON.
+    """The object of a create or update: JSON or YAML (a protobuf body was turned into JSON
+    before, see ``_from_protobuf``); anything else is 415.
     """
     content_type = _content_type(request) or JSON
     if content_type == YAML:
@@ -2912,7 +2912,7 @@ def _dry_run_of(request: kmock.Request) -> bool:
     if bad:
         options = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
         kind = options.get(request.method.value, "DeleteOptions")
-        listed = "[]string{" + ", ".join(json.dumps(v) for v in bad) + "}"
+        listed = "[]string{" + ", ".join(authz.go_quote(v) for v in bad) + "}"
         raise _invalid_options(
             kind, "dryRun", f'Unsupported value: {listed}: supported values: "All"'
         )

@@ -51,6 +51,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mcp_remediator.testing.authz import go_quote as _go_quote
+
 JsonDict = dict[str, Any]
 
 REQUIRED: Final = "FieldValueRequired"
@@ -100,11 +102,6 @@ _OBJECT_META: Final = frozenset(
 _TYPE_META: Final = ("apiVersion", "kind", "metadata")
 
 
-class _Omitted:
-    """A value field.Error leaves out (``TooMany`` without a count)."""
-
-
-_OMITTED: Final = _Omitted()
 _MISSING: Final = object()
 
 
@@ -120,7 +117,7 @@ class FieldError:
     def body(self) -> str:
         """``ErrorBody()``: the message without the field (a cause's ``message``)."""
         text = _LABELS[self.type]
-        if self.type not in _NO_VALUE and not isinstance(self.value, _Omitted):
+        if self.type not in _NO_VALUE:
             text = f"{text}: {_go_value(self.value)}"
         return f"{text}: {self.detail}" if self.detail else text
 
@@ -801,36 +798,6 @@ class _GoMap:
 
 
 # --- Go's formatting ------------------------------------------------------------------------
-
-
-def _go_quote(text: str) -> str:
-    """Go's ``%q`` (``strconv.Quote``) of a string."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in ('"', "\\"):
-            out.append("\\" + char)
-        elif char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif not char.isprintable() and code > 0x7F:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-_GO_ESCAPES: Final = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-}
 
 
 def _go_number(value: float) -> str:
