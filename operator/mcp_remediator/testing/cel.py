@@ -34,7 +34,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from mcp_remediator.testing.schema import DUPLICATE, FORBIDDEN, INVALID, REQUIRED, FieldError
+from mcp_remediator.testing.schema import (
+    DUPLICATE,
+    FORBIDDEN,
+    INVALID,
+    MISSING,
+    REQUIRED,
+    FieldError,
+    correlated_item,
+)
 
 celpy: Any
 try:
@@ -45,16 +53,13 @@ except ImportError:  # pragma: no cover - the test and demo extras bring it
 
 AVAILABLE = celpy is not None
 JsonDict = dict[str, Any]
-_MISSING: Any = object()
 _REASONS = {
     reason: reason for reason in (INVALID, FORBIDDEN, REQUIRED, DUPLICATE)
 }  # others: Invalid
 _OLD_SELF = re.compile(r"\boldSelf\b")
 
 
-def errors(
-    obj: Any, schema: JsonDict, old: Any = _MISSING, *, prefix: str = ""
-) -> list[FieldError]:
+def errors(obj: Any, schema: JsonDict, old: Any = MISSING, *, prefix: str = "") -> list[FieldError]:
     """The errors of the CEL rules of ``schema`` on ``obj`` (``old``: the stored object of
     an update)."""
     if not AVAILABLE:
@@ -64,7 +69,7 @@ def errors(
         rules = sub.get("x-kubernetes-validations")
         if not rules:
             continue
-        unchanged = old_value is not _MISSING and old_value == value
+        unchanged = old_value is not MISSING and old_value == value
         for rule in rules:
             expression = str(rule.get("rule") or "")
             failure = _evaluate(expression, value, old_value)
@@ -87,7 +92,7 @@ def _nodes(
         additional = schema.get("additionalProperties")
         old_map = old if isinstance(old, dict) else {}
         for key, item in value.items():
-            child_old = old_map.get(key, _MISSING)
+            child_old = old_map.get(key, MISSING)
             if key in properties:
                 child = f"{path}.{key}" if path else key
                 yield from _nodes(item, child_old, properties[key], child)
@@ -96,21 +101,8 @@ def _nodes(
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             yield from _nodes(
-                item, _correlated(schema, item, old), schema["items"], f"{path}[{index}]"
+                item, correlated_item(schema, item, old), schema["items"], f"{path}[{index}]"
             )
-
-
-def _correlated(schema: JsonDict, item: Any, old: Any) -> Any:
-    """The old item a ``map`` list's item stands for, by its keys (nothing for other lists)."""
-    keys = schema.get("x-kubernetes-list-map-keys") or []
-    if schema.get("x-kubernetes-list-type") != "map" or not keys or not isinstance(old, list):
-        return _MISSING
-    if not isinstance(item, dict):
-        return _MISSING
-    for candidate in old:
-        if isinstance(candidate, dict) and all(candidate.get(k) == item.get(k) for k in keys):
-            return candidate
-    return _MISSING
 
 
 @functools.lru_cache(maxsize=512)
@@ -123,7 +115,7 @@ def _run(expression: str, value: Any, old: Any) -> Any:
     """The expression's value, or the exception that stopped it."""
     try:
         activation = {"self": json_to_cel(_as_decoded(value))}
-        if old is not _MISSING:
+        if old is not MISSING:
             activation["oldSelf"] = json_to_cel(_as_decoded(old))
         return _program(expression).evaluate(activation)
     except Exception as exc:  # a compile error, CELEvalError, a value CEL cannot hold
@@ -147,8 +139,8 @@ def _evaluate(expression: str, value: Any, old: Any) -> str | None:
     """``None`` when the rule holds (or does not apply); else why it failed: ``""`` for a
     false rule, the error's text for an error."""
     if _OLD_SELF.search(expression) is None:
-        old = _MISSING
-    elif old is _MISSING:
+        old = MISSING
+    elif old is MISSING:
         return None  # a transition rule, and nothing to compare with
     result = _run(expression, value, old)
     if isinstance(result, BaseException):  # cel-python may also return its error
@@ -175,7 +167,7 @@ def _error(
     message = str(rule.get("message") or f"failed rule: {rule.get('rule', '')}")
     if rule.get("messageExpression") and not failure:
         expression = str(rule["messageExpression"])
-        said = _run(expression, value, old if _OLD_SELF.search(expression) else _MISSING)
+        said = _run(expression, value, old if _OLD_SELF.search(expression) else MISSING)
         if isinstance(said, str) and said.strip():
             message = str(said)
     kind = _REASONS.get(str(rule.get("reason") or "FieldValueInvalid"), INVALID)

@@ -102,7 +102,7 @@ _OBJECT_META: Final = frozenset(
 _TYPE_META: Final = ("apiVersion", "kind", "metadata")
 
 
-_MISSING: Final = object()
+MISSING: Final = object()  # no value (not even null)
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ def default(value: Any, schema: JsonDict) -> Any:
 
 
 def validate(
-    obj: Any, schema: JsonDict, old: Any = _MISSING, *, prefix: str = "", ratchet: bool = True
+    obj: Any, schema: JsonDict, old: Any = MISSING, *, prefix: str = "", ratchet: bool = True
 ) -> list[FieldError]:
     """The errors of ``obj`` against ``schema``: kube-openapi's validator (named from the
     schema's root, ``prefix`` put before the field paths, as ``/status`` writes are
@@ -304,11 +304,11 @@ def validate(
     (an update) and ``ratchet``, errors in values the update left unchanged are dropped;
     list-type errors count only when ``old`` had none.
     """
-    correlated = old is not _MISSING and ratchet
-    errors = _Validator(prefix).node(obj, schema, "", old if correlated else _MISSING)
+    correlated = old is not MISSING and ratchet
+    errors = _Validator(prefix).node(obj, schema, "", old if correlated else MISSING)
     errors += _embedded(obj, schema, prefix)
     list_errors = _list_types(obj, schema, prefix)
-    if list_errors and old is not _MISSING and _list_types(old, schema, prefix):
+    if list_errors and old is not MISSING and _list_types(old, schema, prefix):
         list_errors = []
     return errors + list_errors
 
@@ -350,7 +350,7 @@ class _Validator:
 
     def node(self, value: Any, schema: JsonDict, name: str, old: Any) -> list[FieldError]:
         errors = self._node(value, schema, name, old)
-        if errors and old is not _MISSING and _json_equal(old, value):
+        if errors and old is not MISSING and _json_equal(old, value):
             return []  # ratcheting: an unchanged value keeps its errors to itself
         return errors
 
@@ -402,13 +402,13 @@ class _Validator:
         quoted = _go_quote(name)
         any_of = schema.get("anyOf") or []
         if any_of:
-            results = [self._node(value, sub, name, _MISSING) for sub in any_of]
+            results = [self._node(value, sub, name, MISSING) for sub in any_of]
             if all(results):
                 errors.append(self.composite(f"{quoted} must validate at least one schema (anyOf)"))
                 errors += results[0]
         one_of = schema.get("oneOf") or []
         if one_of:
-            results = [self._node(value, sub, name, _MISSING) for sub in one_of]
+            results = [self._node(value, sub, name, MISSING) for sub in one_of]
             valid = sum(1 for result in results if not result)
             if valid != 1:
                 found = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
@@ -421,7 +421,7 @@ class _Validator:
                     errors += results[0]
         all_of = schema.get("allOf") or []
         if all_of:
-            results = [self._node(value, sub, name, _MISSING) for sub in all_of]
+            results = [self._node(value, sub, name, MISSING) for sub in all_of]
             for result in results:
                 errors += result
             failed = sum(1 for result in results if result)
@@ -431,7 +431,7 @@ class _Validator:
                     self.composite(f"{quoted} must validate all the schemas (allOf){tail}")
                 )
         not_schema = schema.get("not")
-        if isinstance(not_schema, dict) and not self._node(value, not_schema, name, _MISSING):
+        if isinstance(not_schema, dict) and not self._node(value, not_schema, name, MISSING):
             errors.append(self.composite(f"{quoted} must not validate the schema (not)"))
         return errors
 
@@ -505,7 +505,7 @@ class _Validator:
         items = schema.get("items")
         if isinstance(items, dict):
             for index, item in enumerate(value):
-                old_item = _correlated_item(schema, item, old)
+                old_item = correlated_item(schema, item, old)
                 errors += self.node(item, items, f"{name}[{index}]", old_item)
         size = len(value)
         if "minItems" in schema and size < schema["minItems"]:
@@ -564,15 +564,15 @@ class _Validator:
             for key, item in value.items():
                 if key not in properties:
                     errors += self.node(
-                        item, additional, f"{name}.{key}", old_map.get(key, _MISSING)
+                        item, additional, f"{name}.{key}", old_map.get(key, MISSING)
                     )
         for key, sub in properties.items():
             if key in value:
                 child = _join(name, key)
                 child_old = (
-                    _MISSING
+                    MISSING
                     if (not name and key in ("apiVersion", "kind"))
-                    else old_map.get(key, _MISSING)
+                    else old_map.get(key, MISSING)
                 )
                 errors += self.node(value[key], sub, child, child_old)
         for key in schema.get("required") or []:
@@ -639,24 +639,24 @@ def _is_multiple(value: float, factor: float) -> bool:
     return math.isfinite(quotient) and float(quotient).is_integer()
 
 
-def _correlated_item(schema: JsonDict, item: Any, old: Any) -> Any:
+def correlated_item(schema: JsonDict, item: Any, old: Any) -> Any:
     """The item of the old list an item of a ``map`` list stands for (by its keys);
     items of other lists are not correlated, as ratcheting correlates them.
     """
     if not isinstance(old, list) or schema.get("x-kubernetes-list-type") != "map":
-        return _MISSING
+        return MISSING
     keys = schema.get("x-kubernetes-list-map-keys") or []
     if not isinstance(item, dict) or not keys:
-        return _MISSING
-    wanted = [item.get(key, _MISSING) for key in keys]
+        return MISSING
+    wanted = [item.get(key, MISSING) for key in keys]
     for candidate in old:
         if isinstance(candidate, dict) and all(
-            (candidate.get(key, _MISSING) is _MISSING and want is _MISSING)
-            or (want is not _MISSING and _json_equal(candidate.get(key, _MISSING), want))
+            (candidate.get(key, MISSING) is MISSING and want is MISSING)
+            or (want is not MISSING and _json_equal(candidate.get(key, MISSING), want))
             for key, want in zip(keys, wanted, strict=True)
         ):
             return candidate
-    return _MISSING
+    return MISSING
 
 
 def _python_pattern(pattern: str) -> str:
