@@ -18,7 +18,6 @@ import kmock
 import pytest
 import yaml
 
-from mcp_remediator.testing import cel
 from mcp_remediator.testing.emulator import (
     MERGE_PATCH,
     ApiError,
@@ -107,7 +106,6 @@ async def test_dry_run_yes_is_422_naming_spec_dry_run(em: ApiServerEmulator) -> 
 ONE_OF = '<nil>: Invalid value: "object": give exactly one of spec.runbookRef or spec.steps'
 
 
-@pytest.mark.skipif(not cel.AVAILABLE, reason="cel-python is not installed")
 async def test_the_crds_cel_rules_are_enforced(em: ApiServerEmulator) -> None:
     """x-kubernetes-validations: a remediation with neither runbookRef nor steps is 422; a
     planned run may still be approved (its rules guard every read with has())."""

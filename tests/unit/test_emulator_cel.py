@@ -7,13 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from mcp_remediator.testing import cel
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not cel.AVAILABLE, reason="cel-python is not installed")
+
+
+def test_cel_python_is_installed() -> None:
+    """The test extra brings cel-python: without it the emulator would skip every rule."""
+    assert cel.AVAILABLE, "cel-python is missing: pip install -e '.[test]' (make deps does)"
 
 
 def remediation_schema() -> dict[str, Any]:
