@@ -329,25 +329,31 @@ def argocd_rbac() -> dict[str, Any]:
             "data": {"policy.default": "role:readonly"}}  # fmt: skip
 
 
+def account(namespace: str, name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ServiceAccount with a Role of ``rules`` in its own namespace, bound to it."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": name, "namespace": namespace}
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
+        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}},
+    ]  # fmt: skip
+
+
 def tenant() -> list[dict[str, Any]]:
     """team-a: its namespace, its runner account with the rights of its own namespace (as the
     README's recipe grants them), and a runbook of its own on the platform's RedisDown alert,
     which must only ever match alerts labelled with team-a."""
-    rbac = "rbac.authorization.k8s.io/v1"
-    meta = {"name": TENANT_RUNNER, "namespace": TENANT}
     rules = [
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]},
     ]
-    subject = {"kind": "ServiceAccount", "name": TENANT_RUNNER, "namespace": TENANT}
     restart = {"name": "restart", "action": "rolloutRestart", "params": {"name": "redis"}}
     return [
         namespace(TENANT),
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
-        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                     "name": TENANT_RUNNER}},
+        *account(TENANT, TENANT_RUNNER, rules),
         {"apiVersion": API_VERSION, "kind": "McpRunbook",
          "metadata": {"name": TENANT_RUNBOOK, "namespace": TENANT},
          "spec": {"triggers": [{"alertname": "RedisDown"}], "steps": [restart]}},
@@ -357,24 +363,16 @@ def tenant() -> list[dict[str, Any]]:
 def agent() -> list[dict[str, Any]]:
     """The AI ops agent's identity in ``mcp``: it may read the runbooks, read and create
     McpRemediations, and list Events; nothing else (no patch: it cannot approve)."""
-    rbac = "rbac.authorization.k8s.io/v1"
-    meta = {"name": AGENT, "namespace": NAMESPACE}
-    rules = [
-        {"apiGroups": ["mcp.dese.ai"], "resources": ["mcprunbooks"], "verbs": ["get", "list"]},
-        {
-            "apiGroups": ["mcp.dese.ai"],
-            "resources": ["mcpremediations"],
-            "verbs": ["get", "list", "create"],
-        },
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
-    ]
-    subject = {"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": rbac, "kind": "Role", "metadata": meta, "rules": rules},
-        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta, "subjects": [subject],
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": AGENT}},
-    ]  # fmt: skip
+    return account(
+        NAMESPACE,
+        AGENT,
+        [
+            {"apiGroups": ["mcp.dese.ai"], "resources": ["mcprunbooks"], "verbs": ["get", "list"]},
+            {"apiGroups": ["mcp.dese.ai"], "resources": ["mcpremediations"],
+             "verbs": ["get", "list", "create"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        ],
+    )  # fmt: skip
 
 
 def staging() -> list[dict[str, Any]]:
