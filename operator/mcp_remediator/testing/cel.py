@@ -41,7 +41,7 @@ from mcp_remediator.testing.schema import (
     MISSING,
     REQUIRED,
     FieldError,
-    correlated_item,
+    correlated_items,
 )
 
 celpy: Any
@@ -99,10 +99,9 @@ def _nodes(
             elif isinstance(additional, dict):
                 yield from _nodes(item, child_old, additional, f"{path}[{key}]")
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            yield from _nodes(
-                item, correlated_item(schema, item, old), schema["items"], f"{path}[{index}]"
-            )
+        olds = correlated_items(schema, value, old)
+        for index, (item, old_item) in enumerate(zip(value, olds, strict=True)):
+            yield from _nodes(item, old_item, schema["items"], f"{path}[{index}]")
 
 
 @functools.lru_cache(maxsize=512)

@@ -504,8 +504,8 @@ class _Validator:
         errors: list[FieldError] = []
         items = schema.get("items")
         if isinstance(items, dict):
-            for index, item in enumerate(value):
-                old_item = correlated_item(schema, item, old)
+            olds = correlated_items(schema, value, old)
+            for index, (item, old_item) in enumerate(zip(value, olds, strict=True)):
                 errors += self.node(item, items, f"{name}[{index}]", old_item)
         size = len(value)
         if "minItems" in schema and size < schema["minItems"]:
@@ -639,24 +639,27 @@ def _is_multiple(value: float, factor: float) -> bool:
     return math.isfinite(quotient) and float(quotient).is_integer()
 
 
-def correlated_item(schema: JsonDict, item: Any, old: Any) -> Any:
-    """The item of the old list an item of a ``map`` list stands for (by its keys);
-    items of other lists are not correlated, as ratcheting correlates them.
-    """
-    if not isinstance(old, list) or schema.get("x-kubernetes-list-type") != "map":
-        return MISSING
+def correlated_items(schema: JsonDict, items: list[Any], old: Any) -> list[Any]:
+    """For each item of a ``map`` list, the item of the old list it stands for (by its keys),
+    else ``MISSING``; items of other lists are not correlated, as ratcheting correlates them.
+    One pass over the old list, whatever its length."""
     keys = schema.get("x-kubernetes-list-map-keys") or []
-    if not isinstance(item, dict) or not keys:
-        return MISSING
-    wanted = [item.get(key, MISSING) for key in keys]
+    if not isinstance(old, list) or schema.get("x-kubernetes-list-type") != "map" or not keys:
+        return [MISSING] * len(items)
+
+    def key_of(item: Any) -> str | None:
+        if not isinstance(item, dict):
+            return None
+        # A missing key is told apart from a null one, as the real correlation does.
+        parts = [[key in item, item.get(key)] for key in keys]
+        return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+    by_key: dict[str, Any] = {}
     for candidate in old:
-        if isinstance(candidate, dict) and all(
-            (candidate.get(key, MISSING) is MISSING and want is MISSING)
-            or (want is not MISSING and _json_equal(candidate.get(key, MISSING), want))
-            for key, want in zip(keys, wanted, strict=True)
-        ):
-            return candidate
-    return MISSING
+        found = key_of(candidate)
+        if found is not None:
+            by_key.setdefault(found, candidate)
+    return [by_key.get(key, MISSING) if (key := key_of(item)) else MISSING for item in items]
 
 
 def _python_pattern(pattern: str) -> str:
