@@ -163,3 +163,26 @@ async def test_a_secrets_string_data_is_written_into_data_and_never_returned(
     stored = em.get("v1", "secrets", "default", "jwt")
     assert stored is not None and "stringData" not in stored
     assert stored["data"] == {"OLD": "bmV3", "JWT_SECRET": "czNjcjN0"}
+
+
+async def test_workloads_get_apps_v1_defaults_on_create(em: ApiServerEmulator) -> None:
+    template = {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx"}]}}  # fmt: skip
+    selector = {"matchLabels": {"app": "web"}}
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": selector, "template": template}}  # fmt: skip
+    created = await create(em, "/apis/apps/v1/namespaces/default/deployments", body)
+    spec = created["spec"]
+    assert spec["replicas"] == 1 and spec["revisionHistoryLimit"] == 10
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    assert spec["progressDeadlineSeconds"] == 600
+    status, scale = await call(em, "GET", "/apis/apps/v1/namespaces/default/deployments/web/scale")
+    assert status == 200 and scale["spec"]["replicas"] == 1
+    # A Recreate strategy gets no rolling parameters.
+    body["metadata"]["name"] = "batch"
+    body["spec"]["strategy"] = {"type": "Recreate"}
+    created = await create(em, "/apis/apps/v1/namespaces/default/deployments", body)
+    assert created["spec"]["strategy"] == {"type": "Recreate"}

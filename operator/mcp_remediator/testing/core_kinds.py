@@ -66,8 +66,25 @@ SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 NODE_PORTS = (30000, 32767)
 
 
+# apps/v1's SetDefaults_*: the workload-level fields (not the pod template's).
+_ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+_WORKLOAD_DEFAULTS: dict[str, JsonDict] = {
+    "Deployment": {"replicas": 1, "strategy": _ROLLING, "revisionHistoryLimit": 10,
+                   "progressDeadlineSeconds": 600},
+    "StatefulSet": {"replicas": 1, "podManagementPolicy": "OrderedReady",
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                    "revisionHistoryLimit": 10},
+    "DaemonSet": {"updateStrategy": {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                  "revisionHistoryLimit": 10},
+    "ReplicaSet": {"replicas": 1},
+}  # fmt: skip
+
+
 def create_defaults(api_version: str, kind: str, obj: JsonDict) -> JsonDict:
     """``obj`` (a body being created) with the defaults kube-apiserver would add."""
+    if api_version == "apps/v1" and kind in _WORKLOAD_DEFAULTS:
+        return _workload(obj, _WORKLOAD_DEFAULTS[kind])
     if api_version != "v1":
         return obj
     if kind == "Service":
@@ -131,6 +148,24 @@ def _service(obj: JsonDict) -> JsonDict:
 def _cluster_ip() -> str:
     offset = random.randrange(2, SERVICE_CIDR.num_addresses - 1)
     return str(SERVICE_CIDR.network_address + offset)
+
+
+def _workload(obj: JsonDict, defaults: JsonDict) -> JsonDict:
+    """A workload's spec with the fields it leaves out set as apps/v1 defaults them (a
+    strategy's type given without its parameters gets the parameters of that type only)."""
+    result = copy.deepcopy(obj)
+    spec = result.get("spec")
+    if not isinstance(spec, dict):
+        return result
+    for key, value in defaults.items():
+        given = spec.get(key)
+        if given is None:
+            spec[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(given, dict):
+            if given.get("type", value.get("type")) == value.get("type"):
+                for inner, inner_value in value.items():
+                    given.setdefault(inner, copy.deepcopy(inner_value))
+    return result
 
 
 def _namespace(obj: JsonDict) -> JsonDict:

@@ -137,7 +137,8 @@ pages, whose ``continue`` token resumes after the last name (later pages show ob
 they are then, not as of the first page). Built-in kinds get no pruning (a Secret's
 write-only ``stringData`` is written into ``data``, as the real server does), and defaults
 only on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
-allocator), a Namespace or a Pod (its ``Pending`` status; no kubelet ever runs it), as
+allocator), a Namespace, a Pod (its ``Pending`` status; no kubelet ever runs it) or an
+apps/v1 workload (replicas, strategy, history: not its pod template's fields), as
 ``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
 kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
 Nodes, Jobs, CronJobs, Ingresses, APIServices, ...) are stored and served, each in one
