@@ -186,3 +186,16 @@ async def test_workloads_get_apps_v1_defaults_on_create(em: ApiServerEmulator) -
     body["spec"]["strategy"] = {"type": "Recreate"}
     created = await create(em, "/apis/apps/v1/namespaces/default/deployments", body)
     assert created["spec"]["strategy"] == {"type": "Recreate"}
+
+
+async def test_a_service_keeps_its_allocated_addresses_on_update(em: ApiServerEmulator) -> None:
+    services = "/api/v1/namespaces/default/services"
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}}  # fmt: skip
+    created = await create(em, services, body)
+    allocated = created["spec"]["clusterIP"], created["spec"]["ports"][0]["nodePort"]
+    # kubectl replace of the manifest as written: no clusterIP, no nodePort.
+    body["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"]
+    status, replaced = await call(em, "PUT", f"{services}/api", body)
+    assert status == 200, replaced
+    assert (replaced["spec"]["clusterIP"], replaced["spec"]["ports"][0]["nodePort"]) == allocated

@@ -145,6 +145,32 @@ def _service(obj: JsonDict) -> JsonDict:
     return result
 
 
+_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def keep_allocated(api_version: str, kind: str, obj: JsonDict, old: JsonDict) -> JsonDict:
+    """An update of a Service that leaves out what the server allocated (its cluster IPs,
+    its ports' node ports) keeps them, as the real Service strategy does."""
+    if (api_version, kind) != ("v1", "Service"):
+        return obj
+    spec, old_spec = obj.get("spec"), old.get("spec")
+    if not isinstance(spec, dict) or not isinstance(old_spec, dict):
+        return obj
+    result = copy.deepcopy(obj)
+    spec = result["spec"]
+    for key in _ALLOCATED:
+        if not spec.get(key) and old_spec.get(key):
+            spec[key] = copy.deepcopy(old_spec[key])
+    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in old_spec.get("ports") or []
+                 if isinstance(p, dict)}  # fmt: skip
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict) and not port.get("nodePort"):
+            before = old_ports.get((port.get("port"), port.get("protocol", "TCP"))) or {}
+            if before.get("nodePort") and spec.get("type") in ("NodePort", "LoadBalancer"):
+                port["nodePort"] = before["nodePort"]
+    return result
+
+
 def _cluster_ip() -> str:
     offset = random.randrange(2, SERVICE_CIDR.num_addresses - 1)
     return str(SERVICE_CIDR.network_address + offset)

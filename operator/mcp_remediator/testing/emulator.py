@@ -137,8 +137,9 @@ pages, whose ``continue`` token resumes after the last name (later pages show ob
 they are then, not as of the first page). Built-in kinds get no pruning (a Secret's
 write-only ``stringData`` is written into ``data``, as the real server does), and defaults
 only on an HTTP create of a Service (``clusterIP`` picked at random from 10.96.0.0/12, no
-allocator), a Namespace, a Pod (its ``Pending`` status; no kubelet ever runs it) or an
-apps/v1 workload (replicas, strategy, history: not its pod template's fields), as
+allocator; an update that leaves out its cluster IPs or node ports keeps them), a
+Namespace, a Pod (its ``Pending`` status; no kubelet ever runs it) or an apps/v1 workload
+(replicas, strategy, history: not its pod template's fields), as
 ``core_kinds.create_defaults`` lists; every kind gets ``metadata.generation``. The built-in
 kinds beyond those the operator touches (``core_kinds.MORE_BUILTINS``: ReplicationControllers,
 Nodes, Jobs, CronJobs, Ingresses, APIServices, ...) are stored and served, each in one
@@ -1912,6 +1913,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             final["metadata"] = new_meta
 
         final = core_kinds.fold_string_data(_api_version(spec.storage), spec.kind, final)
+        if scope == "main":
+            final = core_kinds.keep_allocated(_api_version(spec.storage), spec.kind, final, current)
         final = _normalize(_typed(spec, final), spec.schema)
         _validate(spec, name, final, current, scope)
         self._manage_fields(spec, current, final, scope, proposed)
