@@ -1264,3 +1264,14 @@ async def test_dry_run_all_answers_the_write_and_stores_nothing(em: ApiServerEmu
         assert summary(await watched.next()) == ("ADDED", "later")
     finally:
         watch.close()
+
+
+async def test_end_watches_ends_every_open_stream(em: ApiServerEmulator) -> None:
+    """Before the servers close (the demo's Ctrl-C): a watch nobody reads any more would
+    hold the server's shutdown until its next event."""
+    watch = await open_watch(em, WIDGETS)
+    try:
+        em.end_watches()
+        assert await asyncio.wait_for(watch.content.read(), 5) == b""
+    finally:
+        watch.close()

@@ -576,6 +576,7 @@ class World:
         if self._runner is not None:
             await self._runner.cleanup()
         await asyncio.to_thread(self.supervisor.stop_all)
+        self.api.end_watches()  # else the servers' shutdown waits on watches nobody reads
         await self._stack.aclose()
 
     def stop_daemons_now(self) -> None:

@@ -449,6 +449,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _account_tokens: dict[str, tuple[str, str]] = attrs.field(factory=dict, init=False)
     _policy: authz.RbacPolicy | None = attrs.field(default=None, init=False)
     _aggregating: bool = attrs.field(default=False, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -461,6 +462,16 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         self.fallback[kmock.method.POST] << self._serve_unrouted
         self.fallback[kmock.method.PATCH] << self._serve_unrouted
         self.add_token(self.admin_token, ADMIN_USERNAME, (authz.MASTERS,))
+
+    def end_watches(self) -> None:
+        """End every open watch stream (and refuse to start new ones), before the servers
+        close: a server's shutdown waits for the handlers still running, and a watch whose
+        client has gone stays blocked until its next event, which may never come."""
+        with self._state_lock:
+            self._closing = True
+            for log in self._logs.values():
+                for waiter in log.waiters:
+                    waiter.wake()
 
     # --- registration ---------------------------------------------------------------------
 
@@ -1333,7 +1344,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 request, "allowWatchBookmarks"
             ):
                 yield self._bookmark(spec, cursor)
-            while True:
+            while not self._closing:
                 with self._state_lock:
                     waiter.event.clear()
                     expired = cursor < log.expired_rv
