@@ -29,6 +29,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import textwrap
 import time
@@ -454,6 +455,7 @@ class IncidentStage:
 
 
 OPERATOR_STOP_SECONDS = 15
+SLOW_STOP_SECONDS = 5.0
 
 
 def display_name(namespace: str, name: str) -> str:
@@ -556,6 +558,7 @@ async def run_demo(out: TextIO, *, keep_running: bool = False, verbose: bool = F
         failed = True
         printer.emit(f"mcp-remediator demo: {exc}", f"logs in {directory}")
     finally:
+        stopping = time.monotonic()
         try:
             if observer is not None:
                 observer.cancel()
@@ -566,8 +569,13 @@ async def run_demo(out: TextIO, *, keep_running: bool = False, verbose: bool = F
                 # Bounded: a Kopf stop that stalls must not hold a Ctrl-C up (the operator
                 # thread is a daemon thread; the daemons below are stopped regardless).
                 await operator.stop(timeout=OPERATOR_STOP_SECONDS)
+            world.stop_times["operator"] = time.monotonic() - stopping
             await world.stop()
         finally:
+            took = time.monotonic() - stopping
+            if took > SLOW_STOP_SECONDS:  # say where the time went
+                parts = ", ".join(f"{k} {v:.1f}s" for k, v in world.stop_times.items())
+                print(f"stopping took {took:.1f}s: {parts}", file=sys.stderr, flush=True)
             world.stop_daemons_now()
             root = logging.getLogger()
             for handler in root.handlers:

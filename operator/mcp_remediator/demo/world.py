@@ -537,6 +537,7 @@ class World:
         self._tasks: set[asyncio.Task[None]] = set()
         self._redis: redis.asyncio.Redis | None = None
         self._http = httpx.AsyncClient(timeout=5)
+        self.stop_times: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -566,18 +567,31 @@ class World:
         self._spawn(self._traffic())
 
     async def stop(self) -> None:
+        """Stop everything; how long each part took is kept in ``stop_times``."""
+        clock = time.monotonic()
+
+        def lap(part: str) -> None:
+            nonlocal clock
+            now = time.monotonic()
+            self.stop_times[part] = now - clock
+            clock = now
+
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        lap("tasks")
         if self._redis is not None:
             with contextlib.suppress(redis.exceptions.RedisError):
                 await self._redis.aclose()
         await self._http.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
+        lap("stand-ins")
         await asyncio.to_thread(self.supervisor.stop_all)
+        lap("daemons")
         self.api.end_watches()  # else the servers' shutdown waits on watches nobody reads
         await self._stack.aclose()
+        lap("api")
 
     def stop_daemons_now(self) -> None:
         """The blocking last resort (an interrupted demo): stop every daemon by its PID."""
