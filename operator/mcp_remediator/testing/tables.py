@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mcp_remediator.kube import events
 from mcp_remediator.testing import scale
 
 JsonDict = dict[str, Any]
@@ -107,13 +108,9 @@ def conversion(accept: str) -> Conversion | None:
 
 
 def parse_time(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    """An RFC 3339 timestamp of an object (``None``: not a time), as kube/events.py reads
+    them."""
+    return events.parse_time(value) if isinstance(value, str) else None
 
 
 def human_duration(seconds: float) -> str:
